@@ -1,0 +1,67 @@
+// Frames to JSON-RPC 2.0 messages and back. The server and the client share it.
+
+import { ErrorCode } from "./errors.ts";
+
+/** A JSON-RPC id: the spec allows a string, a number or null. */
+export type Id = string | number | null;
+
+const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+
+/** Why a frame could not be decoded; `code` is the JSON-RPC error code to answer with. */
+export class DecodeError extends Error {
+  readonly code: number;
+  constructor(code: number, message: string) {
+    super(message);
+    this.name = "DecodeError";
+    this.code = code;
+  }
+}
+
+/**
+ * Decodes a frame's UTF-8 JSON. JSON.parse makes `__proto__` an own data property, so decoding
+ * alone cannot pollute a prototype.
+ */
+export function decodeFrame(frame: Uint8Array): unknown {
+  let text: string;
+  try {
+    text = decoder.decode(frame);
+  } catch {
+    throw new DecodeError(ErrorCode.ParseError, "Parse error: the frame is not valid UTF-8");
+  }
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw new DecodeError(
+      ErrorCode.ParseError,
+      `Parse error: ${error instanceof Error ? error.message : "invalid JSON"}`,
+    );
+  }
+}
+
+/** Whether `id` is a valid JSON-RPC id. Fractional numbers are allowed, as the spec only discourages them. */
+export function isId(id: unknown): id is Id {
+  return typeof id === "string" || (typeof id === "number" && Number.isFinite(id)) || id === null;
+}
+
+/** JSON text of a success response. */
+export function resultText(idText: string, result: unknown): string {
+  return `{"jsonrpc":"2.0","id":${idText},"result":${JSON.stringify(result) ?? "null"}}`;
+}
+
+/** JSON text of an error response. */
+export function errorText(idText: string, code: number, message: string, data?: unknown): string {
+  const dataText = data === undefined ? "" : `,"data":${JSON.stringify(data) ?? "null"}`;
+  return `{"jsonrpc":"2.0","id":${idText},"error":{"code":${code},"message":${
+    JSON.stringify(message)
+  }${dataText}}}`;
+}
+
+/** JSON text of a request, or of a notification when `id` is undefined. */
+export function requestText(id: number | undefined, method: string, params: unknown): string {
+  const idText = id === undefined ? "" : `"id":${id},`;
+  const paramsText = params === undefined ? "" : `,"params":${JSON.stringify(params)}`;
+  return `{"jsonrpc":"2.0",${idText}"method":${JSON.stringify(method)}${paramsText}}`;
+}
+
+/** `Object.prototype.hasOwnProperty`, which a wire object may shadow with a key of that name. */
+export const hasOwn: (object: object, key: PropertyKey) => boolean = Object.hasOwn;

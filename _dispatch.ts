@@ -1,0 +1,378 @@
+// JSON-RPC 2.0 messages to handler calls: the method table built by introspection, request
+// validation, batches, error mapping and rpc.discover. Knows nothing of sockets.
+
+import { DecodeError, decodeFrame, errorText, hasOwn, isId, resultText } from "./_codec.ts";
+import { ErrorCode, RpcError } from "./errors.ts";
+
+// deno-lint-ignore no-explicit-any
+type AnyFunction = (...args: any[]) => unknown;
+
+/** One exposed method. */
+export interface Method {
+  readonly name: string;
+  readonly fn: AnyFunction;
+  readonly thisArg: unknown;
+  /** The parameter names read from the function's source, for rpc.discover and the arity check. */
+  readonly params: readonly string[];
+  /** Whether the last parameter is a rest parameter, so that any number of arguments fits. */
+  readonly rest: boolean;
+}
+
+/** The prefix JSON-RPC 2.0 reserves for the protocol's own methods. */
+const RESERVED_PREFIX = "rpc.";
+
+/** Namespaces nest at most this deep; deeper is almost surely a cycle or a mistake. */
+const MAX_NAMESPACE_DEPTH = 16;
+
+/** What the response to a message is: its text, nothing (notifications), or a promise of either. */
+export type Reply = string | undefined | Promise<string | undefined>;
+
+/**
+ * Builds the method table of `handlers` once: a plain object or module namespace exposes its own
+ * functions and nests its plain-object properties as dotted namespaces; a class instance also
+ * exposes the methods of its prototype chain, up to and not including `Object.prototype`. Names
+ * starting with `_`, `constructor` and accessors are never exposed, and nothing is ever looked up
+ * on a user object with a name from the wire afterwards.
+ */
+export function buildMethodTable(handlers: object): Map<string, Method> {
+  if (handlers === null || (typeof handlers !== "object" && typeof handlers !== "function")) {
+    throw new TypeError(
+      "Cannot serve handlers: they must be an object, a class instance or a module",
+    );
+  }
+  const table = new Map<string, Method>();
+  addNamespace(table, handlers, "", new Set(), 0);
+  return table;
+}
+
+function addNamespace(
+  table: Map<string, Method>,
+  target: object,
+  prefix: string,
+  seen: Set<object>,
+  depth: number,
+): void {
+  if (seen.has(target)) return;
+  if (depth > MAX_NAMESPACE_DEPTH) {
+    throw new TypeError(`Cannot serve handlers: namespace "${prefix}" nests too deeply`);
+  }
+  seen.add(target);
+  for (const [key, value] of exposedMembers(target)) {
+    const name = prefix + key;
+    if (typeof value === "function") {
+      if (isClass(value)) continue;
+      if (name.startsWith(RESERVED_PREFIX)) {
+        throw new TypeError(`Cannot expose "${name}": the "rpc." prefix is reserved`);
+      }
+      const fn = value as AnyFunction;
+      table.set(name, { name, fn, thisArg: target, ...parameterNames(fn) });
+    } else if (isPlainObject(value)) {
+      addNamespace(table, value, `${name}.`, seen, depth + 1);
+    }
+  }
+}
+
+/** The own enumerable data properties, then, for class instances, the prototype chain's methods. */
+function* exposedMembers(target: object): Generator<[string, unknown]> {
+  const names = new Set<string>();
+  for (const key of Object.keys(target)) {
+    const descriptor = Object.getOwnPropertyDescriptor(target, key);
+    if (descriptor === undefined || !("value" in descriptor) || !isExposedName(key)) continue;
+    names.add(key);
+    yield [key, descriptor.value];
+  }
+  if (isPlainObject(target) || isModule(target)) return;
+  for (
+    let proto = Object.getPrototypeOf(target);
+    proto !== null && proto !== Object.prototype;
+    proto = Object.getPrototypeOf(proto)
+  ) {
+    for (const key of Object.getOwnPropertyNames(proto)) {
+      if (names.has(key) || !isExposedName(key)) continue;
+      const descriptor = Object.getOwnPropertyDescriptor(proto, key);
+      if (descriptor === undefined || typeof descriptor.value !== "function") continue;
+      names.add(key);
+      yield [key, descriptor.value];
+    }
+  }
+}
+
+function isExposedName(key: string): boolean {
+  return key !== "" && !key.startsWith("_") && key !== "constructor" &&
+    !hasOwn(Object.prototype, key);
+}
+
+function isPlainObject(value: unknown): value is object {
+  if (value === null || typeof value !== "object") return false;
+  const proto = Object.getPrototypeOf(value);
+  return proto === Object.prototype || proto === null;
+}
+
+function isModule(value: object): boolean {
+  return Object.prototype.toString.call(value) === "[object Module]";
+}
+
+function isClass(fn: unknown): boolean {
+  return /^class\b/.test(Function.prototype.toString.call(fn));
+}
+
+/**
+ * Reads a function's parameter names from its source text. Destructured parameters get the name
+ * `argN`; native and bound functions, whose source hides them, get `argN` for each of `length`.
+ */
+export function parameterNames(fn: AnyFunction): { params: string[]; rest: boolean } {
+  const source = Function.prototype.toString.call(fn);
+  const list = parameterList(source);
+  if (list === undefined) {
+    return { params: Array.from({ length: fn.length }, (_, i) => `arg${i}`), rest: false };
+  }
+  const params: string[] = [];
+  let rest = false;
+  for (const [i, part] of splitTopLevel(list).entries()) {
+    let text = part.trim();
+    if (text === "") continue;
+    if (text.startsWith("...")) {
+      rest = true;
+      text = text.slice(3).trim();
+    }
+    params.push(/^[A-Za-z_$][\w$]*/.exec(text)?.[0] ?? `arg${i}`);
+  }
+  return { params, rest };
+}
+
+/** The text between a function's parameter parentheses, or the lone parameter of `x => ...`. */
+function parameterList(source: string): string | undefined {
+  if (/\[native code\]\s*\}$/.test(source)) return undefined;
+  const arrow = /^(?:async\s+)?([A-Za-z_$][\w$]*)\s*=>/.exec(source);
+  if (arrow) return arrow[1];
+  const open = source.indexOf("(");
+  if (open < 0) return undefined;
+  const close = matchingParen(source, open);
+  return close < 0 ? undefined : source.slice(open + 1, close);
+}
+
+function matchingParen(source: string, open: number): number {
+  let depth = 0;
+  for (let i = open; i < source.length; i++) {
+    const c = source[i];
+    if (c === '"' || c === "'" || c === "`") i = skipString(source, i);
+    else if (c === "/" && source[i + 1] === "*") {
+      i = source.indexOf("*/", i + 2) + 1 || source.length;
+    } else if (c === "/" && source[i + 1] === "/") i = source.indexOf("\n", i) >>> 0;
+    else if (c === "(" || c === "[" || c === "{") depth++;
+    else if (c === ")" || c === "]" || c === "}") {
+      if (--depth === 0) return i;
+    }
+  }
+  return -1;
+}
+
+function skipString(source: string, start: number): number {
+  const quote = source[start];
+  for (let i = start + 1; i < source.length; i++) {
+    if (source[i] === "\\") i++;
+    else if (source[i] === quote) return i;
+  }
+  return source.length;
+}
+
+function splitTopLevel(list: string): string[] {
+  const parts: string[] = [];
+  let depth = 0;
+  let from = 0;
+  for (let i = 0; i < list.length; i++) {
+    const c = list[i];
+    if (c === '"' || c === "'" || c === "`") i = skipString(list, i);
+    else if (c === "/" && list[i + 1] === "*") i = list.indexOf("*/", i + 2) + 1 || list.length;
+    else if (c === "(" || c === "[" || c === "{") depth++;
+    else if (c === ")" || c === "]" || c === "}") depth--;
+    else if (c === "," && depth === 0) {
+      parts.push(list.slice(from, i));
+      from = i + 1;
+    }
+  }
+  parts.push(list.slice(from));
+  return parts.map((part) => part.replace(/\/\*[\s\S]*?\*\//g, ""));
+}
+
+/** Options for {@linkcode Dispatcher}. */
+export interface DispatcherOptions {
+  /** Put the stack of a handler's error in the error response's `data`. */
+  exposeStack?: boolean;
+  /** The `info` member of the rpc.discover document. */
+  info?: { title: string; version: string };
+}
+
+/** Turns decoded JSON-RPC messages into handler calls and their results into response text. */
+export class Dispatcher {
+  readonly methods: ReadonlyMap<string, Method>;
+  #exposeStack: boolean;
+  #discover: unknown;
+
+  constructor(handlers: object, options?: DispatcherOptions) {
+    this.methods = buildMethodTable(handlers);
+    this.#exposeStack = options?.exposeStack ?? false;
+    this.#discover = {
+      openrpc: "1.3.2",
+      info: options?.info ?? { title: "tlsrpc", version: "0.0.0" },
+      methods: [...this.methods.values()].map((method) => ({
+        name: method.name,
+        params: method.params.map((name) => ({ name, schema: {} })),
+        result: { name: "result", schema: {} },
+      })),
+    };
+  }
+
+  /**
+   * Answers one frame. `accept` false answers every request with ShuttingDown instead of calling
+   * its handler.
+   */
+  handleFrame(frame: Uint8Array, accept = true): Reply {
+    let message: unknown;
+    try {
+      message = decodeFrame(frame);
+    } catch (error) {
+      if (error instanceof DecodeError) return errorText("null", error.code, error.message);
+      throw error;
+    }
+    if (!Array.isArray(message)) return this.#handleOne(message, accept);
+    if (message.length === 0) {
+      return errorText("null", ErrorCode.InvalidRequest, "Invalid Request: empty batch");
+    }
+    const replies = message.map((item) => this.#handleOne(item, accept));
+    if (replies.every((reply) => typeof reply !== "object")) return joinBatch(replies);
+    return Promise.all(replies).then(joinBatch);
+  }
+
+  #handleOne(message: unknown, accept: boolean): Reply {
+    if (message === null || typeof message !== "object" || Array.isArray(message)) {
+      return invalid("null", "the message must be an object");
+    }
+    const request = message as Record<string, unknown>;
+    const hasId = hasOwn(request, "id");
+    if (hasId && !isId(request.id)) {
+      return invalid("null", "id must be a string, a number or null");
+    }
+    const idText = hasId ? JSON.stringify(request.id) : "null";
+    if (request.jsonrpc !== "2.0") return invalid(idText, 'jsonrpc must be "2.0"');
+    const method = request.method;
+    if (typeof method !== "string") return invalid(idText, "method must be a string");
+    const params = request.params;
+    if (
+      hasOwn(request, "params") &&
+      (params === null || typeof params !== "object")
+    ) {
+      return invalid(idText, "params must be an array or an object");
+    }
+    const reply = this.#call(method, params as unknown[] | object | undefined, idText, accept);
+    if (hasId) return reply;
+    // Notifications are never answered, not even with an error.
+    if (typeof reply === "object") reply.catch(() => {});
+    return undefined;
+  }
+
+  #call(
+    method: string,
+    params: unknown[] | object | undefined,
+    idText: string,
+    accept: boolean,
+  ): Reply {
+    if (!accept) {
+      return errorText(idText, ErrorCode.ShuttingDown, "Server is shutting down");
+    }
+    if (method === "rpc.discover") return this.#succeed(idText, method, this.#discover);
+    const entry = this.methods.get(method);
+    if (entry === undefined) {
+      return errorText(
+        idText,
+        ErrorCode.MethodNotFound,
+        `Method not found: ${JSON.stringify(method)}`,
+      );
+    }
+    const args = params === undefined ? [] : Array.isArray(params) ? params : [params];
+    if (!entry.rest && args.length > entry.params.length) {
+      return errorText(
+        idText,
+        ErrorCode.InvalidParams,
+        `Invalid params: "${method}" takes at most ${entry.params.length} params, got ${args.length}`,
+      );
+    }
+    let result: unknown;
+    try {
+      result = entry.fn.apply(entry.thisArg, args);
+    } catch (error) {
+      return this.#fail(idText, error);
+    }
+    if (result instanceof Promise || isThenable(result)) {
+      return Promise.resolve(result).then(
+        (value) => this.#succeed(idText, method, value),
+        (error) => this.#fail(idText, error),
+      );
+    }
+    return this.#succeed(idText, method, result);
+  }
+
+  #succeed(idText: string, method: string, result: unknown): string {
+    try {
+      return resultText(idText, result);
+    } catch (error) {
+      const reason = error instanceof Error ? error.message : String(error);
+      return errorText(
+        idText,
+        ErrorCode.InternalError,
+        `Cannot send result of "${method}": ${reason}`,
+      );
+    }
+  }
+
+  #fail(idText: string, error: unknown): string {
+    const { code, message, data } = describeError(error, this.#exposeStack);
+    try {
+      return errorText(idText, code, message, data);
+    } catch {
+      return errorText(idText, code, message, { name: "Error" });
+    }
+  }
+}
+
+function invalid(idText: string, reason: string): string {
+  return errorText(idText, ErrorCode.InvalidRequest, `Invalid Request: ${reason}`);
+}
+
+function joinBatch(replies: (string | undefined)[]): string | undefined {
+  const texts = replies.filter((reply) => reply !== undefined);
+  return texts.length === 0 ? undefined : `[${texts.join(",")}]`;
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return value !== null && (typeof value === "object" || typeof value === "function") &&
+    typeof (value as { then?: unknown }).then === "function";
+}
+
+/** The lowest and highest codes JSON-RPC 2.0 reserves for itself. */
+const RESERVED_CODES = { min: -32768, max: -32000 } as const;
+
+/**
+ * Maps a thrown value to the error member of a response: an {@linkcode RpcError} keeps its code
+ * and data; another error keeps an integer `code` of its own outside the reserved range, else
+ * gets -32000, and its data is `{ name }`.
+ */
+export function describeError(
+  error: unknown,
+  exposeStack: boolean,
+): { code: number; message: string; data: unknown } {
+  if (!(error instanceof Error)) {
+    return { code: ErrorCode.ServerError, message: String(error), data: { name: "Error" } };
+  }
+  const stack = exposeStack && error.stack !== undefined ? { stack: error.stack } : {};
+  if (error instanceof RpcError && Number.isInteger(error.code)) {
+    const data = error.data === undefined ? { name: error.name, ...stack } : error.data;
+    return { code: error.code, message: error.message, data };
+  }
+  const own = (error as { code?: unknown }).code;
+  const code = typeof own === "number" && Number.isInteger(own) &&
+      (own < RESERVED_CODES.min || own > RESERVED_CODES.max)
+    ? own
+    : ErrorCode.ServerError;
+  return { code, message: error.message, data: { name: error.name, ...stack } };
+}

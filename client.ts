@@ -1,0 +1,406 @@
+/**
+ * The tlsrpc client: calls the methods of a tlsrpc server over one TLS connection, many calls at
+ * a time. It imports only files of this project and needs no permission beyond `--allow-net`, so
+ * it can be imported straight from a URL.
+ *
+ * @example Call a server
+ * ```ts ignore
+ * import { connect } from "./client.ts";
+ *
+ * await using client = await connect({
+ *   hostname: "localhost",
+ *   port: 7443,
+ *   caCerts: [await Deno.readTextFile("ca.pem")],
+ * });
+ * console.log(await client.call("add", 2, 3)); // 5
+ * console.log(await client.proxy.math.neg(5)); // -5
+ * ```
+ *
+ * @module
+ */
+
+import { decodeFrame, requestText } from "./_codec.ts";
+import { closeQuietly, formatAddr, isDisconnect, reason } from "./_util.ts";
+import { ConnectionError, ProtocolError, RpcError, TimeoutError } from "./errors.ts";
+import { FrameReader, FrameWriter } from "./framing.ts";
+
+export { ConnectionError, ProtocolError, RpcError, TimeoutError } from "./errors.ts";
+
+/** The defaults of {@linkcode connect}, each with the reason for its value. */
+export const DEFAULT_CLIENT_OPTIONS = {
+  /** Where a development server listens. */
+  hostname: "localhost",
+  /** The port a tlsrpc server listens on unless told otherwise. */
+  port: 7443,
+  /** TCP connect plus TLS handshake: 10 s covers a slow network and still fails in human time. */
+  connectTimeout: 10_000,
+} as const;
+
+/** Options for {@linkcode connect}. */
+export interface ConnectOptions {
+  /**
+   * The server's host name; the server's certificate must name it.
+   *
+   * @default {"localhost"}
+   */
+  hostname?: string;
+  /**
+   * The server's port.
+   *
+   * @default {7443}
+   */
+  port?: number;
+  /**
+   * The CA certificates, PEM, to verify the server's certificate with, instead of the system's
+   * root store.
+   */
+  caCerts?: string[];
+  /**
+   * Milliseconds each call may take before it rejects with a {@linkcode TimeoutError}; 0 waits
+   * for ever.
+   *
+   * @default {0}
+   */
+  timeout?: number;
+  /**
+   * Milliseconds the TCP connection and TLS handshake may take.
+   *
+   * @default {10000}
+   */
+  connectTimeout?: number;
+  /**
+   * The largest frame sent or accepted, in bytes.
+   *
+   * @default {16777216}
+   */
+  maxFrameBytes?: number;
+  /** Aborting it cancels the connection attempt, or closes the client once connected. */
+  signal?: AbortSignal;
+}
+
+/**
+ * A remote namespace: any property is a nested namespace, and calling one calls the method of
+ * that dotted name.
+ */
+export type RemoteProxy = {
+  readonly [name: string]: RemoteProxy & ((...params: unknown[]) => Promise<unknown>);
+};
+
+interface Pending {
+  resolve(value: unknown): void;
+  reject(error: unknown): void;
+  timer: ReturnType<typeof setTimeout> | undefined;
+  method: string;
+}
+
+/**
+ * Connects to a tlsrpc server, completing the TLS handshake before it resolves.
+ *
+ * @example Connect with the test CA
+ * ```ts ignore
+ * import { connect } from "./client.ts";
+ *
+ * const client = await connect({ port: 7443, caCerts: [await Deno.readTextFile("ca.pem")] });
+ * await client.close();
+ * ```
+ *
+ * @param options Where to connect and how to verify the server.
+ * @returns The connected client.
+ * @throws {ConnectionError} When the server cannot be reached or the TLS handshake fails.
+ * @throws {TimeoutError} When connecting takes longer than `connectTimeout`.
+ */
+export async function connect(options: ConnectOptions = {}): Promise<RpcClient> {
+  const hostname = options.hostname ?? DEFAULT_CLIENT_OPTIONS.hostname;
+  const port = options.port ?? DEFAULT_CLIENT_OPTIONS.port;
+  const target = formatAddr({ hostname, port });
+  const signal = options.signal;
+  signal?.throwIfAborted();
+  const timeout = options.connectTimeout ?? DEFAULT_CLIENT_OPTIONS.connectTimeout;
+  let conn: Deno.TlsConn | undefined;
+  let abandoned = false;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let onAbort: (() => void) | undefined;
+  const stop = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () =>
+        reject(
+          new TimeoutError(`Cannot connect to "${target}": no connection within ${timeout} ms`),
+        ),
+      timeout,
+    );
+    onAbort = () => reject(signal?.reason);
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
+  try {
+    const opening = Deno.connectTls({
+      hostname,
+      port,
+      ...(options.caCerts && { caCerts: options.caCerts }),
+    }).then((opened) => {
+      // A connection that opens after we gave up must not leak.
+      if (abandoned) closeQuietly(opened);
+      conn = opened;
+      return opened.handshake();
+    });
+    await Promise.race([opening, stop]);
+    return new RpcClient(conn!, target, options);
+  } catch (error) {
+    abandoned = true;
+    if (conn) closeQuietly(conn);
+    if (error instanceof TimeoutError || (signal?.aborted && error === signal.reason)) throw error;
+    throw new ConnectionError(`Cannot connect to "${target}": ${reason(error)}`, { cause: error });
+  } finally {
+    clearTimeout(timer);
+    if (onAbort) signal?.removeEventListener("abort", onAbort);
+  }
+}
+
+/**
+ * A connection to a tlsrpc server, from {@linkcode connect}. Calls are multiplexed on the one
+ * connection by id; each resolves as soon as its response arrives, in any order.
+ */
+export class RpcClient implements AsyncDisposable {
+  #conn: Deno.TlsConn;
+  #target: string;
+  #writer: FrameWriter;
+  #pending = new Map<number, Pending>();
+  #nextId = 1;
+  #timeout: number;
+  #closeReason: Error | undefined;
+  #signal: AbortSignal | undefined;
+  #onAbort = () => this.close();
+  #proxies = new Map<string, RemoteProxy>();
+  #serverError: RpcError | undefined;
+  /** Resolves when the connection has closed, for whatever reason. */
+  readonly closed: Promise<void>;
+
+  /**
+   * Wraps a connected TLS connection; use {@linkcode connect} instead.
+   *
+   * @param conn A TLS connection whose handshake has completed.
+   * @param target The `host:port` the connection goes to, for error messages.
+   * @param options The call timeout and frame limit.
+   */
+  constructor(conn: Deno.TlsConn, target: string, options: ConnectOptions = {}) {
+    this.#conn = conn;
+    this.#target = target;
+    this.#timeout = options.timeout ?? 0;
+    const frameOptions = options.maxFrameBytes === undefined
+      ? {}
+      : { maxFrameBytes: options.maxFrameBytes };
+    this.#writer = new FrameWriter(conn, {
+      ...frameOptions,
+      onError: (error) => this.#shut(this.#lost(error)),
+    });
+    this.closed = this.#readLoop(new FrameReader(conn, frameOptions));
+    this.#signal = options.signal;
+    this.#signal?.addEventListener("abort", this.#onAbort, { once: true });
+  }
+
+  /** Whether the connection is closed; calls then reject at once. */
+  get isClosed(): boolean {
+    return this.#closeReason !== undefined;
+  }
+
+  /**
+   * Calls `method` with by-position params and resolves with its result.
+   *
+   * @example Call a method
+   * ```ts ignore
+   * const sum = await client.call("add", 2, 3);
+   * ```
+   *
+   * @param method The method's name, dotted for namespaces (`"math.add"`).
+   * @param params The params, each a JSON value.
+   * @returns The result.
+   * @throws {RpcError} When the server answers with an error.
+   * @throws {ConnectionError} When the connection is closed or drops before the response.
+   * @throws {TimeoutError} When no response came within the client's `timeout`.
+   * @throws {TypeError} When the params cannot be sent as JSON.
+   */
+  call(method: string, ...params: unknown[]): Promise<unknown> {
+    return this.#request(method, params);
+  }
+
+  /**
+   * Calls `method` with by-name params, passed to the handler as one object.
+   *
+   * @example Call with named params
+   * ```ts ignore
+   * const user = await client.callNamed("users.find", { name: "ada" });
+   * ```
+   *
+   * @param method The method's name.
+   * @param params The params object.
+   * @returns The result.
+   * @throws {RpcError} When the server answers with an error.
+   * @throws {ConnectionError} When the connection is closed or drops before the response.
+   * @throws {TimeoutError} When no response came within the client's `timeout`.
+   */
+  callNamed(method: string, params: Record<string, unknown>): Promise<unknown> {
+    return this.#request(method, params);
+  }
+
+  /**
+   * Sends a notification: a call that gets no response, so its outcome is never known.
+   *
+   * @example Notify
+   * ```ts ignore
+   * client.notify("log", "started");
+   * ```
+   *
+   * @param method The method's name.
+   * @param params The params.
+   * @throws {ConnectionError} When the connection is closed.
+   * @throws {TypeError} When the params cannot be sent as JSON.
+   * @throws {RangeError} When the message is larger than the frame limit.
+   */
+  notify(method: string, ...params: unknown[]): void {
+    if (this.#closeReason) throw this.#closedError("send notification");
+    this.#writer.writeText(requestText(undefined, method, params));
+  }
+
+  /**
+   * The remote methods as functions: `await client.proxy.math.add(2, 3)` calls `math.add`. A
+   * method named `then` cannot be reached this way (the proxy is not a promise); use `call`.
+   */
+  get proxy(): RemoteProxy {
+    return this.#proxyFor("");
+  }
+
+  /**
+   * Closes the connection. Calls still waiting reject with a {@linkcode ConnectionError}.
+   *
+   * @returns A promise that resolves once the connection is closed.
+   */
+  close(): Promise<void> {
+    this.#shut(new ConnectionError(`Cannot complete call: client to "${this.#target}" was closed`));
+    return this.closed;
+  }
+
+  /** Closes the connection, as {@linkcode RpcClient.close} does. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  #request(method: string, params: unknown[] | Record<string, unknown>): Promise<unknown> {
+    if (this.#closeReason) return Promise.reject(this.#closedError(`call "${method}"`));
+    const id = this.#nextId++;
+    let text: string;
+    try {
+      text = requestText(id, method, params);
+      this.#writer.writeText(text);
+    } catch (error) {
+      return Promise.reject(
+        error instanceof RangeError ? error : new TypeError(
+          `Cannot call "${method}": params are not JSON: ${reason(error)}`,
+          { cause: error },
+        ),
+      );
+    }
+    return new Promise((resolve, reject) => {
+      const pending: Pending = { resolve, reject, timer: undefined, method };
+      if (this.#timeout > 0) {
+        pending.timer = setTimeout(() => {
+          this.#pending.delete(id);
+          reject(
+            new TimeoutError(`Cannot call "${method}": no response within ${this.#timeout} ms`),
+          );
+        }, this.#timeout);
+      }
+      this.#pending.set(id, pending);
+    });
+  }
+
+  #proxyFor(path: string): RemoteProxy {
+    let proxy = this.#proxies.get(path);
+    if (proxy) return proxy;
+    const call = (...params: unknown[]) => this.#request(path, params);
+    proxy = new Proxy(call, {
+      get: (_, key) => {
+        if (typeof key !== "string" || key === "then") return undefined;
+        return this.#proxyFor(path === "" ? key : `${path}.${key}`);
+      },
+    }) as unknown as RemoteProxy;
+    this.#proxies.set(path, proxy);
+    return proxy;
+  }
+
+  async #readLoop(reader: FrameReader): Promise<void> {
+    try {
+      for (let frames = await reader.read(); frames; frames = await reader.read()) {
+        for (const frame of frames) this.#receive(decodeFrame(frame));
+      }
+      this.#shut(
+        new ConnectionError(`Cannot complete call: server "${this.#target}" closed the connection`),
+      );
+    } catch (error) {
+      this.#shut(this.#lost(error));
+    } finally {
+      closeQuietly(this.#conn);
+    }
+  }
+
+  #receive(message: unknown): void {
+    if (Array.isArray(message)) {
+      for (const item of message) this.#receive(item);
+      return;
+    }
+    if (message === null || typeof message !== "object") return;
+    const response = message as { id?: unknown; result?: unknown; error?: unknown };
+    const pending = typeof response.id === "number" ? this.#pending.get(response.id) : undefined;
+    if (pending === undefined) {
+      // id null: the server could not read something we sent and is about to close.
+      if (response.id === null && response.error) this.#serverError = toRpcError(response.error);
+      return;
+    }
+    this.#pending.delete(response.id as number);
+    clearTimeout(pending.timer);
+    if (Object.hasOwn(response, "error")) pending.reject(toRpcError(response.error));
+    else pending.resolve(response.result);
+  }
+
+  #lost(error: unknown): ConnectionError {
+    if (this.#closeReason) return this.#closeReason as ConnectionError;
+    const detail = this.#serverError
+      ? `the server refused a message: ${this.#serverError.message}`
+      : error instanceof ProtocolError || !isDisconnect(error)
+      ? reason(error)
+      : "the connection was lost";
+    return new ConnectionError(`Cannot complete call: ${detail} ("${this.#target}")`, {
+      cause: this.#serverError ?? error,
+    });
+  }
+
+  #closedError(action: string): ConnectionError {
+    return new ConnectionError(
+      `Cannot ${action}: connection to "${this.#target}" is closed`,
+      { cause: this.#closeReason },
+    );
+  }
+
+  #shut(error: Error): void {
+    if (this.#closeReason) return;
+    this.#closeReason = error;
+    this.#signal?.removeEventListener("abort", this.#onAbort);
+    closeQuietly(this.#conn);
+    const pending = [...this.#pending.values()];
+    this.#pending.clear();
+    for (const call of pending) {
+      clearTimeout(call.timer);
+      call.reject(error);
+    }
+  }
+}
+
+function toRpcError(error: unknown): RpcError {
+  if (error === null || typeof error !== "object") {
+    return new RpcError(-32603, "Invalid error response", { data: error });
+  }
+  const { code, message, data } = error as { code?: unknown; message?: unknown; data?: unknown };
+  return new RpcError(
+    typeof code === "number" ? code : -32603,
+    typeof message === "string" ? message : "Invalid error response",
+    { data },
+  );
+}
