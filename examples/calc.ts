@@ -18,7 +18,9 @@ export function subtract(a: number, b: number): number {
 
 /** Divides `a` by `b`; dividing by zero is an error with code 1001. */
 export function divide(a: number, b: number): number {
-  if (b === 0) throw Object.assign(new RangeError("Cannot divide: the divisor is 0"), { code: 1001 });
+  if (b === 0) {
+    throw Object.assign(new RangeError("Cannot divide: the divisor is 0"), { code: 1001 });
+  }
   return a / b;
 }
 

@@ -1,0 +1,421 @@
+/**
+ * The tlsrpc command line: `serve` a module's functions, `call` one method, `list` a server's
+ * methods.
+ *
+ * ```sh
+ * deno run -A cli.ts serve examples/calc.ts --cert cert.pem --key key.pem
+ * deno run -A cli.ts call --ca ca.pem add 2 3
+ * deno run -A cli.ts list --ca ca.pem
+ * ```
+ *
+ * Exit codes: 0 success, 1 the server answered with an error (or serving failed), 2 a usage
+ * error (a bad flag, a missing file), 3 the server could not be reached or the TLS handshake
+ * failed.
+ *
+ * @example Run the CLI from code
+ * ```ts ignore
+ * import { main } from "./cli.ts";
+ *
+ * const code = await main(["call", "--ca", "ca.pem", "add", "2", "3"]);
+ * ```
+ *
+ * @module
+ */
+
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import { connect, type RpcClient } from "./client.ts";
+import { ConnectionError, RpcError, TimeoutError } from "./errors.ts";
+import { DEFAULT_SERVER_OPTIONS, serve, type ServeOptions } from "./server.ts";
+import { formatAddr, reason } from "./_util.ts";
+
+/** Exit codes of the CLI. */
+export const ExitCode = {
+  /** The command did what it was asked. */
+  Ok: 0,
+  /** The server answered with an error, or the server could not start. */
+  Failure: 1,
+  /** The command line is wrong: a bad flag, a missing argument or file. */
+  Usage: 2,
+  /** The server could not be reached, the TLS handshake failed, or the call timed out. */
+  Connection: 3,
+} as const;
+
+class CliError extends Error {
+  readonly exitCode: number;
+  constructor(exitCode: number, message: string) {
+    super(message);
+    this.name = "CliError";
+    this.exitCode = exitCode;
+  }
+}
+
+const HELP = {
+  main: `tlsrpc: JSON-RPC 2.0 over TLS
+
+Usage: deno run -A cli.ts <command> [options]
+
+Commands:
+  serve MODULE           serve the functions of MODULE
+  call METHOD [ARG...]   call one method and print its result as JSON
+  list                   print the methods a server exposes
+
+Run "deno run -A cli.ts <command> --help" for a command's options.`,
+  serve: `Usage: deno run -A cli.ts serve MODULE [options]
+
+Serves the functions of MODULE (a path or URL): its default export when it has one, else its
+named exports. Prints "listening on HOST:PORT" on stdout when ready; logs go to stderr.
+SIGINT and SIGTERM shut it down gracefully.
+
+Options:
+  --hostname HOST            address to listen on (default 127.0.0.1)
+  --port PORT                port to listen on, 0 for any free one (default 7443)
+  --cert FILE                certificate chain, PEM (required)
+  --key FILE                 private key, PEM (required)
+  --handshake-timeout MS     time a client has for the TLS handshake (default 10000)
+  --max-frame-bytes N        largest frame accepted or sent (default 16777216)
+  --shutdown-timeout MS      time calls in flight get on shutdown (default 10000)
+  --expose-stack             send handlers' error stacks to clients
+  -h, --help                 show this help`,
+  call: `Usage: deno run -A cli.ts call [options] METHOD [ARG...]
+
+Calls METHOD and prints its result as JSON on stdout. Each ARG is parsed as JSON when it is
+valid JSON, else taken as a string: call greet ada, call add 2 3, call sum '[1,2]'.
+
+Options:
+  --hostname HOST    server host (default localhost)
+  --port PORT        server port (default 7443)
+  --ca FILE          CA certificate to verify the server with, PEM (default: system roots)
+  --timeout MS       time to wait for the response (default 30000)
+  --params JSON      by-name params, a JSON object, instead of ARGs
+  -h, --help         show this help
+
+Exit codes: 0 ok, 1 the server answered with an error, 2 usage, 3 connection or timeout.`,
+  list: `Usage: deno run -A cli.ts list [options]
+
+Prints the methods the server exposes, one per line, as name(params).
+
+Options:
+  --hostname HOST    server host (default localhost)
+  --port PORT        server port (default 7443)
+  --ca FILE          CA certificate to verify the server with, PEM (default: system roots)
+  --timeout MS       time to wait for the response (default 30000)
+  -h, --help         show this help`,
+} as const;
+
+/** The default time `call` and `list` wait for connecting and for the response. */
+const DEFAULT_CALL_TIMEOUT = 30_000;
+
+const connectionFlags = {
+  hostname: { type: "string" },
+  port: { type: "string" },
+  ca: { type: "string" },
+  timeout: { type: "string" },
+  help: { type: "boolean", short: "h" },
+} as const satisfies ParseArgsConfig["options"];
+
+/**
+ * Runs the CLI with `args` (without the program name) and resolves with the exit code. Output
+ * goes to stdout, errors and logs to stderr.
+ *
+ * @example Print the help
+ * ```ts
+ * import { main } from "./cli.ts";
+ *
+ * const code = await main(["--help"]);
+ * console.log(code); // 0
+ * ```
+ *
+ * @param args The command line arguments.
+ * @returns The exit code.
+ */
+export async function main(args: string[]): Promise<number> {
+  const [command, ...rest] = args;
+  try {
+    switch (command) {
+      case "serve":
+        return await serveCommand(rest);
+      case "call":
+        return await callCommand(rest);
+      case "list":
+        return await listCommand(rest);
+      case "-h":
+      case "--help":
+      case "help":
+        console.log(HELP.main);
+        return ExitCode.Ok;
+      case undefined:
+        console.error(HELP.main);
+        return ExitCode.Usage;
+      default:
+        throw new CliError(ExitCode.Usage, `Cannot run "${command}": unknown command`);
+    }
+  } catch (error) {
+    if (error instanceof CliError) {
+      console.error(`error: ${error.message}`);
+      return error.exitCode;
+    }
+    throw error;
+  }
+}
+
+async function serveCommand(args: string[]): Promise<number> {
+  const { values, positionals } = parse(args, {
+    hostname: { type: "string" },
+    port: { type: "string" },
+    cert: { type: "string" },
+    key: { type: "string" },
+    "handshake-timeout": { type: "string" },
+    "max-frame-bytes": { type: "string" },
+    "shutdown-timeout": { type: "string" },
+    "expose-stack": { type: "boolean" },
+    help: { type: "boolean", short: "h" },
+  });
+  if (values.help) return help("serve");
+  const [specifier, ...extra] = positionals;
+  if (specifier === undefined) usage("serve", "a MODULE is required");
+  if (extra.length > 0) usage("serve", `unexpected argument "${extra[0]}"`);
+  if (values.cert === undefined) usage("serve", "--cert FILE is required");
+  if (values.key === undefined) usage("serve", "--key FILE is required");
+  const options: ServeOptions = {
+    hostname: values.hostname ?? "127.0.0.1",
+    port: integer("--port", values.port, DEFAULT_SERVER_OPTIONS.port, 65535),
+    cert: await readFile("--cert", values.cert),
+    key: await readFile("--key", values.key),
+    handshakeTimeout: integer(
+      "--handshake-timeout",
+      values["handshake-timeout"],
+      DEFAULT_SERVER_OPTIONS.handshakeTimeout,
+    ),
+    shutdownTimeout: integer(
+      "--shutdown-timeout",
+      values["shutdown-timeout"],
+      DEFAULT_SERVER_OPTIONS.shutdownTimeout,
+    ),
+    exposeStack: values["expose-stack"] ?? false,
+    onListen: (addr) => console.log(`listening on ${formatAddr(addr)}`),
+  };
+  if (values["max-frame-bytes"] !== undefined) {
+    options.maxFrameBytes = integer("--max-frame-bytes", values["max-frame-bytes"], 0, 0xffff_ffff);
+    if (options.maxFrameBytes < 1) usage("serve", "--max-frame-bytes must be at least 1");
+  }
+  const handlers = await loadHandlers(specifier);
+  let server;
+  try {
+    server = serve(handlers, options);
+  } catch (error) {
+    throw new CliError(ExitCode.Failure, `Cannot serve "${specifier}": ${reason(error)}`);
+  }
+  const stop = () => void server.shutdown();
+  const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
+  for (const signal of signals) Deno.addSignalListener(signal, stop);
+  try {
+    await server.finished;
+  } finally {
+    for (const signal of signals) Deno.removeSignalListener(signal, stop);
+  }
+  return ExitCode.Ok;
+}
+
+async function callCommand(args: string[]): Promise<number> {
+  const { values, positionals } = parse(args, {
+    ...connectionFlags,
+    params: { type: "string" },
+  });
+  if (values.help) return help("call");
+  const [method, ...rawParams] = positionals;
+  if (method === undefined) usage("call", "a METHOD is required");
+  let named: Record<string, unknown> | undefined;
+  if (values.params !== undefined) {
+    if (rawParams.length > 0) usage("call", "give either ARGs or --params, not both");
+    named = parseNamedParams(values.params);
+  }
+  const result = await withClient(
+    values,
+    (client) =>
+      named === undefined
+        ? client.call(method, ...rawParams.map(parseArg))
+        : client.callNamed(method, named),
+  );
+  console.log(formatJson(result));
+  return ExitCode.Ok;
+}
+
+async function listCommand(args: string[]): Promise<number> {
+  const { values, positionals } = parse(args, connectionFlags);
+  if (values.help) return help("list");
+  if (positionals.length > 0) usage("list", `unexpected argument "${positionals[0]}"`);
+  const document = await withClient(values, (client) => client.call("rpc.discover"));
+  const methods = (document as { methods?: unknown })?.methods;
+  if (!Array.isArray(methods)) {
+    throw new CliError(
+      ExitCode.Failure,
+      "Cannot list methods: the server's rpc.discover answer has no methods",
+    );
+  }
+  for (const method of methods) {
+    const params = Array.isArray(method?.params)
+      ? method.params.map((param: { name?: unknown }) => String(param?.name)).join(", ")
+      : "";
+    console.log(`${method?.name}(${params})`);
+  }
+  return ExitCode.Ok;
+}
+
+type ConnectionValues = {
+  hostname?: string | undefined;
+  port?: string | undefined;
+  ca?: string | undefined;
+  timeout?: string | undefined;
+};
+
+async function withClient<T>(
+  values: ConnectionValues,
+  use: (client: RpcClient) => Promise<T>,
+): Promise<T> {
+  const timeout = integer("--timeout", values.timeout, DEFAULT_CALL_TIMEOUT);
+  const caCerts = values.ca === undefined ? undefined : [await readFile("--ca", values.ca)];
+  const port = integer("--port", values.port, DEFAULT_SERVER_OPTIONS.port, 65535);
+  let client: RpcClient;
+  try {
+    client = await connect({
+      hostname: values.hostname ?? "localhost",
+      port,
+      timeout,
+      connectTimeout: timeout,
+      ...(caCerts && { caCerts }),
+    });
+  } catch (error) {
+    throw new CliError(ExitCode.Connection, reason(error));
+  }
+  try {
+    return await use(client);
+  } catch (error) {
+    if (error instanceof RpcError) {
+      throw new CliError(ExitCode.Failure, `${error.code} ${error.message}`);
+    }
+    if (error instanceof ConnectionError || error instanceof TimeoutError) {
+      throw new CliError(ExitCode.Connection, error.message);
+    }
+    if (error instanceof TypeError || error instanceof RangeError) {
+      throw new CliError(ExitCode.Usage, error.message);
+    }
+    throw error;
+  } finally {
+    await client.close();
+  }
+}
+
+async function loadHandlers(specifier: string): Promise<object> {
+  const url = /^[a-z][a-z0-9+.-]*:/i.test(specifier) && !/^[a-z]:[\\/]/i.test(specifier)
+    ? specifier
+    : new URL(specifier, `file://${Deno.cwd()}/`).href;
+  if (url.startsWith("file:")) {
+    try {
+      await Deno.stat(new URL(url));
+    } catch (error) {
+      const why = error instanceof Deno.errors.NotFound ? "file not found" : reason(error);
+      throw new CliError(ExitCode.Usage, `Cannot load module "${specifier}": ${why}`);
+    }
+  }
+  let module: Record<string, unknown>;
+  try {
+    module = await import(url);
+  } catch (error) {
+    const first = reason(error).split("\n")[0];
+    throw new CliError(ExitCode.Failure, `Cannot load module "${specifier}": ${first}`);
+  }
+  const fallback = module.default;
+  if (
+    typeof fallback === "function" && /^class\b/.test(Function.prototype.toString.call(fallback))
+  ) {
+    return new (fallback as new () => object)();
+  }
+  if (fallback !== null && typeof fallback === "object") return fallback;
+  return module;
+}
+
+async function readFile(flag: string, path: string): Promise<string> {
+  try {
+    return await Deno.readTextFile(path);
+  } catch (error) {
+    const why = error instanceof Deno.errors.NotFound ? "file not found" : reason(error);
+    throw new CliError(ExitCode.Usage, `Cannot read ${flag} "${path}": ${why}`);
+  }
+}
+
+/** Parses flags; arguments that look like negative numbers are positionals, not short options. */
+function parse<T extends NonNullable<ParseArgsConfig["options"]>>(args: string[], options: T) {
+  const negatives: string[] = [];
+  const masked = args.map((arg) => {
+    if (!/^-[\d.]/.test(arg)) return arg;
+    negatives.push(arg);
+    return `\u0000${negatives.length - 1}`;
+  });
+  const unmask = (value: string) =>
+    value.startsWith("\u0000") ? negatives[Number(value.slice(1))] ?? value : value;
+  let parsed;
+  try {
+    parsed = parseArgs({ args: masked, options, allowPositionals: true, strict: true });
+  } catch (error) {
+    const message = unmask(reason(error)).split(". To specify")[0];
+    throw new CliError(ExitCode.Usage, `Cannot parse arguments: ${message}`);
+  }
+  const values = parsed.values as Record<string, unknown>;
+  for (const [key, value] of Object.entries(values)) {
+    if (typeof value === "string") values[key] = unmask(value);
+  }
+  return { values: parsed.values, positionals: parsed.positionals.map(unmask) };
+}
+
+function integer(
+  flag: string,
+  value: string | undefined,
+  fallback: number,
+  max = 2 ** 31 - 1,
+): number {
+  if (value === undefined) return fallback;
+  const number = Number(value);
+  if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(number) || number > max) {
+    throw new CliError(
+      ExitCode.Usage,
+      `Cannot use ${flag} "${value}": it must be a whole number from 0 to ${max}`,
+    );
+  }
+  return number;
+}
+
+function parseArg(arg: string): unknown {
+  try {
+    return JSON.parse(arg);
+  } catch {
+    return arg;
+  }
+}
+
+function parseNamedParams(text: string): Record<string, unknown> {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (error) {
+    throw new CliError(ExitCode.Usage, `Cannot use --params: ${reason(error)}`);
+  }
+  if (value === null || typeof value !== "object" || Array.isArray(value)) {
+    throw new CliError(ExitCode.Usage, "Cannot use --params: it must be a JSON object");
+  }
+  return value as Record<string, unknown>;
+}
+
+function formatJson(value: unknown): string {
+  return JSON.stringify(value, null, Deno.stdout.isTerminal() ? 2 : undefined) ?? "null";
+}
+
+function help(command: keyof typeof HELP): number {
+  console.log(HELP[command]);
+  return ExitCode.Ok;
+}
+
+function usage(command: string, message: string): never {
+  throw new CliError(ExitCode.Usage, `Cannot run "${command}": ${message} (see --help)`);
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));
