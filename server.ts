@@ -301,7 +301,7 @@ class ServerConnection {
   #writer: FrameWriter;
   #report: (error: unknown, line: string) => void;
   #inFlight = 0;
-  #idle: (() => void) | undefined;
+  #idleWaiters: (() => void)[] = [];
   #closed = false;
 
   constructor(
@@ -322,7 +322,9 @@ class ServerConnection {
     this.#writer = new FrameWriter(conn, {
       ...frameOptions,
       onError: (error) => {
-        this.#report(error, `write to ${this.#peer} failed: ${reason(error)}`);
+        if (!isDisconnect(error)) {
+          this.#report(error, `write to ${this.#peer} failed: ${reason(error)}`);
+        }
         this.close();
       },
     });
@@ -356,7 +358,7 @@ class ServerConnection {
   /** Resolves when no call is in flight and every reply is written. */
   async drain(): Promise<void> {
     while (this.#inFlight > 0 && !this.#closed) {
-      await new Promise<void>((resolve) => this.#idle = resolve);
+      await new Promise<void>((resolve) => this.#idleWaiters.push(resolve));
     }
     await this.#writer.flushed();
   }
@@ -365,8 +367,13 @@ class ServerConnection {
     if (this.#closed) return;
     this.#closed = true;
     closeQuietly(this.#conn);
-    this.#idle?.();
-    this.#idle = undefined;
+    this.#wakeIdle();
+  }
+
+  #wakeIdle(): void {
+    const waiters = this.#idleWaiters;
+    this.#idleWaiters = [];
+    for (const resolve of waiters) resolve();
   }
 
   #dispatch(frame: Uint8Array, accept: boolean): void {
@@ -392,10 +399,7 @@ class ServerConnection {
 
   #finish(text: string | undefined): void {
     if (text !== undefined && !this.#closed) this.#send(text);
-    if (--this.#inFlight === 0) {
-      this.#idle?.();
-      this.#idle = undefined;
-    }
+    if (--this.#inFlight === 0) this.#wakeIdle();
   }
 
   #send(text: string): void {

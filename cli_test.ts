@@ -1,0 +1,336 @@
+import assert from "node:assert/strict";
+import { serve } from "./server.ts";
+import * as calc from "./examples/calc.ts";
+import { serverOptions } from "./_test_util.ts";
+
+const root = new URL("./", import.meta.url);
+const path = (relative: string) => new URL(relative, root).pathname;
+const cli = path("cli.ts");
+const ca = path("testdata/ca.pem");
+const cert = path("testdata/server.pem");
+const key = path("testdata/server.key");
+const decoder = new TextDecoder();
+
+interface Output {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+async function run(args: string[], options: { cwd?: string } = {}): Promise<Output> {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", cli, ...args],
+    ...options,
+    stdin: "null",
+  }).output();
+  return {
+    code: output.code,
+    stdout: decoder.decode(output.stdout),
+    stderr: decoder.decode(output.stderr),
+  };
+}
+
+/** Starts `cli.ts serve` and reads its stdout up to the "listening on" line. */
+async function startServe(args: string[]) {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", cli, "serve", ...args],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const stderr = new Response(child.stderr).text();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let stdout = "";
+  while (!stdout.includes("\n")) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    stdout += value;
+  }
+  const port = Number(/^listening on 127\.0\.0\.1:(\d+)\n/.exec(stdout)?.[1]);
+  return {
+    child,
+    port,
+    firstLine: stdout,
+    async stop(signal: Deno.Signal = "SIGTERM"): Promise<Output> {
+      child.kill(signal);
+      for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) {
+        stdout += chunk.value;
+      }
+      const status = await child.status;
+      return { code: status.code, stdout, stderr: await stderr };
+    },
+  };
+}
+
+for (const signal of ["SIGTERM", "SIGINT"] as const) {
+  Deno.test(`cli serve prints one "listening on" line, serves, and exits 0 on ${signal}`, async () => {
+    const server = await startServe([
+      path("examples/calc.ts"),
+      "--port",
+      "0",
+      "--cert",
+      cert,
+      "--key",
+      key,
+    ]);
+    assert.ok(server.port > 0, `no port in ${JSON.stringify(server.firstLine)}`);
+    const call = await run(["call", "--port", String(server.port), "--ca", ca, "add", "2", "3"]);
+    assert.equal(call.stdout, "5\n");
+    const done = await server.stop(signal);
+    assert.equal(done.code, 0, done.stderr);
+    assert.equal(done.stdout, `listening on 127.0.0.1:${server.port}\n`);
+  });
+}
+
+Deno.test("cli serve uses a module's default export, and instantiates a default-export class", async (t) => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const cases = [
+      {
+        name: "object",
+        source: "export default { hi: () => 'object' }; export const other = () => 0;",
+      },
+      {
+        name: "class",
+        source: "export default class { hi() { return 'class'; } _secret() { return 1; } }",
+      },
+    ];
+    for (const c of cases) {
+      await t.step(`default export ${c.name}`, async () => {
+        const file = `${dir}/${c.name}.ts`;
+        await Deno.writeTextFile(file, c.source);
+        const server = await startServe([file, "--port", "0", "--cert", cert, "--key", key]);
+        try {
+          const list = await run(["list", "--port", String(server.port), "--ca", ca]);
+          assert.equal(list.stdout, "hi()\n");
+          const call = await run(["call", "--port", String(server.port), "--ca", ca, "hi"]);
+          assert.equal(call.stdout, `"${c.name}"\n`);
+        } finally {
+          assert.equal((await server.stop()).code, 0);
+        }
+      });
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("cli call and list against a running server", async (t) => {
+  await using server = serve(calc, serverOptions());
+  const port = String(server.addr.port);
+  const cases: { args: string[]; code: number; stdout?: string; stderr?: RegExp }[] = [
+    { args: ["call", "--port", port, "--ca", ca, "add", "2", "3"], code: 0, stdout: "5\n" },
+    { args: ["call", "--port", port, "--ca", ca, "add", "-1", "-2.5"], code: 0, stdout: "-3.5\n" },
+    {
+      args: ["call", "--port", port, "--ca", ca, "stats.range", "3", "9", "-4"],
+      code: 0,
+      stdout: '{"min":-4,"max":9}\n',
+    },
+    {
+      args: ["call", "--port", port, "--ca", ca, "stats.mean", "--params", '{"values":[1,2,6]}'],
+      code: 0,
+      stdout: "3\n",
+    },
+    {
+      // "ada" is not JSON, so it is sent as a string; '"3"' is the JSON string "3"
+      args: ["call", "--port", port, "--ca", ca, "add", "ada", '"3"'],
+      code: 0,
+      stdout: '"ada3"\n',
+    },
+    {
+      args: ["call", "--port", port, "--ca", ca, "divide", "1", "0"],
+      code: 1,
+      stderr: /^error: 1001 Cannot divide: the divisor is 0\n$/,
+    },
+    {
+      args: ["call", "--port", port, "--ca", ca, "nope"],
+      code: 1,
+      stderr: /^error: -32601 Method not found: "nope"\n$/,
+    },
+    {
+      args: ["call", "--port", port, "--ca", ca, "--timeout", "200", "sleep", "1000"],
+      code: 3,
+      stderr: /^error: Cannot call "sleep": no response within 200 ms\n$/,
+    },
+    {
+      args: ["call", "--port", port, "add", "1", "2"],
+      code: 3,
+      stderr: /^error: Cannot connect to "localhost:\d+": invalid peer certificate/,
+    },
+    {
+      args: ["call", "--port", port, "--ca", "missing.pem", "add"],
+      code: 2,
+      stderr: /^error: Cannot read --ca "missing.pem": file not found\n$/,
+    },
+    {
+      args: ["call", "--port", port, "--ca", ca],
+      code: 2,
+      stderr: /^error: Cannot run "call": a METHOD is required \(see --help\)\n$/,
+    },
+    {
+      args: ["call", "--port", port, "--bogus", "add"],
+      code: 2,
+      stderr: /^error: Cannot parse arguments: Unknown option '--bogus'\n$/,
+    },
+    {
+      args: ["call", "--port", "http", "add"],
+      code: 2,
+      stderr: /^error: Cannot use --port "http": it must be a whole number from 0 to 65535\n$/,
+    },
+    {
+      args: ["call", "--port", port, "--ca", ca, "--params", "{}", "add", "1"],
+      code: 2,
+      stderr: /^error: Cannot run "call": give either ARGs or --params, not both/,
+    },
+    {
+      args: ["call", "--port", port, "--ca", ca, "--params", "[1]", "stats.mean"],
+      code: 2,
+      stderr: /^error: Cannot use --params: it must be a JSON object\n$/,
+    },
+    {
+      args: ["list", "--port", port, "--ca", ca],
+      code: 0,
+      stdout: [
+        "add(a, b)",
+        "divide(a, b)",
+        "sleep(ms)",
+        "stats.mean(values)",
+        "stats.range(values)",
+        "subtract(a, b)",
+        "",
+      ].join("\n"),
+    },
+    {
+      args: ["list", "--port", port, "--ca", ca, "extra"],
+      code: 2,
+      stderr: /unexpected argument "extra"/,
+    },
+    {
+      args: ["frobnicate"],
+      code: 2,
+      stderr: /^error: Cannot run "frobnicate": unknown command\n$/,
+    },
+  ];
+  for (const c of cases) {
+    await t.step(
+      `${c.args.filter((a) => a !== port && a !== ca).join(" ")} exits ${c.code}`,
+      async () => {
+        const out = await run(c.args);
+        assert.equal(out.code, c.code, out.stderr);
+        if (c.stdout !== undefined) assert.equal(out.stdout, c.stdout);
+        if (c.stderr !== undefined) assert.match(out.stderr, c.stderr);
+      },
+    );
+  }
+});
+
+Deno.test("cli call exits 3 with a one-line reason when nothing listens", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = listener.addr.port;
+  listener.close();
+  const out = await run([
+    "call",
+    "--hostname",
+    "127.0.0.1",
+    "--port",
+    String(port),
+    "--ca",
+    ca,
+    "add",
+  ]);
+  assert.equal(out.code, 3);
+  assert.match(
+    out.stderr,
+    new RegExp(`^error: Cannot connect to "127\\.0\\.0\\.1:${port}": .+\\n$`),
+  );
+});
+
+Deno.test("cli serve refuses bad input with exit 2 and a one-line reason", async (t) => {
+  const cases: { args: string[]; stderr: RegExp }[] = [
+    {
+      args: ["serve", "nothere.ts", "--cert", cert, "--key", key],
+      stderr: /^error: Cannot load module "nothere.ts": file not found\n$/,
+    },
+    { args: ["serve", "--cert", cert, "--key", key], stderr: /a MODULE is required/ },
+    { args: ["serve", path("examples/calc.ts"), "--key", key], stderr: /--cert FILE is required/ },
+    { args: ["serve", path("examples/calc.ts"), "--cert", cert], stderr: /--key FILE is required/ },
+    {
+      args: ["serve", path("examples/calc.ts"), "--cert", "nope.pem", "--key", key],
+      stderr: /^error: Cannot read --cert "nope.pem": file not found\n$/,
+    },
+    {
+      args: ["serve", path("examples/calc.ts"), "--cert", cert, "--key", key, "--port", "70000"],
+      stderr: /^error: Cannot use --port "70000": it must be a whole number from 0 to 65535\n$/,
+    },
+    {
+      args: [
+        "serve",
+        path("examples/calc.ts"),
+        "--cert",
+        cert,
+        "--key",
+        key,
+        "--handshake-timeout",
+        "soon",
+      ],
+      stderr: /^error: Cannot use --handshake-timeout "soon"/,
+    },
+    {
+      args: [
+        "serve",
+        path("examples/calc.ts"),
+        "--cert",
+        cert,
+        "--key",
+        key,
+        "--max-frame-bytes",
+        "0",
+      ],
+      stderr: /--max-frame-bytes must be at least 1/,
+    },
+    {
+      args: ["serve", path("examples/calc.ts"), "--verbose"],
+      stderr: /^error: Cannot parse arguments: Unknown option '--verbose'\n$/,
+    },
+  ];
+  for (const c of cases) {
+    await t.step(c.args.slice(1).map((a) => a.replace(/^\/.*\//, "")).join(" "), async () => {
+      const out = await run(c.args);
+      assert.equal(out.code, 2, out.stderr);
+      assert.match(out.stderr, c.stderr);
+      assert.equal(out.stdout, "");
+    });
+  }
+});
+
+Deno.test("cli serve exits 1 naming the cause when the port is taken", async () => {
+  await using server = serve(calc, serverOptions());
+  const out = await run([
+    "serve",
+    path("examples/calc.ts"),
+    "--port",
+    String(server.addr.port),
+    "--cert",
+    cert,
+    "--key",
+    key,
+  ]);
+  assert.equal(out.code, 1);
+  assert.match(out.stderr, /^error: Cannot serve ".*calc\.ts": .*[Aa]ddress.* in use/);
+});
+
+Deno.test("cli --help on each command prints its usage and exits 0", async (t) => {
+  for (const command of [[], ["serve"], ["call"], ["list"]]) {
+    await t.step(`${[...command, "--help"].join(" ")}`, async () => {
+      const out = await run([...command, "--help"]);
+      assert.equal(out.code, 0);
+      assert.match(
+        out.stdout,
+        command.length === 0 ? /Commands:/ : new RegExp(`Usage: .* ${command[0]}`),
+      );
+    });
+  }
+  const none = await run([]);
+  assert.equal(none.code, 2);
+  assert.match(none.stderr, /Commands:/);
+});
