@@ -3,19 +3,15 @@
 
 import { DecodeError, decodeFrame, errorText, hasOwn, isId, resultText } from "./_codec.ts";
 import { ErrorCode, RpcError } from "./errors.ts";
+import type { MethodInfo } from "./server.ts";
 
 // deno-lint-ignore no-explicit-any
 type AnyFunction = (...args: any[]) => unknown;
 
-/** One exposed method. */
-export interface Method {
-  readonly name: string;
+/** One exposed method: what the server tells of it, and what it calls. */
+export interface Method extends MethodInfo {
   readonly fn: AnyFunction;
   readonly thisArg: unknown;
-  /** The parameter names read from the function's source, for rpc.discover and the arity check. */
-  readonly params: readonly string[];
-  /** Whether the last parameter is a rest parameter, so that any number of arguments fits. */
-  readonly rest: boolean;
 }
 
 /** The prefix JSON-RPC 2.0 reserves for the protocol's own methods. */

@@ -21,7 +21,7 @@
  */
 
 export { serve } from "./server.ts";
-export type { RpcServer, ServeOptions } from "./server.ts";
+export type { MethodInfo, RpcServer, ServeOptions } from "./server.ts";
 export { DEFAULT_SERVER_OPTIONS } from "./server.ts";
 export { connect, DEFAULT_CLIENT_OPTIONS, RpcClient } from "./client.ts";
 export type { ConnectOptions, RemoteProxy } from "./client.ts";

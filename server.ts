@@ -25,7 +25,7 @@
  * @module
  */
 
-import { Dispatcher, type Method } from "./_dispatch.ts";
+import { Dispatcher } from "./_dispatch.ts";
 import { errorText } from "./_codec.ts";
 import { ErrorCode, ProtocolError } from "./errors.ts";
 import { FrameReader, FrameWriter } from "./framing.ts";
@@ -43,6 +43,16 @@ export const DEFAULT_SERVER_OPTIONS = {
   /** How long `shutdown()` waits for calls in flight before it closes their connections. */
   shutdownTimeout: 10_000,
 } as const;
+
+/** An exposed method, as introspection found it. */
+export interface MethodInfo {
+  /** The name callers use, dotted for namespaces (`"math.add"`). */
+  readonly name: string;
+  /** The parameter names, read from the function's source; destructured ones are `argN`. */
+  readonly params: readonly string[];
+  /** Whether the last parameter is a rest parameter, so that any number of params fits. */
+  readonly rest: boolean;
+}
 
 /** Options for {@linkcode serve}. */
 export interface ServeOptions {
@@ -112,7 +122,7 @@ export interface RpcServer extends AsyncDisposable {
   /** The address the server listens on, with the real port when `port` was 0. */
   readonly addr: Deno.NetAddr;
   /** The exposed methods, by name. */
-  readonly methods: ReadonlyMap<string, Method>;
+  readonly methods: ReadonlyMap<string, MethodInfo>;
   /** Resolves when the server has stopped and every connection is closed. */
   readonly finished: Promise<void>;
   /**
@@ -195,7 +205,7 @@ class Server implements RpcServer {
     else options.signal?.addEventListener("abort", this.#onAbort, { once: true });
   }
 
-  get methods(): ReadonlyMap<string, Method> {
+  get methods(): ReadonlyMap<string, MethodInfo> {
     return this.#dispatcher.methods;
   }
 
