@@ -193,6 +193,10 @@ function splitTopLevel(list: string): string[] {
 
 /** Options for {@linkcode Dispatcher}. */
 export interface DispatcherOptions {
+  /** The deepest nesting of arrays and objects a message may have. */
+  maxDepth: number;
+  /** The most requests a batch may hold. */
+  maxBatch: number;
   /** Put the stack of a handler's error in the error response's `data`. */
   exposeStack?: boolean;
   /** The `info` member of the rpc.discover document. */
@@ -203,14 +207,18 @@ export interface DispatcherOptions {
 export class Dispatcher {
   readonly methods: ReadonlyMap<string, Method>;
   #exposeStack: boolean;
+  #maxDepth: number;
+  #maxBatch: number;
   #discover: unknown;
 
-  constructor(handlers: object, options?: DispatcherOptions) {
+  constructor(handlers: object, options: DispatcherOptions) {
     this.methods = buildMethodTable(handlers);
-    this.#exposeStack = options?.exposeStack ?? false;
+    this.#exposeStack = options.exposeStack ?? false;
+    this.#maxDepth = options.maxDepth;
+    this.#maxBatch = options.maxBatch;
     this.#discover = {
       openrpc: "1.3.2",
-      info: options?.info ?? { title: "tlsrpc", version: "0.0.0" },
+      info: options.info ?? { title: "tlsrpc", version: "0.0.0" },
       methods: [...this.methods.values()].map((method) => ({
         name: method.name,
         params: method.params.map((name) => ({ name, schema: {} })),
@@ -226,7 +234,7 @@ export class Dispatcher {
   handleFrame(frame: Uint8Array, accept = true): Reply {
     let message: unknown;
     try {
-      message = decodeFrame(frame);
+      message = decodeFrame(frame, this.#maxDepth);
     } catch (error) {
       if (error instanceof DecodeError) return errorText("null", error.code, error.message);
       throw error;
@@ -234,6 +242,13 @@ export class Dispatcher {
     if (!Array.isArray(message)) return this.#handleOne(message, accept);
     if (message.length === 0) {
       return errorText("null", ErrorCode.InvalidRequest, "Invalid Request: empty batch");
+    }
+    if (message.length > this.#maxBatch) {
+      return errorText(
+        "null",
+        ErrorCode.InvalidRequest,
+        `Invalid Request: a batch may hold at most ${this.#maxBatch} requests`,
+      );
     }
     const replies = message.map((item) => this.#handleOne(item, accept));
     if (replies.every((reply) => typeof reply !== "object")) return joinBatch(replies);

@@ -25,7 +25,7 @@
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { connect, type RpcClient } from "./client.ts";
 import { ConnectionError, RpcError, TimeoutError } from "./errors.ts";
-import { DEFAULT_SERVER_OPTIONS, serve, type ServeOptions } from "./server.ts";
+import { DEFAULT_LIMITS, DEFAULT_PORT, type Limits, serve, type ServeOptions } from "./server.ts";
 import { formatAddr, reason } from "./_util.ts";
 
 /** Exit codes of the CLI. */
@@ -67,15 +67,27 @@ named exports. Prints "listening on HOST:PORT" on stdout when ready; logs go to 
 SIGINT and SIGTERM shut it down gracefully.
 
 Options:
-  --hostname HOST            address to listen on (default 127.0.0.1)
-  --port PORT                port to listen on, 0 for any free one (default 7443)
-  --cert FILE                certificate chain, PEM (required)
-  --key FILE                 private key, PEM (required)
-  --handshake-timeout MS     time a client has for the TLS handshake (default 10000)
-  --max-frame-bytes N        largest frame accepted or sent (default 16777216)
-  --shutdown-timeout MS      time calls in flight get on shutdown (default 10000)
-  --expose-stack             send handlers' error stacks to clients
-  -h, --help                 show this help`,
+  --hostname HOST          address to listen on (default 127.0.0.1)
+  --port PORT              port to listen on, 0 for any free one (default 7443)
+  --cert FILE              certificate chain, PEM (required)
+  --key FILE               private key, PEM (required)
+  --expose-stack           send handlers' error stacks to clients
+  -h, --help               show this help
+
+Limits (each bounds what one client can cost the server):
+  --handshake-timeout MS   time a client has for the TLS handshake (default 10000)
+  --idle-timeout MS        close a connection with no frame and no call for this long;
+                           0 disables (default 300000)
+  --frame-timeout MS       a frame must arrive whole within this of its first byte;
+                           0 disables (default 30000)
+  --write-timeout MS       close a client that reads none of its replies for this long;
+                           0 disables (default 30000)
+  --shutdown-timeout MS    time calls in flight get on shutdown (default 10000)
+  --max-connections N      open connections; more are closed at once (default 10000)
+  --max-in-flight N        calls in flight per connection before reading pauses (default 1024)
+  --max-queued-bytes N     unread reply bytes before a client is closed (default 67108864)
+  --max-frame-bytes N      largest frame accepted or sent (default 16777216)
+  --max-depth N            deepest nesting of arrays and objects in a message (default 128)`,
   call: `Usage: deno run -A cli.ts call [options] METHOD [ARG...]
 
 Calls METHOD and prints its result as JSON on stdout. Each ARG is parsed as JSON when it is
@@ -158,15 +170,40 @@ export async function main(args: string[]): Promise<number> {
   }
 }
 
+/** The `serve` flags that set a limit, and the limit each sets. */
+const LIMIT_FLAGS = {
+  "handshake-timeout": "handshakeTimeout",
+  "idle-timeout": "idleTimeout",
+  "frame-timeout": "frameTimeout",
+  "write-timeout": "writeTimeout",
+  "shutdown-timeout": "shutdownTimeout",
+  "max-connections": "maxConnections",
+  "max-in-flight": "maxInFlight",
+  "max-queued-bytes": "maxQueuedBytes",
+  "max-frame-bytes": "maxFrameBytes",
+  "max-depth": "maxDepth",
+} as const satisfies Record<string, keyof Limits>;
+
+/** Limits that 0 would make useless rather than unlimited. */
+const POSITIVE_LIMITS: ReadonlySet<keyof Limits> = new Set([
+  "maxConnections",
+  "maxInFlight",
+  "maxQueuedBytes",
+  "maxFrameBytes",
+  "maxDepth",
+  "handshakeTimeout",
+]);
+
 async function serveCommand(args: string[]): Promise<number> {
+  const limitOptions = Object.fromEntries(
+    Object.keys(LIMIT_FLAGS).map((flag) => [flag, { type: "string" }] as const),
+  ) as Record<keyof typeof LIMIT_FLAGS, { type: "string" }>;
   const { values, positionals } = parse(args, {
     hostname: { type: "string" },
     port: { type: "string" },
     cert: { type: "string" },
     key: { type: "string" },
-    "handshake-timeout": { type: "string" },
-    "max-frame-bytes": { type: "string" },
-    "shutdown-timeout": { type: "string" },
+    ...limitOptions,
     "expose-stack": { type: "boolean" },
     help: { type: "boolean", short: "h" },
   });
@@ -178,25 +215,21 @@ async function serveCommand(args: string[]): Promise<number> {
   if (values.key === undefined) usage("serve", "--key FILE is required");
   const options: ServeOptions = {
     hostname: values.hostname ?? "127.0.0.1",
-    port: integer("--port", values.port, DEFAULT_SERVER_OPTIONS.port, 65535),
+    port: integer("--port", values.port, DEFAULT_PORT, 65535),
     cert: await readFile("--cert", values.cert),
     key: await readFile("--key", values.key),
-    handshakeTimeout: integer(
-      "--handshake-timeout",
-      values["handshake-timeout"],
-      DEFAULT_SERVER_OPTIONS.handshakeTimeout,
-    ),
-    shutdownTimeout: integer(
-      "--shutdown-timeout",
-      values["shutdown-timeout"],
-      DEFAULT_SERVER_OPTIONS.shutdownTimeout,
-    ),
     exposeStack: values["expose-stack"] ?? false,
     onListen: (addr) => console.log(`listening on ${formatAddr(addr)}`),
   };
-  if (values["max-frame-bytes"] !== undefined) {
-    options.maxFrameBytes = integer("--max-frame-bytes", values["max-frame-bytes"], 0, 0xffff_ffff);
-    if (options.maxFrameBytes < 1) usage("serve", "--max-frame-bytes must be at least 1");
+  for (
+    const [flag, limit] of Object.entries(LIMIT_FLAGS) as [keyof typeof LIMIT_FLAGS, keyof Limits][]
+  ) {
+    const value = values[flag];
+    if (value === undefined) continue;
+    options[limit] = integer(`--${flag}`, value, DEFAULT_LIMITS[limit], 0xffff_ffff);
+    if (options[limit] === 0 && POSITIVE_LIMITS.has(limit)) {
+      usage("serve", `--${flag} must be at least 1`);
+    }
   }
   const handlers = await loadHandlers(specifier);
   let server;
@@ -274,7 +307,7 @@ async function withClient<T>(
 ): Promise<T> {
   const timeout = integer("--timeout", values.timeout, DEFAULT_CALL_TIMEOUT);
   const caCerts = values.ca === undefined ? undefined : [await readFile("--ca", values.ca)];
-  const port = integer("--port", values.port, DEFAULT_SERVER_OPTIONS.port, 65535);
+  const port = integer("--port", values.port, DEFAULT_PORT, 65535);
   let client: RpcClient;
   try {
     client = await connect({

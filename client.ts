@@ -19,7 +19,7 @@
  * @module
  */
 
-import { decodeFrame, requestText } from "./_codec.ts";
+import { decodeFrame, DEFAULT_MAX_DEPTH, requestText } from "./_codec.ts";
 import { closeQuietly, formatAddr, isDisconnect, reason } from "./_util.ts";
 import { ConnectionError, ProtocolError, RpcError, TimeoutError } from "./errors.ts";
 import { FrameReader, FrameWriter } from "./framing.ts";
@@ -329,7 +329,7 @@ export class RpcClient implements AsyncDisposable {
   async #readLoop(reader: FrameReader): Promise<void> {
     try {
       for (let frames = await reader.read(); frames; frames = await reader.read()) {
-        for (const frame of frames) this.#receive(decodeFrame(frame));
+        for (const frame of frames) this.#receive(decodeFrame(frame, DEFAULT_MAX_DEPTH));
       }
       this.#shut(
         new ConnectionError(`Cannot complete call: server "${this.#target}" closed the connection`),

@@ -112,6 +112,8 @@ export class FrameReader {
   #view: DataView = new DataView(this.#buffer.buffer);
   #start = 0;
   #end = 0;
+  #partialSince: number | undefined;
+  #lastReadAt = 0;
 
   /**
    * Makes a reader of the frames in `source`.
@@ -126,7 +128,15 @@ export class FrameReader {
 
   /** Whether part of a frame has arrived and the rest has not. */
   get inFrame(): boolean {
-    return this.#end > this.#start;
+    return this.#partialSince !== undefined;
+  }
+
+  /**
+   * When (`Date.now()`) the first bytes of the frame now partly received arrived, or `undefined`
+   * between frames: a server closes a connection whose frame takes too long (slowloris).
+   */
+  get frameStartedAt(): number | undefined {
+    return this.#partialSince;
   }
 
   /**
@@ -142,7 +152,11 @@ export class FrameReader {
     if (this.#start === this.#end) this.#start = this.#end = 0;
     for (;;) {
       const frames = this.#parse();
-      if (frames.length > 0) return frames;
+      if (frames.length > 0) {
+        // Bytes left over belong to a frame that began in the latest read.
+        this.#partialSince = this.#end === this.#start ? undefined : this.#lastReadAt;
+        return frames;
+      }
       const available = this.#end - this.#start;
       if (available >= HEADER_BYTES) {
         const length = this.#view.getUint32(this.#start);
@@ -167,6 +181,10 @@ export class FrameReader {
         return null;
       }
       this.#end += count;
+      if (count > 0) {
+        this.#lastReadAt = Date.now();
+        this.#partialSince ??= this.#lastReadAt;
+      }
     }
   }
 
@@ -210,6 +228,7 @@ export class FrameReader {
       }
       filled += count;
     }
+    this.#partialSince = undefined;
     return frame;
   }
 }
@@ -254,6 +273,7 @@ export class FrameWriter {
   #spare = new Uint8Array(0);
   #length = 0;
   #writing = false;
+  #writeSince: number | undefined;
   #failed = false;
   #waiters: (() => void)[] = [];
 
@@ -267,6 +287,14 @@ export class FrameWriter {
     this.#sink = sink;
     this.#maxFrameBytes = checkMaxFrameBytes(options?.maxFrameBytes);
     this.#onError = options?.onError;
+  }
+
+  /**
+   * When (`Date.now()`) the sink write under way began, or `undefined` when none is: a write that
+   * makes no progress for long means a peer that does not read.
+   */
+  get writeStartedAt(): number | undefined {
+    return this.#writeSince;
   }
 
   /** The number of bytes queued and not yet handed to the sink. */
@@ -351,11 +379,16 @@ export class FrameWriter {
         this.#buffer = spare;
         this.#length = 0;
         let offset = 0;
-        while (offset < out.length) offset += await this.#sink.write(out.subarray(offset));
+        while (offset < out.length) {
+          this.#writeSince = Date.now();
+          offset += await this.#sink.write(out.subarray(offset));
+        }
+        this.#writeSince = undefined;
         if (this.#spare.length > KEEP_WRITE_BUFFER_BYTES) this.#spare = new Uint8Array(0);
       }
     } catch (error) {
       this.#failed = true;
+      this.#writeSince = undefined;
       this.#length = 0;
       this.#buffer = this.#spare = new Uint8Array(0);
       this.#onError?.(error);

@@ -21,8 +21,8 @@
  */
 
 export { serve } from "./server.ts";
-export type { MethodInfo, RpcServer, ServeOptions } from "./server.ts";
-export { DEFAULT_SERVER_OPTIONS } from "./server.ts";
+export type { Limits, MethodInfo, RpcServer, ServeOptions } from "./server.ts";
+export { DEFAULT_LIMITS, DEFAULT_PORT } from "./server.ts";
 export { connect, DEFAULT_CLIENT_OPTIONS, RpcClient } from "./client.ts";
 export type { ConnectOptions, RemoteProxy } from "./client.ts";
 export { ConnectionError, ErrorCode, ProtocolError, RpcError, TimeoutError } from "./errors.ts";

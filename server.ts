@@ -26,23 +26,69 @@
  */
 
 import { Dispatcher } from "./_dispatch.ts";
-import { errorText } from "./_codec.ts";
+import { DEFAULT_MAX_DEPTH, errorText } from "./_codec.ts";
 import { ErrorCode, ProtocolError } from "./errors.ts";
 import { FrameReader, FrameWriter } from "./framing.ts";
 import { closeQuietly, formatAddr, isDisconnect, reason } from "./_util.ts";
+import { DEFAULT_MAX_FRAME_BYTES } from "./framing.ts";
 
-/** The limits and timeouts a server starts with, each with the reason for its value. */
-export const DEFAULT_SERVER_OPTIONS = {
-  /** The port of the CLI and of the client: 443 is HTTPS's, and 7443 is a common "alternate". */
-  port: 7443,
+/**
+ * The limits a server enforces unless told otherwise, each with the reason for its value. Every one
+ * of them bounds what a single client can cost the server.
+ */
+export const DEFAULT_LIMITS = {
   /**
-   * A TLS handshake takes a few round trips; 10 s covers a slow network while a client that
-   * connects and says nothing holds its socket only that long.
+   * Milliseconds a client has to complete the TLS handshake: a handshake takes a few round trips,
+   * and 10 s covers a slow network while a client that connects and says nothing holds its socket
+   * only that long.
    */
   handshakeTimeout: 10_000,
-  /** How long `shutdown()` waits for calls in flight before it closes their connections. */
+  /**
+   * Milliseconds a connection may stay without a frame while no call is in flight: 5 min keeps
+   * pooled clients connected between bursts and still reclaims abandoned sockets. 0 disables.
+   */
+  idleTimeout: 300_000,
+  /**
+   * Milliseconds a frame may take from its first byte to its last: 30 s is ample for 16 MiB on a
+   * slow link and stops a client that sends one byte a second (slowloris). 0 disables.
+   */
+  frameTimeout: 30_000,
+  /**
+   * Open connections, handshaking ones included: 10 000 stays well under common open-file limits
+   * (and about 200 MiB of buffers) while serving any realistic number of service clients.
+   */
+  maxConnections: 10_000,
+  /**
+   * Calls in flight per connection before the server stops reading from it: 1 024 keeps a pipelining
+   * client fast while bounding the memory one connection can pin. Backpressure, not errors.
+   */
+  maxInFlight: 1_024,
+  /**
+   * Bytes of replies queued for a client that does not read them before it is closed: 64 MiB is
+   * four maximal frames, room for a burst, not for a client that never reads.
+   */
+  maxQueuedBytes: 64 * 1024 * 1024,
+  /**
+   * Milliseconds a write may make no progress before the connection is closed: 30 s outlasts a
+   * congested link, not a peer that stopped reading.
+   */
+  writeTimeout: 30_000,
+  /** Nesting of arrays and objects in a message, checked without recursion: 128. */
+  maxDepth: DEFAULT_MAX_DEPTH,
+  /** The largest frame accepted or sent: see {@linkcode DEFAULT_MAX_FRAME_BYTES}. */
+  maxFrameBytes: DEFAULT_MAX_FRAME_BYTES,
+  /** Milliseconds `shutdown()` lets calls in flight finish before it closes their connections. */
   shutdownTimeout: 10_000,
 } as const;
+
+/** The names of the limits in {@linkcode DEFAULT_LIMITS}. */
+export type Limits = { -readonly [K in keyof typeof DEFAULT_LIMITS]: number };
+
+/** The port a server listens on unless told otherwise: 443 is HTTPS's, 7443 its common alternate. */
+export const DEFAULT_PORT = 7443;
+
+/** At most this many connection errors are logged a second; the rest are counted in a summary. */
+const LOG_LINES_PER_SECOND = 5;
 
 /** An exposed method, as introspection found it. */
 export interface MethodInfo {
@@ -54,8 +100,8 @@ export interface MethodInfo {
   readonly rest: boolean;
 }
 
-/** Options for {@linkcode serve}. */
-export interface ServeOptions {
+/** Options for {@linkcode serve}; each limit defaults to its value in {@linkcode DEFAULT_LIMITS}. */
+export interface ServeOptions extends Partial<Limits> {
   /**
    * The address to listen on. The default accepts only local connections; use `"0.0.0.0"` or
    * `"::"` to accept remote ones.
@@ -73,24 +119,6 @@ export interface ServeOptions {
   cert: string;
   /** The server's private key, PEM. */
   key: string;
-  /**
-   * Milliseconds a client has to complete the TLS handshake before its connection is closed.
-   *
-   * @default {10000}
-   */
-  handshakeTimeout?: number;
-  /**
-   * The largest frame accepted or sent, in bytes.
-   *
-   * @default {16777216}
-   */
-  maxFrameBytes?: number;
-  /**
-   * Milliseconds `shutdown()` lets calls in flight finish before it closes their connections.
-   *
-   * @default {10000}
-   */
-  shutdownTimeout?: number;
   /**
    * Put handlers' error stacks in error responses. Stacks tell a caller about the server's code,
    * so keep this off unless every client is trusted.
@@ -112,7 +140,8 @@ export interface ServeOptions {
   onListen?: (addr: Deno.NetAddr) => void;
   /**
    * Called with each error that cost a connection, or that the accept loop recovered from, and a
-   * one-line description of it. The default prints the line to stderr.
+   * one-line description of it; at most 5 a second, then one summary line with the count. The
+   * default prints the line to stderr.
    */
   onError?: (error: unknown, line: string) => void;
 }
@@ -171,34 +200,50 @@ class Server implements RpcServer {
   readonly finished: Promise<void>;
   #dispatcher: Dispatcher;
   #listener: Deno.TlsListener;
-  #options: Required<Pick<ServeOptions, "handshakeTimeout" | "shutdownTimeout">> & ServeOptions;
+  #options: ServeOptions;
+  #limits: Limits;
+  #log: RateLimitedLog;
   #connections = new Set<ServerConnection>();
   #tasks = new Set<Promise<void>>();
+  #open = 0;
   #closing = false;
   #shutdown: Promise<void> | undefined;
   #wakeAccept: (() => void) | undefined;
+  #sweeper: ReturnType<typeof setInterval> | undefined;
   #onAbort = () => void this.shutdown();
 
   constructor(handlers: object, options: ServeOptions) {
+    const limits = { ...DEFAULT_LIMITS } as Limits;
+    for (const name of Object.keys(DEFAULT_LIMITS) as (keyof Limits)[]) {
+      const value = options[name];
+      if (value === undefined) continue;
+      if (!Number.isInteger(value) || value < 0) {
+        throw new RangeError(`Cannot serve: ${name} must be a whole number, got ${value}`);
+      }
+      limits[name] = value;
+    }
+    this.#limits = limits;
+    this.#options = options;
     this.#dispatcher = new Dispatcher(handlers, {
       exposeStack: options.exposeStack ?? false,
+      maxDepth: limits.maxDepth,
+      maxBatch: limits.maxInFlight,
       ...(options.info && { info: options.info }),
     });
-    this.#options = {
-      ...options,
-      handshakeTimeout: options.handshakeTimeout ?? DEFAULT_SERVER_OPTIONS.handshakeTimeout,
-      shutdownTimeout: options.shutdownTimeout ?? DEFAULT_SERVER_OPTIONS.shutdownTimeout,
-    };
     // Checked here so that a bad value fails at startup, not at the first connection.
-    new FrameReader({ read: () => Promise.resolve(null) }, options);
+    new FrameReader({ read: () => Promise.resolve(null) }, { maxFrameBytes: limits.maxFrameBytes });
+    const onError = options.onError ?? ((_: unknown, line: string) => console.error(line));
+    this.#log = new RateLimitedLog(onError, LOG_LINES_PER_SECOND);
     this.#listener = Deno.listenTls({
       hostname: options.hostname ?? "127.0.0.1",
-      port: options.port ?? DEFAULT_SERVER_OPTIONS.port,
+      port: options.port ?? DEFAULT_PORT,
       cert: options.cert,
       key: options.key,
       transport: "tcp",
     });
     this.addr = this.#listener.addr;
+    const sweepEvery = sweepInterval(limits);
+    if (sweepEvery > 0) this.#sweeper = setInterval(() => this.#sweep(), sweepEvery);
     (options.onListen ?? ((addr) => console.error(`listening on ${formatAddr(addr)}`)))(this.addr);
     this.finished = this.#acceptLoop();
     if (options.signal?.aborted) void this.shutdown();
@@ -226,7 +271,7 @@ class Server implements RpcServer {
     const drained = Promise.all([...this.#connections].map((connection) => connection.drain()));
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<void>((resolve) => {
-      timer = setTimeout(resolve, this.#options.shutdownTimeout);
+      timer = setTimeout(resolve, this.#limits.shutdownTimeout);
     });
     await Promise.race([drained, timeout]);
     clearTimeout(timer);
@@ -236,41 +281,58 @@ class Server implements RpcServer {
 
   async #acceptLoop(): Promise<void> {
     let backoff = 0;
-    while (!this.#closing) {
-      let conn: Deno.TlsConn;
-      try {
-        conn = await this.#listener.accept();
-        backoff = 0;
-      } catch (error) {
-        if (this.#closing || error instanceof Deno.errors.BadResource) break;
-        // EMFILE and friends pass; ending the server over them would be the bug we exist to fix.
-        backoff = Math.min(Math.max(backoff * 2, 10), 1000);
-        this.#report(error, `accept failed, retrying in ${backoff} ms: ${reason(error)}`);
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, backoff);
-          this.#wakeAccept = () => {
-            clearTimeout(timer);
-            resolve();
-          };
+    try {
+      while (!this.#closing) {
+        let conn: Deno.TlsConn;
+        try {
+          conn = await this.#listener.accept();
+          backoff = 0;
+        } catch (error) {
+          if (this.#closing || error instanceof Deno.errors.BadResource) break;
+          // EMFILE and friends pass; ending the server over them is the bug this project fixes.
+          backoff = Math.min(Math.max(backoff * 2, 10), 1000);
+          this.#log.report(error, `accept failed, retrying in ${backoff} ms: ${reason(error)}`);
+          await new Promise<void>((resolve) => {
+            const timer = setTimeout(resolve, backoff);
+            this.#wakeAccept = () => {
+              clearTimeout(timer);
+              resolve();
+            };
+          });
+          this.#wakeAccept = undefined;
+          continue;
+        }
+        if (this.#open >= this.#limits.maxConnections) {
+          const peer = formatAddr(conn.remoteAddr);
+          closeQuietly(conn);
+          this.#log.report(
+            undefined,
+            `refused ${peer}: ${this.#open} connections open, the limit is ${this.#limits.maxConnections}`,
+          );
+          continue;
+        }
+        this.#open++;
+        const task = this.#handle(conn).finally(() => {
+          this.#open--;
+          this.#tasks.delete(task);
         });
-        this.#wakeAccept = undefined;
-        continue;
+        this.#tasks.add(task);
       }
-      const task = this.#handle(conn);
-      this.#tasks.add(task);
-      task.finally(() => this.#tasks.delete(task));
+    } finally {
+      closeQuietly(this.#listener);
+      while (this.#tasks.size > 0) await Promise.all(this.#tasks);
+      clearInterval(this.#sweeper);
+      this.#log.flush(true);
     }
-    closeQuietly(this.#listener);
-    while (this.#tasks.size > 0) await Promise.all(this.#tasks);
   }
 
   /** Runs one connection from handshake to close. Never rejects. */
   async #handle(conn: Deno.TlsConn): Promise<void> {
-    const peer = formatAddr(conn.remoteAddr as Deno.NetAddr);
+    const peer = formatAddr(conn.remoteAddr);
     try {
-      await handshake(conn, this.#options.handshakeTimeout);
+      await handshake(conn, this.#limits.handshakeTimeout);
     } catch (error) {
-      this.#report(error, `TLS handshake with ${peer} failed: ${reason(error)}`);
+      this.#log.report(error, `TLS handshake with ${peer} failed: ${reason(error)}`);
       closeQuietly(conn);
       return;
     }
@@ -278,13 +340,7 @@ class Server implements RpcServer {
       closeQuietly(conn);
       return;
     }
-    const connection = new ServerConnection(
-      conn,
-      peer,
-      this.#dispatcher,
-      this.#options,
-      (e, l) => this.#report(e, l),
-    );
+    const connection = new ServerConnection(conn, peer, this.#dispatcher, this.#limits, this.#log);
     this.#connections.add(connection);
     try {
       await connection.run(() => !this.#closing);
@@ -293,13 +349,20 @@ class Server implements RpcServer {
     }
   }
 
-  #report(error: unknown, line: string): void {
-    try {
-      (this.#options.onError ?? ((_, text) => console.error(text)))(error, line);
-    } catch {
-      // A failing log hook must not take the connection task down with it.
-    }
+  #sweep(): void {
+    const now = Date.now();
+    for (const connection of this.#connections) connection.checkDeadlines(now);
+    this.#log.flush(false);
   }
+}
+
+/** How often deadlines are checked: a quarter of the shortest, between 10 ms and 1 s. */
+function sweepInterval(limits: Limits): number {
+  const enabled = [limits.idleTimeout, limits.frameTimeout, limits.writeTimeout].filter((t) =>
+    t > 0
+  );
+  if (enabled.length === 0) return 0;
+  return Math.min(Math.max(Math.min(...enabled) / 4, 10), 1000);
 }
 
 /** One accepted connection after its handshake: reads frames, dispatches, writes replies. */
@@ -307,33 +370,33 @@ class ServerConnection {
   #conn: Deno.TlsConn;
   #peer: string;
   #dispatcher: Dispatcher;
+  #limits: Limits;
+  #log: RateLimitedLog;
   #reader: FrameReader;
   #writer: FrameWriter;
-  #report: (error: unknown, line: string) => void;
   #inFlight = 0;
-  #idleWaiters: (() => void)[] = [];
+  #waiters: (() => void)[] = [];
+  #lastActive = Date.now();
   #closed = false;
 
   constructor(
     conn: Deno.TlsConn,
     peer: string,
     dispatcher: Dispatcher,
-    options: ServeOptions,
-    report: (error: unknown, line: string) => void,
+    limits: Limits,
+    log: RateLimitedLog,
   ) {
     this.#conn = conn;
     this.#peer = peer;
     this.#dispatcher = dispatcher;
-    this.#report = report;
-    const frameOptions = options.maxFrameBytes === undefined
-      ? {}
-      : { maxFrameBytes: options.maxFrameBytes };
-    this.#reader = new FrameReader(conn, frameOptions);
+    this.#limits = limits;
+    this.#log = log;
+    this.#reader = new FrameReader(conn, { maxFrameBytes: limits.maxFrameBytes });
     this.#writer = new FrameWriter(conn, {
-      ...frameOptions,
+      maxFrameBytes: limits.maxFrameBytes,
       onError: (error) => {
         if (!isDisconnect(error)) {
-          this.#report(error, `write to ${this.#peer} failed: ${reason(error)}`);
+          this.#log.report(error, `write to ${this.#peer} failed: ${reason(error)}`);
         }
         this.close();
       },
@@ -344,45 +407,76 @@ class ServerConnection {
   async run(accepting: () => boolean): Promise<void> {
     try {
       for (let frames = await this.#reader.read(); frames; frames = await this.#reader.read()) {
+        this.#lastActive = Date.now();
         const accept = accepting();
         for (const frame of frames) this.#dispatch(frame, accept);
+        // Backpressure: read no more until calls finish; the peer's sends queue up in TCP.
+        while (this.#inFlight >= this.#limits.maxInFlight && !this.#closed) await this.#wait();
+        if (this.#closed) return;
       }
       // The peer finished sending; it may still be waiting for the replies to what it sent.
       await this.drain();
     } catch (error) {
       if (this.#closed) return;
       if (error instanceof ProtocolError) {
-        this.#report(error, `protocol error from ${this.#peer}: ${error.message}`);
+        this.#log.report(error, `protocol error from ${this.#peer}: ${error.message}`);
         this.#send(
           errorText("null", ErrorCode.InvalidRequest, `Invalid Request: ${error.message}`),
         );
         await this.#writer.flushed();
       } else if (!isDisconnect(error)) {
-        this.#report(error, `read from ${this.#peer} failed: ${reason(error)}`);
+        this.#log.report(error, `read from ${this.#peer} failed: ${reason(error)}`);
       }
     } finally {
       this.close();
     }
   }
 
-  /** Resolves when no call is in flight and every reply is written. */
+  /** Resolves when no call is in flight and every reply is written, or the connection closed. */
   async drain(): Promise<void> {
-    while (this.#inFlight > 0 && !this.#closed) {
-      await new Promise<void>((resolve) => this.#idleWaiters.push(resolve));
-    }
+    while (this.#inFlight > 0 && !this.#closed) await this.#wait();
     await this.#writer.flushed();
+  }
+
+  /** Closes the connection when a deadline has passed. */
+  checkDeadlines(now: number): void {
+    const { frameTimeout, idleTimeout, writeTimeout } = this.#limits;
+    const frameStarted = this.#reader.frameStartedAt;
+    const writeStarted = this.#writer.writeStartedAt;
+    if (frameTimeout > 0 && frameStarted !== undefined && now - frameStarted > frameTimeout) {
+      this.#abandon(`a frame took more than ${frameTimeout} ms to arrive`);
+    } else if (
+      writeTimeout > 0 && writeStarted !== undefined && now - writeStarted > writeTimeout
+    ) {
+      this.#abandon(`it read none of our replies for ${writeTimeout} ms`);
+    } else if (
+      idleTimeout > 0 && this.#inFlight === 0 && frameStarted === undefined &&
+      writeStarted === undefined && now - this.#lastActive > idleTimeout
+    ) {
+      this.#abandon(`idle for ${idleTimeout} ms`);
+    }
   }
 
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
     closeQuietly(this.#conn);
-    this.#wakeIdle();
+    this.#wake();
   }
 
-  #wakeIdle(): void {
-    const waiters = this.#idleWaiters;
-    this.#idleWaiters = [];
+  #abandon(why: string): void {
+    if (this.#closed) return;
+    this.#log.report(undefined, `closed ${this.#peer}: ${why}`);
+    this.close();
+  }
+
+  #wait(): Promise<void> {
+    return new Promise((resolve) => this.#waiters.push(resolve));
+  }
+
+  #wake(): void {
+    const waiters = this.#waiters;
+    this.#waiters = [];
     for (const resolve of waiters) resolve();
   }
 
@@ -391,7 +485,7 @@ class ServerConnection {
     try {
       reply = this.#dispatcher.handleFrame(frame, accept);
     } catch (error) {
-      this.#report(error, `cannot answer ${this.#peer}: ${reason(error)}`);
+      this.#log.report(error, `cannot answer ${this.#peer}: ${reason(error)}`);
       return;
     }
     if (typeof reply === "string") this.#send(reply);
@@ -400,7 +494,7 @@ class ServerConnection {
       reply.then(
         (text) => this.#finish(text),
         (error) => {
-          this.#report(error, `cannot answer ${this.#peer}: ${reason(error)}`);
+          this.#log.report(error, `cannot answer ${this.#peer}: ${reason(error)}`);
           this.#finish(undefined);
         },
       );
@@ -408,8 +502,10 @@ class ServerConnection {
   }
 
   #finish(text: string | undefined): void {
+    this.#inFlight--;
+    this.#lastActive = Date.now();
     if (text !== undefined && !this.#closed) this.#send(text);
-    if (--this.#inFlight === 0) this.#wakeIdle();
+    if (this.#waiters.length > 0) this.#wake();
   }
 
   #send(text: string): void {
@@ -422,6 +518,11 @@ class ServerConnection {
         errorText(id, ErrorCode.InternalError, `Cannot send reply: ${reason(error)}`),
       );
     }
+    if (this.#writer.queuedBytes > this.#limits.maxQueuedBytes) {
+      this.#abandon(
+        `it left more than ${this.#limits.maxQueuedBytes} bytes of replies unread`,
+      );
+    }
   }
 }
 
@@ -432,13 +533,66 @@ async function handshake(conn: Deno.TlsConn, timeout: number): Promise<void> {
     await Promise.race([
       conn.handshake(),
       new Promise((_, reject) => {
-        timer = setTimeout(
-          () => reject(new Error(`no handshake within ${timeout} ms`)),
-          timeout,
-        );
+        timer = setTimeout(() => reject(new Error(`no handshake within ${timeout} ms`)), timeout);
       }),
     ]);
   } finally {
     clearTimeout(timer);
+  }
+}
+
+/**
+ * Passes on at most `perSecond` lines a second and counts the rest, so that an attack cannot turn
+ * the log into a second attack; `flush` writes the count as one summary line.
+ */
+class RateLimitedLog {
+  #emit: (error: unknown, line: string) => void;
+  #perSecond: number;
+  #windowStart = 0;
+  #lines = 0;
+  #suppressed = 0;
+
+  constructor(emit: (error: unknown, line: string) => void, perSecond: number) {
+    this.#emit = emit;
+    this.#perSecond = perSecond;
+  }
+
+  report(error: unknown, line: string): void {
+    const now = Date.now();
+    if (now - this.#windowStart >= 1000) this.#roll(now);
+    if (this.#lines < this.#perSecond) {
+      this.#lines++;
+      this.#write(error, line);
+    } else {
+      this.#suppressed++;
+    }
+  }
+
+  /** Writes the summary of suppressed lines once their second is over, or now when `force`. */
+  flush(force: boolean): void {
+    const now = Date.now();
+    if (force || now - this.#windowStart >= 1000) this.#roll(now);
+  }
+
+  #roll(now: number): void {
+    if (this.#suppressed > 0) {
+      const seconds = Math.max(1, Math.round((now - this.#windowStart) / 1000));
+      this.#write(
+        undefined,
+        `${this.#suppressed} more connection errors in the last ${seconds} s ` +
+          `(at most ${this.#perSecond} are logged a second)`,
+      );
+    }
+    this.#windowStart = now;
+    this.#lines = 0;
+    this.#suppressed = 0;
+  }
+
+  #write(error: unknown, line: string): void {
+    try {
+      this.#emit(error, line);
+    } catch {
+      // A failing log hook must not take a connection task down with it.
+    }
   }
 }
