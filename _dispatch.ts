@@ -1,7 +1,15 @@
 // JSON-RPC 2.0 messages to handler calls: the method table built by introspection, request
 // validation, batches, error mapping and rpc.discover. Knows nothing of sockets.
 
-import { DecodeError, decodeFrame, errorText, hasOwn, isId, resultText } from "./_codec.ts";
+import {
+  DecodeError,
+  decodeFrame,
+  DEFAULT_MAX_DEPTH,
+  errorText,
+  hasOwn,
+  isId,
+  resultText,
+} from "./_codec.ts";
 import { ErrorCode, RpcError } from "./errors.ts";
 import type { MethodInfo } from "./server.ts";
 
@@ -48,6 +56,7 @@ function addNamespace(
   seen: Set<object>,
   depth: number,
 ): void {
+  // `seen` holds the namespaces on the path here: a cycle stops, an alias is exposed again.
   if (seen.has(target)) return;
   if (depth > MAX_NAMESPACE_DEPTH) {
     throw new TypeError(`Cannot serve handlers: namespace "${prefix}" nests too deeply`);
@@ -66,6 +75,7 @@ function addNamespace(
       addNamespace(table, value, `${name}.`, seen, depth + 1);
     }
   }
+  seen.delete(target);
 }
 
 /** The own enumerable data properties, then, for class instances, the prototype chain's methods. */
@@ -180,6 +190,7 @@ function splitTopLevel(list: string): string[] {
     const c = list[i];
     if (c === '"' || c === "'" || c === "`") i = skipString(list, i);
     else if (c === "/" && list[i + 1] === "*") i = list.indexOf("*/", i + 2) + 1 || list.length;
+    else if (c === "/" && list[i + 1] === "/") i = list.indexOf("\n", i) >>> 0;
     else if (c === "(" || c === "[" || c === "{") depth++;
     else if (c === ")" || c === "]" || c === "}") depth--;
     else if (c === "," && depth === 0) {
@@ -188,15 +199,15 @@ function splitTopLevel(list: string): string[] {
     }
   }
   parts.push(list.slice(from));
-  return parts.map((part) => part.replace(/\/\*[\s\S]*?\*\//g, ""));
+  return parts.map((part) => part.replace(/\/\*[\s\S]*?\*\/|\/\/[^\n]*/g, ""));
 }
 
 /** Options for {@linkcode Dispatcher}. */
 export interface DispatcherOptions {
-  /** The deepest nesting of arrays and objects a message may have. */
-  maxDepth: number;
-  /** The most requests a batch may hold. */
-  maxBatch: number;
+  /** The deepest nesting of arrays and objects a message may have; 128 when not given. */
+  maxDepth?: number;
+  /** The most requests a batch may hold; 1 024 when not given. */
+  maxBatch?: number;
   /** Put the stack of a handler's error in the error response's `data`. */
   exposeStack?: boolean;
   /** The `info` member of the rpc.discover document. */
@@ -211,11 +222,11 @@ export class Dispatcher {
   #maxBatch: number;
   #discover: unknown;
 
-  constructor(handlers: object, options: DispatcherOptions) {
+  constructor(handlers: object, options: DispatcherOptions = {}) {
     this.methods = buildMethodTable(handlers);
     this.#exposeStack = options.exposeStack ?? false;
-    this.#maxDepth = options.maxDepth;
-    this.#maxBatch = options.maxBatch;
+    this.#maxDepth = options.maxDepth ?? DEFAULT_MAX_DEPTH;
+    this.#maxBatch = options.maxBatch ?? 1024;
     this.#discover = {
       openrpc: "1.3.2",
       info: options.info ?? { title: "tlsrpc", version: "0.0.0" },
@@ -301,7 +312,8 @@ export class Dispatcher {
       );
     }
     const args = params === undefined ? [] : Array.isArray(params) ? params : [params];
-    if (!entry.rest && args.length > entry.params.length) {
+    // By-name params are one object whatever the function declares; only by-position ones count.
+    if (Array.isArray(params) && !entry.rest && args.length > entry.params.length) {
       return errorText(
         idText,
         ErrorCode.InvalidParams,

@@ -27,6 +27,13 @@ import { connect, type RpcClient } from "./client.ts";
 import { ConnectionError, RpcError, TimeoutError } from "./errors.ts";
 import { DEFAULT_LIMITS, DEFAULT_PORT, type Limits, serve, type ServeOptions } from "./server.ts";
 import { formatAddr, reason } from "./_util.ts";
+import {
+  certificateNotAfter,
+  defaultDevCertDir,
+  devCertPaths,
+  ensureDevCertificates,
+  writeDevCertificates,
+} from "./dev_cert.ts";
 
 /** Exit codes of the CLI. */
 export const ExitCode = {
@@ -58,6 +65,7 @@ Commands:
   serve MODULE           serve the functions of MODULE
   call METHOD [ARG...]   call one method and print its result as JSON
   list                   print the methods a server exposes
+  cert                   make development certificates (a CA and a localhost certificate)
 
 Run "deno run -A cli.ts <command> --help" for a command's options.`,
   serve: `Usage: deno run -A cli.ts serve MODULE [options]
@@ -66,11 +74,15 @@ Serves the functions of MODULE (a path or URL): its default export when it has o
 named exports. Prints "listening on HOST:PORT" on stdout when ready; logs go to stderr.
 SIGINT and SIGTERM shut it down gracefully.
 
+Without --cert and --key it uses development certificates from the state folder
+($TLSRPC_HOME/dev-certs, else ~/.local/state/tlsrpc/dev-certs), made on first use; call and
+list trust their CA when no --ca is given. They are for development only.
+
 Options:
   --hostname HOST          address to listen on (default 127.0.0.1)
   --port PORT              port to listen on, 0 for any free one (default 7443)
-  --cert FILE              certificate chain, PEM (required)
-  --key FILE               private key, PEM (required)
+  --cert FILE              certificate chain, PEM (default: development certificate)
+  --key FILE               private key, PEM (default: development key)
   --expose-stack           send handlers' error stacks to clients
   -h, --help               show this help
 
@@ -96,12 +108,29 @@ valid JSON, else taken as a string: call greet ada, call add 2 3, call sum '[1,2
 Options:
   --hostname HOST    server host (default localhost)
   --port PORT        server port (default 7443)
-  --ca FILE          CA certificate to verify the server with, PEM (default: system roots)
+  --ca FILE          CA certificate to verify the server with, PEM (default: system roots
+                     and the development CA, when there is one)
   --timeout MS       time to wait for the response (default 30000)
   --params JSON      by-name params, a JSON object, instead of ARGs
   -h, --help         show this help
 
 Exit codes: 0 ok, 1 the server answered with an error, 2 usage, 3 connection or timeout.`,
+  cert: `Usage: deno run -A cli.ts cert [--dir DIR] [--host NAME ...] [--client NAME]
+
+Makes development certificates in pure TypeScript: a CA (ca.pem, ca.key) and a certificate for
+localhost, 127.0.0.1, ::1 and every --host (cert.pem, key.pem), signed by it; --client NAME also
+makes a client certificate for mutual TLS (client.pem, client.key). Existing keys are never
+overwritten: they are reused, and certificates that no longer fit are renewed. Key files get
+mode 0600. The CA lasts 10 years, the certificates 825 days.
+
+These certificates are for development only: anyone who reads ca.key can impersonate any server
+to whoever trusts ca.pem.
+
+Options:
+  --dir DIR          folder for the files (default: the state folder that serve uses)
+  --host NAME        another DNS name or IP address for the server certificate; repeatable
+  --client NAME      also make a client certificate with this common name
+  -h, --help         show this help`,
   list: `Usage: deno run -A cli.ts list [options]
 
 Prints the methods the server exposes, one per line, as name(params).
@@ -109,7 +138,8 @@ Prints the methods the server exposes, one per line, as name(params).
 Options:
   --hostname HOST    server host (default localhost)
   --port PORT        server port (default 7443)
-  --ca FILE          CA certificate to verify the server with, PEM (default: system roots)
+  --ca FILE          CA certificate to verify the server with, PEM (default: system roots
+                     and the development CA, when there is one)
   --timeout MS       time to wait for the response (default 30000)
   -h, --help         show this help`,
 } as const;
@@ -150,6 +180,8 @@ export async function main(args: string[]): Promise<number> {
         return await callCommand(rest);
       case "list":
         return await listCommand(rest);
+      case "cert":
+        return await certCommand(rest);
       case "-h":
       case "--help":
       case "help":
@@ -211,13 +243,18 @@ async function serveCommand(args: string[]): Promise<number> {
   const [specifier, ...extra] = positionals;
   if (specifier === undefined) usage("serve", "a MODULE is required");
   if (extra.length > 0) usage("serve", `unexpected argument "${extra[0]}"`);
-  if (values.cert === undefined) usage("serve", "--cert FILE is required");
-  if (values.key === undefined) usage("serve", "--key FILE is required");
+  if ((values.cert === undefined) !== (values.key === undefined)) {
+    usage("serve", "give both --cert and --key, or neither for development certificates");
+  }
+  const { cert, key } = values.cert !== undefined && values.key !== undefined
+    ? { cert: await readFile("--cert", values.cert), key: await readFile("--key", values.key) }
+    : await developmentCertificate();
+  warnIfExpiring(cert);
   const options: ServeOptions = {
     hostname: values.hostname ?? "127.0.0.1",
     port: integer("--port", values.port, DEFAULT_PORT, 65535),
-    cert: await readFile("--cert", values.cert),
-    key: await readFile("--key", values.key),
+    cert,
+    key,
     exposeStack: values["expose-stack"] ?? false,
     onListen: (addr) => console.log(`listening on ${formatAddr(addr)}`),
   };
@@ -232,16 +269,18 @@ async function serveCommand(args: string[]): Promise<number> {
     }
   }
   const handlers = await loadHandlers(specifier);
-  let server;
-  try {
-    server = serve(handlers, options);
-  } catch (error) {
-    throw new CliError(ExitCode.Failure, `Cannot serve "${specifier}": ${reason(error)}`);
-  }
-  const stop = () => void server.shutdown();
+  // Listen for signals before "listening on" is printed: whoever reads that line may stop us next.
+  const stopping = new AbortController();
+  const stop = () => stopping.abort();
   const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
   for (const signal of signals) Deno.addSignalListener(signal, stop);
   try {
+    let server;
+    try {
+      server = await serve(handlers, { ...options, signal: stopping.signal });
+    } catch (error) {
+      throw new CliError(ExitCode.Failure, `Cannot serve "${specifier}": ${reason(error)}`);
+    }
     await server.finished;
   } finally {
     for (const signal of signals) Deno.removeSignalListener(signal, stop);
@@ -306,7 +345,9 @@ async function withClient<T>(
   use: (client: RpcClient) => Promise<T>,
 ): Promise<T> {
   const timeout = integer("--timeout", values.timeout, DEFAULT_CALL_TIMEOUT);
-  const caCerts = values.ca === undefined ? undefined : [await readFile("--ca", values.ca)];
+  const caCerts = values.ca === undefined
+    ? await developmentCa()
+    : [await readFile("--ca", values.ca)];
   const port = integer("--port", values.port, DEFAULT_PORT, 65535);
   let client: RpcClient;
   try {
@@ -335,6 +376,93 @@ async function withClient<T>(
     throw error;
   } finally {
     await client.close();
+  }
+}
+
+async function certCommand(args: string[]): Promise<number> {
+  const { values, positionals } = parse(args, {
+    dir: { type: "string" },
+    host: { type: "string", multiple: true },
+    client: { type: "string" },
+    help: { type: "boolean", short: "h" },
+  });
+  if (values.help) return help("cert");
+  if (positionals.length > 0) usage("cert", `unexpected argument "${positionals[0]}"`);
+  let files;
+  try {
+    const dir = values.dir ?? defaultDevCertDir();
+    files = await writeDevCertificates(dir, {
+      ...(values.host && { hosts: values.host }),
+      ...(values.client !== undefined && { clientName: values.client }),
+    });
+  } catch (error) {
+    const code = error instanceof TypeError || error instanceof RangeError
+      ? ExitCode.Usage
+      : ExitCode.Failure;
+    throw new CliError(code, `Cannot make development certificates: ${reason(error)}`);
+  }
+  const rows = [
+    files.caCert,
+    files.caKey,
+    files.cert,
+    files.key,
+    files.clientCert,
+    files.clientKey,
+  ];
+  for (const file of rows) if (file) console.log(`${file.status.padEnd(8)} ${file.path}`);
+  console.error(
+    `Development certificates in ${files.dir}, valid until ${files.notAfter.toISOString()}. ` +
+      "For development only: anyone who reads ca.key can impersonate servers to whoever trusts ca.pem.",
+  );
+  return ExitCode.Ok;
+}
+
+/** The development certificate and key for `serve`, made in the state folder on first use. */
+async function developmentCertificate(): Promise<{ cert: string; key: string }> {
+  let files;
+  try {
+    files = await ensureDevCertificates();
+  } catch (error) {
+    throw new CliError(
+      ExitCode.Failure,
+      `Cannot make development certificates: ${reason(error)} (or pass --cert and --key)`,
+    );
+  }
+  const made = files.caKey.status === "created"
+    ? "made a development CA and certificate"
+    : "using development certificates";
+  console.error(
+    `${made} in ${files.dir}: for development only; pass --cert and --key in production`,
+  );
+  return {
+    cert: await readFile("--cert", files.cert.path),
+    key: await readFile("--key", files.key.path),
+  };
+}
+
+/** The development CA, when `cert` or `serve` has made one, for `call` and `list`. */
+async function developmentCa(): Promise<string[] | undefined> {
+  try {
+    return [await Deno.readTextFile(devCertPaths(defaultDevCertDir()).caCert)];
+  } catch {
+    return undefined; // none made, or no state folder: the system roots alone apply
+  }
+}
+
+/** The days before expiry from which `serve` warns about its certificate. */
+const EXPIRY_WARNING_DAYS = 7;
+
+function warnIfExpiring(cert: string): void {
+  let notAfter: Date;
+  try {
+    notAfter = certificateNotAfter(cert);
+  } catch {
+    return; // not a certificate we can read; Deno.listenTls will say what is wrong with it
+  }
+  const days = (notAfter.getTime() - Date.now()) / 86_400_000;
+  if (days < EXPIRY_WARNING_DAYS) {
+    const when = days < 0 ? "expired on" : "expires on";
+    console.error(`warning: the server certificate ${when} ${notAfter.toISOString()}`);
   }
 }
 

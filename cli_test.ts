@@ -116,7 +116,7 @@ Deno.test("cli serve uses a module's default export, and instantiates a default-
 });
 
 Deno.test("cli call and list against a running server", async (t) => {
-  await using server = serve(calc, serverOptions());
+  await using server = await serve(calc, serverOptions());
   const port = String(server.addr.port);
   const cases: { args: string[]; code: number; stdout?: string; stderr?: RegExp }[] = [
     { args: ["call", "--port", port, "--ca", ca, "add", "2", "3"], code: 0, stdout: "5\n" },
@@ -252,8 +252,14 @@ Deno.test("cli serve refuses bad input with exit 2 and a one-line reason", async
       stderr: /^error: Cannot load module "nothere.ts": file not found\n$/,
     },
     { args: ["serve", "--cert", cert, "--key", key], stderr: /a MODULE is required/ },
-    { args: ["serve", path("examples/calc.ts"), "--key", key], stderr: /--cert FILE is required/ },
-    { args: ["serve", path("examples/calc.ts"), "--cert", cert], stderr: /--key FILE is required/ },
+    {
+      args: ["serve", path("examples/calc.ts"), "--key", key],
+      stderr: /give both --cert and --key, or neither/,
+    },
+    {
+      args: ["serve", path("examples/calc.ts"), "--cert", cert],
+      stderr: /give both --cert and --key, or neither/,
+    },
     {
       args: ["serve", path("examples/calc.ts"), "--cert", "nope.pem", "--key", key],
       stderr: /^error: Cannot read --cert "nope.pem": file not found\n$/,
@@ -304,7 +310,7 @@ Deno.test("cli serve refuses bad input with exit 2 and a one-line reason", async
 });
 
 Deno.test("cli serve exits 1 naming the cause when the port is taken", async () => {
-  await using server = serve(calc, serverOptions());
+  await using server = await serve(calc, serverOptions());
   const out = await run([
     "serve",
     path("examples/calc.ts"),

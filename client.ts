@@ -79,12 +79,34 @@ export interface ConnectOptions {
 }
 
 /**
- * A remote namespace: any property is a nested namespace, and calling one calls the method of
- * that dotted name.
+ * The remote view of a handler type `T`, as the server exposes it: each method returns a promise
+ * of its awaited result, nested plain objects are namespaces, and names the server never exposes
+ * (starting with `_`, `constructor`) are absent.
+ *
+ * @typeParam T The type of the server's handlers: `typeof handlers`, or an interface.
  */
-export type RemoteProxy = {
-  readonly [name: string]: RemoteProxy & ((...params: unknown[]) => Promise<unknown>);
+export type Remote<T> = {
+  readonly [K in keyof T as ExposedKey<K, T[K]>]: T[K] extends (...args: infer A) => infer R
+    ? (...params: A) => Promise<Awaited<R>>
+    : Remote<T[K]>;
 };
+
+type ExposedKey<K, V> = K extends `_${string}` | "constructor" ? never
+  : K extends string ? V extends (...args: never[]) => unknown ? K
+    : V extends readonly unknown[] ? never
+    : V extends object ? K
+    : never
+  : never;
+
+/**
+ * The type of {@linkcode RpcClient.proxy}: {@linkcode Remote} of the handler type, or, for a
+ * client made without one, a proxy on which any property path can be called (typed `any`, as
+ * nothing is known of the server's methods).
+ *
+ * @typeParam T The type of the server's handlers, or `unknown` when not given.
+ */
+// deno-lint-ignore no-explicit-any
+export type RemoteProxy<T> = unknown extends T ? any : Remote<T>;
 
 interface Pending {
   resolve(value: unknown): void;
@@ -109,7 +131,7 @@ interface Pending {
  * @throws {ConnectionError} When the server cannot be reached or the TLS handshake fails.
  * @throws {TimeoutError} When connecting takes longer than `connectTimeout`.
  */
-export async function connect(options: ConnectOptions = {}): Promise<RpcClient> {
+export async function connect<T = unknown>(options: ConnectOptions = {}): Promise<RpcClient<T>> {
   const hostname = options.hostname ?? DEFAULT_CLIENT_OPTIONS.hostname;
   const port = options.port ?? DEFAULT_CLIENT_OPTIONS.port;
   const target = formatAddr({ hostname, port });
@@ -143,7 +165,7 @@ export async function connect(options: ConnectOptions = {}): Promise<RpcClient> 
       return opened.handshake();
     });
     await Promise.race([opening, stop]);
-    return new RpcClient(conn!, target, options);
+    return new RpcClient<T>(conn!, target, options);
   } catch (error) {
     abandoned = true;
     if (conn) closeQuietly(conn);
@@ -159,7 +181,7 @@ export async function connect(options: ConnectOptions = {}): Promise<RpcClient> 
  * A connection to a tlsrpc server, from {@linkcode connect}. Calls are multiplexed on the one
  * connection by id; each resolves as soon as its response arrives, in any order.
  */
-export class RpcClient implements AsyncDisposable {
+export class RpcClient<T = unknown> implements AsyncDisposable {
   #conn: Deno.TlsConn;
   #target: string;
   #writer: FrameWriter;
@@ -169,7 +191,7 @@ export class RpcClient implements AsyncDisposable {
   #closeReason: Error | undefined;
   #signal: AbortSignal | undefined;
   #onAbort = () => this.close();
-  #proxies = new Map<string, RemoteProxy>();
+  #proxies = new Map<string, object>();
   #serverError: RpcError | undefined;
   /** Resolves when the connection has closed, for whatever reason. */
   readonly closed: Promise<void>;
@@ -264,8 +286,8 @@ export class RpcClient implements AsyncDisposable {
    * The remote methods as functions: `await client.proxy.math.add(2, 3)` calls `math.add`. A
    * method named `then` cannot be reached this way (the proxy is not a promise); use `call`.
    */
-  get proxy(): RemoteProxy {
-    return this.#proxyFor("");
+  get proxy(): RemoteProxy<T> {
+    return this.#proxyFor("") as RemoteProxy<T>;
   }
 
   /**
@@ -312,7 +334,7 @@ export class RpcClient implements AsyncDisposable {
     });
   }
 
-  #proxyFor(path: string): RemoteProxy {
+  #proxyFor(path: string): object {
     let proxy = this.#proxies.get(path);
     if (proxy) return proxy;
     const call = (...params: unknown[]) => this.#request(path, params);
@@ -321,7 +343,7 @@ export class RpcClient implements AsyncDisposable {
         if (typeof key !== "string" || key === "then") return undefined;
         return this.#proxyFor(path === "" ? key : `${path}.${key}`);
       },
-    }) as unknown as RemoteProxy;
+    });
     this.#proxies.set(path, proxy);
     return proxy;
   }
@@ -332,7 +354,9 @@ export class RpcClient implements AsyncDisposable {
         for (const frame of frames) this.#receive(decodeFrame(frame, DEFAULT_MAX_DEPTH));
       }
       this.#shut(
-        new ConnectionError(`Cannot complete call: server "${this.#target}" closed the connection`),
+        this.#serverError ? this.#lost(undefined) : new ConnectionError(
+          `Cannot complete call: server "${this.#target}" closed the connection`,
+        ),
       );
     } catch (error) {
       this.#shut(this.#lost(error));

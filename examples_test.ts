@@ -18,7 +18,7 @@ Deno.test({
   name: "examples/python_client.py, written from PROTOCOL.md, calls the server",
   ignore: !has("python3"),
   async fn(t) {
-    await using server = serve(calc, serverOptions());
+    await using server = await serve(calc, serverOptions());
     const ca = await Deno.makeTempFile({ suffix: ".pem" });
     await Deno.writeTextFile(ca, certs.ca);
     try {
@@ -62,11 +62,18 @@ Deno.test({
   },
 });
 
-Deno.test("deno task demo runs the calculator example end to end and exits 0", async () => {
+Deno.test("deno task demo makes development certificates and runs the calculator end to end", async () => {
+  const home = await Deno.makeTempDir();
   const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
     args: ["task", "--quiet", "demo"],
     cwd: root.pathname,
+    env: { TLSRPC_HOME: home },
   }).output();
+  const files = (await Array.fromAsync(Deno.readDir(`${home}/dev-certs`))).map((e) => e.name)
+    .sort();
+  await Deno.remove(home, { recursive: true });
+  assert.deepEqual(files, ["ca.key", "ca.pem", "cert.pem", "key.pem"]);
+  assert.match(new TextDecoder().decode(stderr), /for development only/);
   const out = new TextDecoder().decode(stdout);
   assert.equal(code, 0, new TextDecoder().decode(stderr));
   assert.match(out, /cli: call add 2 3 -> 5 \(exit 0\)/);

@@ -7,7 +7,7 @@
  * import { connect, serve } from "./mod.ts";
  *
  * const read = (name: string) => Deno.readTextFile(new URL(`./testdata/${name}`, import.meta.url));
- * await using server = serve({ add: (a: number, b: number) => a + b }, {
+ * await using server = await serve({ add: (a: number, b: number) => a + b }, {
  *   port: 0,
  *   cert: await read("server.pem"),
  *   key: await read("server.key"),
@@ -24,7 +24,7 @@ export { serve } from "./server.ts";
 export type { Limits, MethodInfo, RpcServer, ServeOptions } from "./server.ts";
 export { DEFAULT_LIMITS, DEFAULT_PORT } from "./server.ts";
 export { connect, DEFAULT_CLIENT_OPTIONS, RpcClient } from "./client.ts";
-export type { ConnectOptions, RemoteProxy } from "./client.ts";
+export type { ConnectOptions, Remote, RemoteProxy } from "./client.ts";
 export { ConnectionError, ErrorCode, ProtocolError, RpcError, TimeoutError } from "./errors.ts";
 export type { RpcErrorOptions } from "./errors.ts";
 export { DEFAULT_MAX_FRAME_BYTES, FrameReader, FrameWriter, HEADER_BYTES } from "./framing.ts";

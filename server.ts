@@ -9,7 +9,7 @@
  * ```ts
  * import { serve } from "./server.ts";
  *
- * const server = serve({
+ * const server = await serve({
  *   add: (a: number, b: number) => a + b,
  *   math: { neg: (x: number) => -x },
  * }, {
@@ -29,7 +29,8 @@ import { Dispatcher } from "./_dispatch.ts";
 import { DEFAULT_MAX_DEPTH, errorText } from "./_codec.ts";
 import { ErrorCode, ProtocolError } from "./errors.ts";
 import { FrameReader, FrameWriter } from "./framing.ts";
-import { closeQuietly, formatAddr, isDisconnect, reason } from "./_util.ts";
+import { formatAddr, isDisconnect, reason } from "./_util.ts";
+import { type Connection, listen, type Listener, type TransportName } from "./_transport.ts";
 import { DEFAULT_MAX_FRAME_BYTES } from "./framing.ts";
 
 /**
@@ -120,6 +121,15 @@ export interface ServeOptions extends Partial<Limits> {
   /** The server's private key, PEM. */
   key: string;
   /**
+   * The TLS implementation. `"node"` (Deno's `node:tls`) closes the socket of a client whose
+   * handshake fails or stalls at once. `"deno"` (`Deno.listenTls`) is a few percent faster, but
+   * on Deno 2.9 a connection closed before its handshake completed keeps its socket until the peer
+   * leaves, so a client that connects and says nothing holds a file descriptor as long as it likes.
+   *
+   * @default {"node"}
+   */
+  transport?: TransportName;
+  /**
    * Put handlers' error stacks in error responses. Stacks tell a caller about the server's code,
    * so keep this off unless every client is trusted.
    *
@@ -177,7 +187,7 @@ export interface RpcServer extends AsyncDisposable {
  *     return `hello, ${name}`;
  *   }
  * }
- * await using server = serve(new Greeter(), {
+ * await using server = await serve(new Greeter(), {
  *   port: 0,
  *   cert: await Deno.readTextFile(new URL("./testdata/server.pem", import.meta.url)),
  *   key: await Deno.readTextFile(new URL("./testdata/server.key", import.meta.url)),
@@ -191,25 +201,24 @@ export interface RpcServer extends AsyncDisposable {
  * @returns The running server.
  * @throws {TypeError} When `handlers` is not an object or exposes a reserved `rpc.` name.
  */
-export function serve(handlers: object, options: ServeOptions): RpcServer {
-  return new Server(handlers, options);
+export async function serve(handlers: object, options: ServeOptions): Promise<RpcServer> {
+  const server = new Server(handlers, options);
+  await server.listen();
+  return server;
 }
 
 class Server implements RpcServer {
-  readonly addr: Deno.NetAddr;
-  readonly finished: Promise<void>;
+  #addr: Deno.NetAddr | undefined;
   #dispatcher: Dispatcher;
-  #listener: Deno.TlsListener;
+  #listener: Listener | undefined;
   #options: ServeOptions;
   #limits: Limits;
   #log: RateLimitedLog;
   #connections = new Set<ServerConnection>();
-  #tasks = new Set<Promise<void>>();
-  #open = 0;
   #closing = false;
   #shutdown: Promise<void> | undefined;
-  #wakeAccept: (() => void) | undefined;
   #sweeper: ReturnType<typeof setInterval> | undefined;
+  #finished = Promise.withResolvers<void>();
   #onAbort = () => void this.shutdown();
 
   constructor(handlers: object, options: ServeOptions) {
@@ -234,20 +243,40 @@ class Server implements RpcServer {
     new FrameReader({ read: () => Promise.resolve(null) }, { maxFrameBytes: limits.maxFrameBytes });
     const onError = options.onError ?? ((_: unknown, line: string) => console.error(line));
     this.#log = new RateLimitedLog(onError, LOG_LINES_PER_SECOND);
-    this.#listener = Deno.listenTls({
+  }
+
+  async listen(): Promise<void> {
+    const options = this.#options;
+    if (
+      options.transport !== undefined && options.transport !== "node" &&
+      options.transport !== "deno"
+    ) {
+      throw new TypeError(`Cannot serve: unknown transport "${options.transport}"`);
+    }
+    this.#listener = await listen(options.transport ?? "node", {
       hostname: options.hostname ?? "127.0.0.1",
       port: options.port ?? DEFAULT_PORT,
       cert: options.cert,
       key: options.key,
-      transport: "tcp",
+      handshakeTimeout: this.#limits.handshakeTimeout,
+      maxConnections: this.#limits.maxConnections,
+      onConnection: (conn) => this.#accept(conn),
+      log: (error, line) => this.#log.report(error, line),
     });
-    this.addr = this.#listener.addr;
-    const sweepEvery = sweepInterval(limits);
+    this.#addr = this.#listener.addr;
+    const sweepEvery = sweepInterval(this.#limits);
     if (sweepEvery > 0) this.#sweeper = setInterval(() => this.#sweep(), sweepEvery);
     (options.onListen ?? ((addr) => console.error(`listening on ${formatAddr(addr)}`)))(this.addr);
-    this.finished = this.#acceptLoop();
     if (options.signal?.aborted) void this.shutdown();
     else options.signal?.addEventListener("abort", this.#onAbort, { once: true });
+  }
+
+  get addr(): Deno.NetAddr {
+    return this.#addr!;
+  }
+
+  get finished(): Promise<void> {
+    return this.#finished.promise;
   }
 
   get methods(): ReadonlyMap<string, MethodInfo> {
@@ -266,8 +295,7 @@ class Server implements RpcServer {
   async #stop(): Promise<void> {
     this.#closing = true;
     this.#options.signal?.removeEventListener("abort", this.#onAbort);
-    closeQuietly(this.#listener);
-    this.#wakeAccept?.();
+    this.#listener?.close();
     const drained = Promise.all([...this.#connections].map((connection) => connection.drain()));
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<void>((resolve) => {
@@ -275,78 +303,21 @@ class Server implements RpcServer {
     });
     await Promise.race([drained, timeout]);
     clearTimeout(timer);
+    const running = [...this.#connections].map((connection) => connection.finished);
     for (const connection of this.#connections) connection.close();
-    await this.finished;
+    await Promise.all([this.#listener?.closed, ...running]);
+    clearInterval(this.#sweeper);
+    this.#log.flush(true);
+    this.#finished.resolve();
   }
 
-  async #acceptLoop(): Promise<void> {
-    let backoff = 0;
-    try {
-      while (!this.#closing) {
-        let conn: Deno.TlsConn;
-        try {
-          conn = await this.#listener.accept();
-          backoff = 0;
-        } catch (error) {
-          if (this.#closing || error instanceof Deno.errors.BadResource) break;
-          // EMFILE and friends pass; ending the server over them is the bug this project fixes.
-          backoff = Math.min(Math.max(backoff * 2, 10), 1000);
-          this.#log.report(error, `accept failed, retrying in ${backoff} ms: ${reason(error)}`);
-          await new Promise<void>((resolve) => {
-            const timer = setTimeout(resolve, backoff);
-            this.#wakeAccept = () => {
-              clearTimeout(timer);
-              resolve();
-            };
-          });
-          this.#wakeAccept = undefined;
-          continue;
-        }
-        if (this.#open >= this.#limits.maxConnections) {
-          const peer = formatAddr(conn.remoteAddr);
-          closeQuietly(conn);
-          this.#log.report(
-            undefined,
-            `refused ${peer}: ${this.#open} connections open, the limit is ${this.#limits.maxConnections}`,
-          );
-          continue;
-        }
-        this.#open++;
-        const task = this.#handle(conn).finally(() => {
-          this.#open--;
-          this.#tasks.delete(task);
-        });
-        this.#tasks.add(task);
-      }
-    } finally {
-      closeQuietly(this.#listener);
-      while (this.#tasks.size > 0) await Promise.all(this.#tasks);
-      clearInterval(this.#sweeper);
-      this.#log.flush(true);
-    }
-  }
-
-  /** Runs one connection from handshake to close. Never rejects. */
-  async #handle(conn: Deno.TlsConn): Promise<void> {
+  /** Serves one connection whose handshake completed, in a task of its own. */
+  #accept(conn: Connection): void {
     const peer = formatAddr(conn.remoteAddr);
-    try {
-      await handshake(conn, this.#limits.handshakeTimeout);
-    } catch (error) {
-      this.#log.report(error, `TLS handshake with ${peer} failed: ${reason(error)}`);
-      closeQuietly(conn);
-      return;
-    }
-    if (this.#closing) {
-      closeQuietly(conn);
-      return;
-    }
+    if (this.#closing) return conn.close();
     const connection = new ServerConnection(conn, peer, this.#dispatcher, this.#limits, this.#log);
     this.#connections.add(connection);
-    try {
-      await connection.run(() => !this.#closing);
-    } finally {
-      this.#connections.delete(connection);
-    }
+    connection.run(() => !this.#closing).finally(() => this.#connections.delete(connection));
   }
 
   #sweep(): void {
@@ -367,7 +338,7 @@ function sweepInterval(limits: Limits): number {
 
 /** One accepted connection after its handshake: reads frames, dispatches, writes replies. */
 class ServerConnection {
-  #conn: Deno.TlsConn;
+  #conn: Connection;
   #peer: string;
   #dispatcher: Dispatcher;
   #limits: Limits;
@@ -378,9 +349,10 @@ class ServerConnection {
   #waiters: (() => void)[] = [];
   #lastActive = Date.now();
   #closed = false;
+  #finished: Promise<void> | undefined;
 
   constructor(
-    conn: Deno.TlsConn,
+    conn: Connection,
     peer: string,
     dispatcher: Dispatcher,
     limits: Limits,
@@ -403,8 +375,18 @@ class ServerConnection {
     });
   }
 
+  /** Resolves once `run` has ended. */
+  get finished(): Promise<void> {
+    return this.#finished ?? Promise.resolve();
+  }
+
   /** Serves frames until the peer leaves or the connection breaks; never rejects. */
-  async run(accepting: () => boolean): Promise<void> {
+  run(accepting: () => boolean): Promise<void> {
+    this.#finished = this.#run(accepting);
+    return this.#finished;
+  }
+
+  async #run(accepting: () => boolean): Promise<void> {
     try {
       for (let frames = await this.#reader.read(); frames; frames = await this.#reader.read()) {
         this.#lastActive = Date.now();
@@ -460,7 +442,7 @@ class ServerConnection {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    closeQuietly(this.#conn);
+    this.#conn.close();
     this.#wake();
   }
 
@@ -512,32 +494,22 @@ class ServerConnection {
     try {
       this.#writer.writeText(text);
     } catch (error) {
-      // The reply is over the frame limit: the caller still gets an answer.
+      // The reply is over the frame limit: the caller still gets an answer if one fits.
       const id = /^\{"jsonrpc":"2.0","id":((?:"(?:[^"\\]|\\.)*"|[^,]*)),/.exec(text)?.[1] ?? "null";
-      this.#writer.writeText(
-        errorText(id, ErrorCode.InternalError, `Cannot send reply: ${reason(error)}`),
-      );
+      try {
+        this.#writer.writeText(
+          errorText(id, ErrorCode.InternalError, `Cannot send reply: ${reason(error)}`),
+        );
+      } catch {
+        this.#abandon(`not even an error reply fits in ${this.#limits.maxFrameBytes} bytes`);
+        return;
+      }
     }
     if (this.#writer.queuedBytes > this.#limits.maxQueuedBytes) {
       this.#abandon(
         `it left more than ${this.#limits.maxQueuedBytes} bytes of replies unread`,
       );
     }
-  }
-}
-
-/** Completes the TLS handshake, or rejects once `timeout` ms have passed. */
-async function handshake(conn: Deno.TlsConn, timeout: number): Promise<void> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    await Promise.race([
-      conn.handshake(),
-      new Promise((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`no handshake within ${timeout} ms`)), timeout);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
   }
 }
 

@@ -1,32 +1,22 @@
 /**
- * The demo behind `deno task demo`: starts `cli.ts serve examples/calc.ts` with the test
- * certificates, calls it through the CLI and through the library, prints what came back, and stops
- * the server.
+ * The demo behind `deno task demo`: starts `cli.ts serve examples/calc.ts` with no certificate
+ * flags, so that it makes (or reuses) development certificates in the state folder, calls it
+ * through the CLI and through the library, prints what came back, and stops the server.
+ * `TLSRPC_HOME` moves the state folder.
  *
  * @module
  */
 
 import { connect, RpcError } from "../mod.ts";
+import { defaultDevCertDir, devCertPaths } from "../dev_cert.ts";
+import type * as calc from "./calc.ts";
 
 const root = new URL("../", import.meta.url);
 const path = (relative: string) => new URL(relative, root).pathname;
-const ca = path("testdata/ca.pem");
+const permissions = ["--allow-net", "--allow-read", "--allow-write", "--allow-env"];
 
 const server = new Deno.Command(Deno.execPath(), {
-  args: [
-    "run",
-    "--allow-net",
-    "--allow-read",
-    path("cli.ts"),
-    "serve",
-    path("examples/calc.ts"),
-    "--port",
-    "0",
-    "--cert",
-    path("testdata/server.pem"),
-    "--key",
-    path("testdata/server.key"),
-  ],
+  args: ["run", ...permissions, path("cli.ts"), "serve", path("examples/calc.ts"), "--port", "0"],
   stdout: "piped",
   stderr: "inherit",
 }).spawn();
@@ -37,27 +27,15 @@ try {
 
   for (const args of [["add", "2", "3"], ["stats.range", "4", "-1", "9"], ["divide", "1", "0"]]) {
     const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "--allow-net",
-        "--allow-read",
-        path("cli.ts"),
-        "call",
-        "--port",
-        port,
-        "--ca",
-        ca,
-        ...args,
-      ],
+      args: ["run", ...permissions, path("cli.ts"), "call", "--port", port, ...args],
     }).output();
     const text = new TextDecoder().decode(code === 0 ? stdout : stderr).trim();
     console.log(`cli: call ${args.join(" ")} -> ${text} (exit ${code})`);
   }
 
-  await using client = await connect({
-    port: Number(port),
-    caCerts: [await Deno.readTextFile(ca)],
-  });
+  // The client knows the server's types from an `import type`: nothing of calc.ts loads here.
+  const ca = await Deno.readTextFile(devCertPaths(defaultDevCertDir()).caCert);
+  await using client = await connect<typeof calc>({ port: Number(port), caCerts: [ca] });
   console.log(`library: add(2, 3) -> ${await client.proxy.add(2, 3)}`);
   console.log(
     `library: stats.mean({ values: [1, 2, 6] }) -> ${await client.callNamed("stats.mean", {
