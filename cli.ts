@@ -27,6 +27,7 @@ import { connect, type RpcClient } from "./client.ts";
 import { ConnectionError, RpcError, TimeoutError } from "./errors.ts";
 import { DEFAULT_LIMITS, DEFAULT_PORT, type Limits, serve, type ServeOptions } from "./server.ts";
 import { formatAddr, reason } from "./_util.ts";
+import { unwrap, wrap } from "./attr_wrapper.ts";
 import {
   certificateNotAfter,
   defaultDevCertDir,
@@ -112,6 +113,8 @@ Options:
                      and the development CA, when there is one)
   --timeout MS       time to wait for the response (default 30000)
   --params JSON      by-name params, a JSON object, instead of ARGs
+  --get PATH         print only the value at a dotted path of the result, e.g. 2.dd.ee
+                     or items.-1.name (exit 1 naming the first missing step)
   -h, --help         show this help
 
 Exit codes: 0 ok, 1 the server answered with an error, 2 usage, 3 connection or timeout.`,
@@ -292,6 +295,7 @@ async function callCommand(args: string[]): Promise<number> {
   const { values, positionals } = parse(args, {
     ...connectionFlags,
     params: { type: "string" },
+    get: { type: "string" },
   });
   if (values.help) return help("call");
   const [method, ...rawParams] = positionals;
@@ -308,8 +312,33 @@ async function callCommand(args: string[]): Promise<number> {
         ? client.call(method, ...rawParams.map(parseArg))
         : client.callNamed(method, named),
   );
-  console.log(formatJson(result));
+  console.log(formatJson(values.get === undefined ? result : pick(result, values.get)));
   return ExitCode.Ok;
+}
+
+/**
+ * The value at a dotted path of `value` (`2.dd.ee`, `items.-1.name`), read through AttrWrapper's
+ * rules: own keys of objects, indices of arrays (negative from the end).
+ */
+function pick(value: unknown, path: string): unknown {
+  const steps = path.split(".");
+  let current = value;
+  for (const [i, step] of steps.entries()) {
+    const where = i === 0 ? "the result" : `"${steps.slice(0, i).join(".")}"`;
+    let next: unknown;
+    try {
+      next = Array.isArray(current) && !/^-?\d+$/.test(step)
+        ? undefined
+        : (wrap(current) as Record<string, unknown>)[step];
+    } catch {
+      next = undefined; // an index out of range
+    }
+    if (next === undefined || current === null || typeof current !== "object") {
+      throw new CliError(ExitCode.Failure, `Cannot get "${path}": ${where} has no "${step}"`);
+    }
+    current = unwrap(next);
+  }
+  return current;
 }
 
 async function listCommand(args: string[]): Promise<number> {

@@ -340,3 +340,33 @@ Deno.test("cli --help on each command prints its usage and exits 0", async (t) =
   assert.equal(none.code, 2);
   assert.match(none.stderr, /Commands:/);
 });
+
+Deno.test("cli call --get prints the value at a dotted path, and exits 1 naming a missing step", async (t) => {
+  await using server = await serve(
+    { nested: () => [1, 2, { dd: { ee: "x", n: null } }] },
+    serverOptions(),
+  );
+  const base = ["call", "--port", String(server.addr.port), "--ca", ca, "nested"];
+  const cases: { get: string; code: number; stdout?: string; stderr?: RegExp }[] = [
+    { get: "2.dd.ee", code: 0, stdout: '"x"\n' },
+    { get: "-1.dd", code: 0, stdout: '{"ee":"x","n":null}\n' },
+    { get: "0", code: 0, stdout: "1\n" },
+    { get: "2.dd.n", code: 0, stdout: "null\n" },
+    { get: "3", code: 1, stderr: /^error: Cannot get "3": the result has no "3"\n$/ },
+    { get: "2.zz.ee", code: 1, stderr: /^error: Cannot get "2.zz.ee": "2" has no "zz"\n$/ },
+    {
+      get: "length",
+      code: 1,
+      stderr: /^error: Cannot get "length": the result has no "length"\n$/,
+    },
+    { get: "2.dd.n.x", code: 1, stderr: /^error: Cannot get "2.dd.n.x": "2.dd.n" has no "x"\n$/ },
+  ];
+  for (const c of cases) {
+    await t.step(`--get ${c.get} exits ${c.code}`, async () => {
+      const out = await run([...base, "--get", c.get]);
+      assert.equal(out.code, c.code, out.stderr);
+      if (c.stdout !== undefined) assert.equal(out.stdout, c.stdout);
+      if (c.stderr !== undefined) assert.match(out.stderr, c.stderr);
+    });
+  }
+});

@@ -23,6 +23,7 @@ import { decodeFrame, DEFAULT_MAX_DEPTH, requestText } from "./_codec.ts";
 import { closeQuietly, formatAddr, isDisconnect, reason } from "./_util.ts";
 import { ConnectionError, ProtocolError, RpcError, TimeoutError } from "./errors.ts";
 import { FrameReader, FrameWriter } from "./framing.ts";
+import { wrap } from "./attr_wrapper.ts";
 
 export { ConnectionError, ProtocolError, RpcError, TimeoutError } from "./errors.ts";
 
@@ -76,6 +77,13 @@ export interface ConnectOptions {
   maxFrameBytes?: number;
   /** Aborting it cancels the connection attempt, or closes the client once connected. */
   signal?: AbortSignal;
+  /**
+   * Resolve calls with read-only {@linkcode wrap | AttrWrapper} views of their results, so that
+   * untyped results read as `result.items[-1].name`; `AttrWrapper.unwrap` gives the data back.
+   *
+   * @default {false}
+   */
+  wrap?: boolean;
 }
 
 /**
@@ -188,6 +196,7 @@ export class RpcClient<T = unknown> implements AsyncDisposable {
   #pending = new Map<number, Pending>();
   #nextId = 1;
   #timeout: number;
+  #wrap: boolean;
   #closeReason: Error | undefined;
   #signal: AbortSignal | undefined;
   #onAbort = () => this.close();
@@ -207,6 +216,7 @@ export class RpcClient<T = unknown> implements AsyncDisposable {
     this.#conn = conn;
     this.#target = target;
     this.#timeout = options.timeout ?? 0;
+    this.#wrap = options.wrap ?? false;
     const frameOptions = options.maxFrameBytes === undefined
       ? {}
       : { maxFrameBytes: options.maxFrameBytes };
@@ -381,7 +391,7 @@ export class RpcClient<T = unknown> implements AsyncDisposable {
     this.#pending.delete(response.id as number);
     clearTimeout(pending.timer);
     if (Object.hasOwn(response, "error")) pending.reject(toRpcError(response.error));
-    else pending.resolve(response.result);
+    else pending.resolve(this.#wrap ? wrap(response.result) : response.result);
   }
 
   #lost(error: unknown): ConnectionError {

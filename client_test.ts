@@ -7,6 +7,7 @@ import { ConnectionError, RpcError, TimeoutError } from "./errors.ts";
 import { FrameReader, FrameWriter } from "./framing.ts";
 import { type RpcServer, serve, type ServeOptions } from "./server.ts";
 import { certs, serverOptions } from "./_test_util.ts";
+import * as AttrWrapper from "./attr_wrapper.ts";
 
 const decoder = new TextDecoder();
 
@@ -698,4 +699,28 @@ Deno.test({
     assert.equal(await client.call("add", 2, 3), 5);
     assert.equal(await client.proxy.stats!.deep!.answer!(), 42);
   },
+});
+
+Deno.test("connect({ wrap: true }) resolves calls with AttrWrapper views of the results", async () => {
+  await using server = await startServer({
+    nested: () => ({ items: [{ name: "a" }, { name: "b" }] }),
+  });
+  await using client = await connect({
+    hostname: "127.0.0.1",
+    port: server.addr.port,
+    caCerts: [certs.ca],
+    wrap: true,
+  });
+  const result = await client.proxy.nested();
+  assert.equal(AttrWrapper.isWrapped(result), true);
+  assert.equal(result.items[-1].name, "b");
+  assert.equal(result.missing, undefined);
+  assert.throws(() => result.items[2], RangeError);
+  assert.deepEqual(AttrWrapper.unwrap(result), { items: [{ name: "a" }, { name: "b" }] });
+  await using plain = await connect({
+    hostname: "127.0.0.1",
+    port: server.addr.port,
+    caCerts: [certs.ca],
+  });
+  assert.equal(AttrWrapper.isWrapped(await plain.call("nested")), false);
 });

@@ -29,3 +29,5 @@ export { ConnectionError, ErrorCode, ProtocolError, RpcError, TimeoutError } fro
 export type { RpcErrorOptions } from "./errors.ts";
 export { DEFAULT_MAX_FRAME_BYTES, FrameReader, FrameWriter, HEADER_BYTES } from "./framing.ts";
 export type { ByteSink, ByteSource, FrameReaderOptions, FrameWriterOptions } from "./framing.ts";
+export * as AttrWrapper from "./attr_wrapper.ts";
+export type { Untyped, Unwrapped, Wrapped, WrappedArray, WrappedObject } from "./attr_wrapper.ts";
