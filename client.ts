@@ -99,7 +99,14 @@ export type Remote<T> = {
     : Remote<T[K]>;
 };
 
-type ExposedKey<K, V> = K extends `_${string}` | "constructor" ? never
+/**
+ * `K` when the server would expose a member named `K` holding `V` (a function, or a namespace
+ * object), else `never`: the key filter of {@linkcode Remote}.
+ *
+ * @typeParam K The member's name.
+ * @typeParam V The member's type.
+ */
+export type ExposedKey<K, V> = K extends `_${string}` | "constructor" ? never
   : K extends string ? V extends (...args: never[]) => unknown ? K
     : V extends readonly unknown[] ? never
     : V extends object ? K

@@ -30,7 +30,7 @@ import { DEFAULT_MAX_DEPTH, errorText } from "./_codec.ts";
 import { ErrorCode, ProtocolError } from "./errors.ts";
 import { FrameReader, FrameWriter } from "./framing.ts";
 import { formatAddr, isDisconnect, reason } from "./_util.ts";
-import { type Connection, listen, type Listener, type TransportName } from "./_transport.ts";
+import { type Connection, listen, type Listener } from "./_transport.ts";
 import { DEFAULT_MAX_FRAME_BYTES } from "./framing.ts";
 
 /**
@@ -128,7 +128,7 @@ export interface ServeOptions extends Partial<Limits> {
    *
    * @default {"node"}
    */
-  transport?: TransportName;
+  transport?: "node" | "deno";
   /**
    * Put handlers' error stacks in error responses. Stacks tell a caller about the server's code,
    * so keep this off unless every client is trusted.
