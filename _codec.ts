@@ -70,10 +70,16 @@ export function errorText(idText: string, code: number, message: string, data?: 
 }
 
 /** JSON text of a request, or of a notification when `id` is undefined. */
-export function requestText(id: number | undefined, method: string, params: unknown): string {
+export function requestText(
+  id: number | undefined,
+  method: string,
+  params: unknown,
+  timeout?: number,
+): string {
   const idText = id === undefined ? "" : `"id":${id},`;
   const paramsText = params === undefined ? "" : `,"params":${JSON.stringify(params)}`;
-  return `{"jsonrpc":"2.0",${idText}"method":${JSON.stringify(method)}${paramsText}}`;
+  const timeoutText = timeout === undefined ? "" : `,"timeout":${timeout}`;
+  return `{"jsonrpc":"2.0",${idText}"method":${JSON.stringify(method)}${paramsText}${timeoutText}}`;
 }
 
 /** `Object.prototype.hasOwnProperty`, which a wire object may shadow with a key of that name. */

@@ -7,10 +7,12 @@ import {
   DEFAULT_MAX_DEPTH,
   errorText,
   hasOwn,
+  type Id,
   isId,
   resultText,
 } from "./_codec.ts";
-import { ErrorCode, RpcError } from "./errors.ts";
+import { CancelledError, ErrorCode, RpcError, TimeoutError } from "./errors.ts";
+import { type CallContext, runInContext } from "./context.ts";
 import type { MethodInfo } from "./server.ts";
 
 // deno-lint-ignore no-explicit-any
@@ -20,7 +22,12 @@ type AnyFunction = (...args: any[]) => unknown;
 export interface Method extends MethodInfo {
   readonly fn: AnyFunction;
   readonly thisArg: unknown;
+  /** An `async` function or generator: its context must survive `await`. */
+  readonly async: boolean;
 }
+
+const AsyncFunction = (async () => {}).constructor;
+const AsyncGeneratorFunction = (async function* () {}).constructor;
 
 /** The prefix JSON-RPC 2.0 reserves for the protocol's own methods. */
 const RESERVED_PREFIX = "rpc.";
@@ -70,7 +77,8 @@ function addNamespace(
         throw new TypeError(`Cannot expose "${name}": the "rpc." prefix is reserved`);
       }
       const fn = value as AnyFunction;
-      table.set(name, { name, fn, thisArg: target, ...parameterNames(fn) });
+      const async = fn instanceof AsyncFunction || fn instanceof AsyncGeneratorFunction;
+      table.set(name, { name, fn, thisArg: target, async, ...parameterNames(fn) });
     } else if (isPlainObject(value)) {
       addNamespace(table, value, `${name}.`, seen, depth + 1);
     }
@@ -202,6 +210,96 @@ function splitTopLevel(list: string): string[] {
   return parts.map((part) => part.replace(/\/\*[\s\S]*?\*\/|\/\/[^\n]*/g, ""));
 }
 
+/** The connection a message came on, as the dispatcher sees it. */
+export interface Session {
+  /** False while the server shuts down: requests are answered with ShuttingDown. */
+  readonly accepting: boolean;
+  /** The peer's address. */
+  readonly peer: { readonly hostname: string; readonly port: number };
+  /** Who the peer proved to be, if anyone. */
+  readonly identity: unknown;
+  /** The calls in flight on this connection, by the JSON text of their id, for `rpc.cancel`. */
+  readonly calls: Map<string, Call>;
+  /** Sends a notification to the peer. */
+  notify(method: string, params: unknown[]): void;
+}
+
+/** A session for messages that come on no connection (tests, other transports). */
+export function detachedSession(accepting = true): Session {
+  return {
+    accepting,
+    peer: { hostname: "", port: 0 },
+    identity: undefined,
+    calls: new Map(),
+    notify: () => {},
+  };
+}
+
+/** The longest deadline honoured, in ms: what setTimeout can wait (about 24.8 days). */
+const MAX_TIMEOUT = 2 ** 31 - 1;
+
+/** One call being served: its context, and the abort that cancellation, deadline or close fire. */
+export class Call implements CallContext {
+  readonly peer: { readonly hostname: string; readonly port: number };
+  readonly identity: unknown;
+  readonly id: string | number | null | undefined;
+  readonly method: string;
+  readonly deadline: number | undefined;
+  #session: Session;
+  #controller: AbortController | undefined;
+  #reason: unknown;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+
+  constructor(session: Session, id: Id | undefined, method: string, timeout: number | undefined) {
+    this.#session = session;
+    this.peer = session.peer;
+    this.identity = session.identity;
+    this.id = id;
+    this.method = method;
+    this.deadline = timeout === undefined ? undefined : Date.now() + timeout;
+  }
+
+  /** Created on first use: most handlers never look, and an AbortController is not free. */
+  get signal(): AbortSignal {
+    if (this.#controller === undefined) {
+      this.#controller = new AbortController();
+      if (this.#reason !== undefined) this.#controller.abort(this.#reason);
+    }
+    return this.#controller.signal;
+  }
+
+  /** Whether the call was aborted, so that its result is to be dropped. */
+  get aborted(): boolean {
+    return this.#reason !== undefined;
+  }
+
+  notify(method: string, ...params: unknown[]): void {
+    this.#session.notify(method, params);
+  }
+
+  /** Aborts the handler's signal with `reason`; the first reason wins. */
+  abort(reason: unknown): void {
+    if (this.#reason !== undefined) return;
+    this.#reason = reason;
+    this.#controller?.abort(reason);
+    clearTimeout(this.#timer);
+  }
+
+  /** Aborts the call with a TimeoutError once its deadline passes. */
+  startDeadline(timeout: number): void {
+    this.#timer = setTimeout(() => {
+      this.abort(
+        new TimeoutError(`Cannot finish "${this.method}": its deadline of ${timeout} ms passed`),
+      );
+    }, timeout);
+  }
+
+  /** The handler settled: no timer may outlive it. */
+  settle(): void {
+    clearTimeout(this.#timer);
+  }
+}
+
 /** Options for {@linkcode Dispatcher}. */
 export interface DispatcherOptions {
   /** The deepest nesting of arrays and objects a message may have; 128 when not given. */
@@ -238,11 +336,8 @@ export class Dispatcher {
     };
   }
 
-  /**
-   * Answers one frame. `accept` false answers every request with ShuttingDown instead of calling
-   * its handler.
-   */
-  handleFrame(frame: Uint8Array, accept = true): Reply {
+  /** Answers one frame that came on `session`. */
+  handleFrame(frame: Uint8Array, session: Session = detachedSession()): Reply {
     let message: unknown;
     try {
       message = decodeFrame(frame, this.#maxDepth);
@@ -250,7 +345,7 @@ export class Dispatcher {
       if (error instanceof DecodeError) return errorText("null", error.code, error.message);
       throw error;
     }
-    if (!Array.isArray(message)) return this.#handleOne(message, accept);
+    if (!Array.isArray(message)) return this.#handleOne(message, session);
     if (message.length === 0) {
       return errorText("null", ErrorCode.InvalidRequest, "Invalid Request: empty batch");
     }
@@ -261,12 +356,12 @@ export class Dispatcher {
         `Invalid Request: a batch may hold at most ${this.#maxBatch} requests`,
       );
     }
-    const replies = message.map((item) => this.#handleOne(item, accept));
+    const replies = message.map((item) => this.#handleOne(item, session));
     if (replies.every((reply) => typeof reply !== "object")) return joinBatch(replies);
     return Promise.all(replies).then(joinBatch);
   }
 
-  #handleOne(message: unknown, accept: boolean): Reply {
+  #handleOne(message: unknown, session: Session): Reply {
     if (message === null || typeof message !== "object" || Array.isArray(message)) {
       return invalid("null", "the message must be an object");
     }
@@ -286,7 +381,20 @@ export class Dispatcher {
     ) {
       return invalid(idText, "params must be an array or an object");
     }
-    const reply = this.#call(method, params as unknown[] | object | undefined, idText, accept);
+    const timeout = request.timeout;
+    if (
+      timeout !== undefined &&
+      (typeof timeout !== "number" || !(timeout > 0) || !Number.isFinite(timeout))
+    ) {
+      return invalid(idText, "timeout must be a positive number of milliseconds");
+    }
+    const call = new Call(
+      session,
+      hasId ? request.id as Id : undefined,
+      method,
+      timeout === undefined ? undefined : Math.min(Math.ceil(timeout), MAX_TIMEOUT),
+    );
+    const reply = this.#call(call, params as unknown[] | object | undefined, idText, session);
     if (hasId) return reply;
     // Notifications are never answered, not even with an error.
     if (typeof reply === "object") reply.catch(() => {});
@@ -294,15 +402,17 @@ export class Dispatcher {
   }
 
   #call(
-    method: string,
+    call: Call,
     params: unknown[] | object | undefined,
     idText: string,
-    accept: boolean,
+    session: Session,
   ): Reply {
-    if (!accept) {
+    const method = call.method;
+    if (!session.accepting) {
       return errorText(idText, ErrorCode.ShuttingDown, "Server is shutting down");
     }
     if (method === "rpc.discover") return this.#succeed(idText, method, this.#discover);
+    if (method === "rpc.cancel") return this.#cancel(params, idText, session);
     const entry = this.methods.get(method);
     if (entry === undefined) {
       return errorText(
@@ -322,17 +432,45 @@ export class Dispatcher {
     }
     let result: unknown;
     try {
-      result = entry.fn.apply(entry.thisArg, args);
+      result = runInContext(call, entry.fn, entry.thisArg, args, entry.async);
     } catch (error) {
       return this.#fail(idText, error);
     }
-    if (result instanceof Promise || isThenable(result)) {
-      return Promise.resolve(result).then(
-        (value) => this.#succeed(idText, method, value),
-        (error) => this.#fail(idText, error),
+    if (!(result instanceof Promise || isThenable(result))) {
+      return this.#succeed(idText, method, result);
+    }
+    // Only a call still running can be cancelled or pass its deadline.
+    const key = call.id === undefined ? undefined : idText;
+    if (key !== undefined) session.calls.set(key, call);
+    if (call.deadline !== undefined) call.startDeadline(call.deadline - Date.now());
+    return Promise.resolve(result).then(
+      (value) =>
+        this.#finish(call, key, session) ? this.#succeed(idText, method, value) : undefined,
+      (error) => this.#finish(call, key, session) ? this.#fail(idText, error) : undefined,
+    );
+  }
+
+  /** Ends a call that ran asynchronously; whether its result is still to be sent. */
+  #finish(call: Call, key: string | undefined, session: Session): boolean {
+    call.settle();
+    if (key !== undefined && session.calls.get(key) === call) session.calls.delete(key);
+    // A cancelled or late call's caller has stopped waiting: the result is dropped.
+    return !call.aborted;
+  }
+
+  /** `rpc.cancel`: params `[id]` or `{ "id": id }` name a call in flight on the same connection. */
+  #cancel(params: unknown[] | object | undefined, idText: string, session: Session): Reply {
+    const id = Array.isArray(params) ? params[0] : (params as { id?: unknown } | undefined)?.id;
+    if (!isId(id)) {
+      return errorText(
+        idText,
+        ErrorCode.InvalidParams,
+        "Invalid params: rpc.cancel takes the id of a call",
       );
     }
-    return this.#succeed(idText, method, result);
+    const call = session.calls.get(JSON.stringify(id));
+    call?.abort(new CancelledError(`Cannot finish "${call.method}": the caller cancelled it`));
+    return resultText(idText, call !== undefined);
   }
 
   #succeed(idText: string, method: string, result: unknown): string {

@@ -19,13 +19,19 @@
  * @module
  */
 
-import { decodeFrame, DEFAULT_MAX_DEPTH, requestText } from "./_codec.ts";
+import { decodeFrame, DEFAULT_MAX_DEPTH, errorText, isId, requestText } from "./_codec.ts";
 import { closeQuietly, formatAddr, isDisconnect, reason } from "./_util.ts";
-import { ConnectionError, ProtocolError, RpcError, TimeoutError } from "./errors.ts";
+import { ConnectionError, ErrorCode, ProtocolError, RpcError, TimeoutError } from "./errors.ts";
 import { FrameReader, FrameWriter } from "./framing.ts";
 import { wrap } from "./attr_wrapper.ts";
 
-export { ConnectionError, ProtocolError, RpcError, TimeoutError } from "./errors.ts";
+export {
+  CancelledError,
+  ConnectionError,
+  ProtocolError,
+  RpcError,
+  TimeoutError,
+} from "./errors.ts";
 
 /** The defaults of {@linkcode connect}, each with the reason for its value. */
 export const DEFAULT_CLIENT_OPTIONS = {
@@ -127,7 +133,40 @@ interface Pending {
   resolve(value: unknown): void;
   reject(error: unknown): void;
   timer: ReturnType<typeof setTimeout> | undefined;
-  method: string;
+  signal: AbortSignal | undefined;
+  onAbort: (() => void) | undefined;
+}
+
+/** Options for one call, or for every call made through {@linkcode RpcClient.withOptions}. */
+export interface CallOptions {
+  /**
+   * Milliseconds the call may take; it then rejects with a {@linkcode TimeoutError}. The deadline
+   * travels with the request, so the handler's signal aborts too and its late result is dropped.
+   * 0 waits for ever.
+   *
+   * @default {the client's `timeout`}
+   */
+  timeout?: number;
+  /**
+   * Aborting it rejects the call at once with the signal's reason and tells the server, whose
+   * handler's signal then aborts.
+   */
+  signal?: AbortSignal;
+}
+
+/**
+ * The calling half of a client: what {@linkcode RpcClient} offers, and what
+ * {@linkcode RpcClient.withOptions} returns with per-call options bound.
+ *
+ * @typeParam T The type of the server's handlers, or `unknown`.
+ */
+export interface RpcCaller<T = unknown> {
+  /** Calls `method` with by-position params. */
+  call(method: string, ...params: unknown[]): Promise<unknown>;
+  /** Calls `method` with by-name params, passed to the handler as one object. */
+  callNamed(method: string, params: Record<string, unknown>): Promise<unknown>;
+  /** The remote methods as functions. */
+  readonly proxy: RemoteProxy<T>;
 }
 
 /**
@@ -208,6 +247,7 @@ export class RpcClient<T = unknown> implements AsyncDisposable {
   #signal: AbortSignal | undefined;
   #onAbort = () => this.close();
   #proxies = new Map<string, object>();
+  #listeners = new Map<string, Set<(...params: unknown[]) => void>>();
   #serverError: RpcError | undefined;
   /** Resolves when the connection has closed, for whatever reason. */
   readonly closed: Promise<void>;
@@ -258,7 +298,7 @@ export class RpcClient<T = unknown> implements AsyncDisposable {
    * @throws {TypeError} When the params cannot be sent as JSON.
    */
   call(method: string, ...params: unknown[]): Promise<unknown> {
-    return this.#request(method, params);
+    return this.#request(method, params, undefined);
   }
 
   /**
@@ -277,7 +317,63 @@ export class RpcClient<T = unknown> implements AsyncDisposable {
    * @throws {TimeoutError} When no response came within the client's `timeout`.
    */
   callNamed(method: string, params: Record<string, unknown>): Promise<unknown> {
-    return this.#request(method, params);
+    return this.#request(method, params, undefined);
+  }
+
+  /**
+   * The client's calls with per-call options: a timeout that travels to the server as the call's
+   * deadline, and an `AbortSignal` that cancels the call on both sides.
+   *
+   * @example Cancel a call, or give it a deadline
+   * ```ts ignore
+   * const controller = new AbortController();
+   * const report = client.withOptions({ signal: controller.signal }).proxy.buildReport();
+   * controller.abort(); // report rejects now; the handler's callContext().signal aborts
+   * await client.withOptions({ timeout: 500 }).call("search", "tls");
+   * ```
+   *
+   * @param options The timeout and signal for every call made through the result.
+   * @returns `call`, `callNamed` and `proxy` with those options.
+   */
+  withOptions(options: CallOptions): RpcCaller<T> {
+    const request = (method: string, params: unknown[] | Record<string, unknown>) =>
+      this.#request(method, params, options);
+    const proxies = new Map<string, object>();
+    return {
+      call: (method, ...params) => request(method, params),
+      callNamed: (method, params) => request(method, params),
+      get proxy() {
+        return proxyFor("", proxies, request) as RemoteProxy<T>;
+      },
+    };
+  }
+
+  /**
+   * Subscribes to the notifications the server sends on this connection under `method` (a
+   * handler's `callContext().notify(method, ...params)`).
+   *
+   * @example Follow the progress of a call
+   * ```ts ignore
+   * const stop = client.on("progress", (done, total) => console.log(`${done}/${total}`));
+   * await client.call("import", "data.csv");
+   * stop();
+   * ```
+   *
+   * @param method The notification's method name.
+   * @param listener Called with the notification's params (by-name params as one object).
+   * @returns A function that unsubscribes.
+   */
+  on(method: string, listener: (...params: unknown[]) => void): () => void {
+    let set = this.#listeners.get(method);
+    if (set === undefined) this.#listeners.set(method, set = new Set());
+    const listeners = set;
+    listeners.add(listener);
+    return () => {
+      listeners.delete(listener);
+      if (listeners.size === 0 && this.#listeners.get(method) === listeners) {
+        this.#listeners.delete(method);
+      }
+    };
   }
 
   /**
@@ -304,7 +400,8 @@ export class RpcClient<T = unknown> implements AsyncDisposable {
    * method named `then` cannot be reached this way (the proxy is not a promise); use `call`.
    */
   get proxy(): RemoteProxy<T> {
-    return this.#proxyFor("") as RemoteProxy<T>;
+    const request = (method: string, params: unknown[]) => this.#request(method, params, undefined);
+    return proxyFor("", this.#proxies, request) as RemoteProxy<T>;
   }
 
   /**
@@ -322,13 +419,21 @@ export class RpcClient<T = unknown> implements AsyncDisposable {
     await this.close();
   }
 
-  #request(method: string, params: unknown[] | Record<string, unknown>): Promise<unknown> {
+  #request(
+    method: string,
+    params: unknown[] | Record<string, unknown>,
+    options: CallOptions | undefined,
+  ): Promise<unknown> {
     if (this.#closeReason) return Promise.reject(this.#closedError(`call "${method}"`));
+    const signal = options?.signal;
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    const timeout = options?.timeout ?? this.#timeout;
+    if (!(timeout >= 0)) {
+      return Promise.reject(new RangeError(`Cannot call "${method}": timeout must be 0 or more`));
+    }
     const id = this.#nextId++;
-    let text: string;
     try {
-      text = requestText(id, method, params);
-      this.#writer.writeText(text);
+      this.#writer.writeText(requestText(id, method, params, timeout > 0 ? timeout : undefined));
     } catch (error) {
       return Promise.reject(
         error instanceof RangeError ? error : new TypeError(
@@ -338,31 +443,41 @@ export class RpcClient<T = unknown> implements AsyncDisposable {
       );
     }
     return new Promise((resolve, reject) => {
-      const pending: Pending = { resolve, reject, timer: undefined, method };
-      if (this.#timeout > 0) {
+      const pending: Pending = { resolve, reject, timer: undefined, signal, onAbort: undefined };
+      if (timeout > 0) {
         pending.timer = setTimeout(() => {
-          this.#pending.delete(id);
-          reject(
-            new TimeoutError(`Cannot call "${method}": no response within ${this.#timeout} ms`),
-          );
-        }, this.#timeout);
+          // The server knows the deadline too: it aborts the handler and sends nothing.
+          this.#settle(id, pending);
+          reject(new TimeoutError(`Cannot call "${method}": no response within ${timeout} ms`));
+        }, timeout);
+      }
+      if (signal) {
+        pending.onAbort = () => {
+          this.#settle(id, pending);
+          reject(signal.reason);
+          this.#cancel(id);
+        };
+        signal.addEventListener("abort", pending.onAbort, { once: true });
       }
       this.#pending.set(id, pending);
     });
   }
 
-  #proxyFor(path: string): object {
-    let proxy = this.#proxies.get(path);
-    if (proxy) return proxy;
-    const call = (...params: unknown[]) => this.#request(path, params);
-    proxy = new Proxy(call, {
-      get: (_, key) => {
-        if (typeof key !== "string" || key === "then") return undefined;
-        return this.#proxyFor(path === "" ? key : `${path}.${key}`);
-      },
-    });
-    this.#proxies.set(path, proxy);
-    return proxy;
+  /** Forgets a pending call: its timer, its abort listener, its entry. */
+  #settle(id: number, pending: Pending): void {
+    this.#pending.delete(id);
+    clearTimeout(pending.timer);
+    if (pending.onAbort) pending.signal?.removeEventListener("abort", pending.onAbort);
+  }
+
+  /** Tells the server that nobody waits for call `id` any more. */
+  #cancel(id: number): void {
+    if (this.#closeReason) return;
+    try {
+      this.#writer.writeText(requestText(undefined, "rpc.cancel", [id]));
+    } catch {
+      // The connection is failing; the server aborts the call when it notices.
+    }
   }
 
   async #readLoop(reader: FrameReader): Promise<void> {
@@ -388,17 +503,52 @@ export class RpcClient<T = unknown> implements AsyncDisposable {
       return;
     }
     if (message === null || typeof message !== "object") return;
-    const response = message as { id?: unknown; result?: unknown; error?: unknown };
+    const response = message as {
+      id?: unknown;
+      result?: unknown;
+      error?: unknown;
+      method?: unknown;
+      params?: unknown;
+    };
+    if (typeof response.method === "string") return this.#receiveRequest(response);
     const pending = typeof response.id === "number" ? this.#pending.get(response.id) : undefined;
     if (pending === undefined) {
       // id null: the server could not read something we sent and is about to close.
       if (response.id === null && response.error) this.#serverError = toRpcError(response.error);
       return;
     }
-    this.#pending.delete(response.id as number);
-    clearTimeout(pending.timer);
+    this.#settle(response.id as number, pending);
     if (Object.hasOwn(response, "error")) pending.reject(toRpcError(response.error));
     else pending.resolve(this.#wrap ? wrap(response.result) : response.result);
+  }
+
+  /** A notification from the server goes to its listeners; a request gets "method not found". */
+  #receiveRequest(request: { id?: unknown; method?: unknown; params?: unknown }): void {
+    const method = request.method as string;
+    if (Object.hasOwn(request, "id")) {
+      const idText = JSON.stringify(isId(request.id) ? request.id : null);
+      this.#writer.writeText(
+        errorText(idText, ErrorCode.MethodNotFound, `Method not found: ${JSON.stringify(method)}`),
+      );
+      return;
+    }
+    const listeners = this.#listeners.get(method);
+    if (listeners === undefined) return;
+    const params = Array.isArray(request.params)
+      ? request.params
+      : request.params === undefined
+      ? []
+      : [request.params];
+    for (const listener of [...listeners]) {
+      try {
+        listener(...params);
+      } catch (error) {
+        // A listener's bug must not break the connection: rethrow it where it will be seen.
+        queueMicrotask(() => {
+          throw error;
+        });
+      }
+    }
   }
 
   #lost(error: unknown): ConnectionError {
@@ -429,9 +579,29 @@ export class RpcClient<T = unknown> implements AsyncDisposable {
     this.#pending.clear();
     for (const call of pending) {
       clearTimeout(call.timer);
+      if (call.onAbort) call.signal?.removeEventListener("abort", call.onAbort);
       call.reject(error);
     }
   }
+}
+
+/** The proxy for `path`, made once per path and cache: property access nests, a call calls. */
+function proxyFor(
+  path: string,
+  cache: Map<string, object>,
+  request: (method: string, params: unknown[]) => Promise<unknown>,
+): object {
+  let proxy = cache.get(path);
+  if (proxy) return proxy;
+  proxy = new Proxy((...params: unknown[]) => request(path, params), {
+    get: (_, key) => {
+      // Not a promise: `await client.proxy` must not look for a method named "then".
+      if (typeof key !== "string" || key === "then") return undefined;
+      return proxyFor(path === "" ? key : `${path}.${key}`, cache, request);
+    },
+  });
+  cache.set(path, proxy);
+  return proxy;
 }
 
 function toRpcError(error: unknown): RpcError {

@@ -1,5 +1,11 @@
 import assert from "node:assert/strict";
-import { buildMethodTable, describeError, Dispatcher, parameterNames } from "./_dispatch.ts";
+import {
+  buildMethodTable,
+  describeError,
+  detachedSession,
+  Dispatcher,
+  parameterNames,
+} from "./_dispatch.ts";
 import { ErrorCode, RpcError } from "./errors.ts";
 import * as calc from "./examples/calc.ts";
 
@@ -15,7 +21,7 @@ function fromSource(params: string, body = "return 0"): AnyFunction {
 
 /** Answers one frame of text and parses the response, `undefined` when there is none. */
 async function answer(dispatcher: Dispatcher, text: string, accept = true): Promise<unknown> {
-  const reply = await dispatcher.handleFrame(encoder.encode(text), accept);
+  const reply = await dispatcher.handleFrame(encoder.encode(text), detachedSession(accept));
   return reply === undefined ? undefined : JSON.parse(reply);
 }
 

@@ -127,6 +127,35 @@ export class TimeoutError extends Error {
 }
 
 /**
+ * The caller cancelled the call: the reason a handler's `callContext().signal` aborts with when the
+ * client sent `rpc.cancel` for it.
+ *
+ * @example Tell cancellation from a deadline in a handler
+ * ```ts
+ * import { CancelledError, TimeoutError } from "./errors.ts";
+ *
+ * function why(reason: unknown): string {
+ *   if (reason instanceof CancelledError) return "the caller cancelled";
+ *   if (reason instanceof TimeoutError) return "the deadline passed";
+ *   return "the connection dropped";
+ * }
+ * console.log(why(new CancelledError("Cannot finish \"x\": the caller cancelled it")));
+ * ```
+ */
+export class CancelledError extends Error {
+  /**
+   * Makes a cancellation error.
+   *
+   * @param message What was cancelled.
+   * @param options The underlying error, as `cause`.
+   */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "CancelledError";
+  }
+}
+
+/**
  * The peer broke the framing or the protocol: an empty or oversized frame, or a frame cut short.
  * The connection it came on cannot be used any more.
  *

@@ -24,8 +24,24 @@ export { serve } from "./server.ts";
 export type { Limits, MethodInfo, RpcServer, ServeOptions } from "./server.ts";
 export { DEFAULT_LIMITS, DEFAULT_PORT } from "./server.ts";
 export { connect, DEFAULT_CLIENT_OPTIONS, RpcClient } from "./client.ts";
-export type { ConnectOptions, Remote, RemoteProxy } from "./client.ts";
-export { ConnectionError, ErrorCode, ProtocolError, RpcError, TimeoutError } from "./errors.ts";
+export type {
+  CallOptions,
+  ConnectOptions,
+  ExposedKey,
+  Remote,
+  RemoteProxy,
+  RpcCaller,
+} from "./client.ts";
+export { callContext } from "./context.ts";
+export type { CallContext } from "./context.ts";
+export {
+  CancelledError,
+  ConnectionError,
+  ErrorCode,
+  ProtocolError,
+  RpcError,
+  TimeoutError,
+} from "./errors.ts";
 export type { RpcErrorOptions } from "./errors.ts";
 export { DEFAULT_MAX_FRAME_BYTES, FrameReader, FrameWriter, HEADER_BYTES } from "./framing.ts";
 export type { ByteSink, ByteSource, FrameReaderOptions, FrameWriterOptions } from "./framing.ts";

@@ -25,9 +25,9 @@
  * @module
  */
 
-import { Dispatcher } from "./_dispatch.ts";
-import { DEFAULT_MAX_DEPTH, errorText } from "./_codec.ts";
-import { ErrorCode, ProtocolError } from "./errors.ts";
+import { type Call, Dispatcher, type Session } from "./_dispatch.ts";
+import { DEFAULT_MAX_DEPTH, errorText, requestText } from "./_codec.ts";
+import { ConnectionError, ErrorCode, ProtocolError } from "./errors.ts";
 import { FrameReader, FrameWriter } from "./framing.ts";
 import { formatAddr, isDisconnect, reason } from "./_util.ts";
 import { type Connection, listen, type Listener } from "./_transport.ts";
@@ -337,7 +337,11 @@ function sweepInterval(limits: Limits): number {
 }
 
 /** One accepted connection after its handshake: reads frames, dispatches, writes replies. */
-class ServerConnection {
+class ServerConnection implements Session {
+  readonly peer: { readonly hostname: string; readonly port: number };
+  readonly identity: unknown = undefined;
+  readonly calls: Map<string, Call> = new Map();
+  #accepting: () => boolean = () => true;
   #conn: Connection;
   #peer: string;
   #dispatcher: Dispatcher;
@@ -360,6 +364,7 @@ class ServerConnection {
   ) {
     this.#conn = conn;
     this.#peer = peer;
+    this.peer = conn.remoteAddr;
     this.#dispatcher = dispatcher;
     this.#limits = limits;
     this.#log = log;
@@ -382,22 +387,40 @@ class ServerConnection {
 
   /** Serves frames until the peer leaves or the connection breaks; never rejects. */
   run(accepting: () => boolean): Promise<void> {
-    this.#finished = this.#run(accepting);
+    this.#accepting = accepting;
+    this.#finished = this.#run();
     return this.#finished;
   }
 
-  async #run(accepting: () => boolean): Promise<void> {
+  /** False while the server shuts down. */
+  get accepting(): boolean {
+    return this.#accepting();
+  }
+
+  notify(method: string, params: unknown[]): void {
+    if (this.#closed) return;
+    let text;
+    try {
+      text = requestText(undefined, method, params);
+    } catch (error) {
+      throw new TypeError(`Cannot notify "${method}": params are not JSON: ${reason(error)}`);
+    }
+    this.#send(text);
+  }
+
+  async #run(): Promise<void> {
     try {
       for (let frames = await this.#reader.read(); frames; frames = await this.#reader.read()) {
         this.#lastActive = Date.now();
-        const accept = accepting();
-        for (const frame of frames) this.#dispatch(frame, accept);
+        for (const frame of frames) this.#dispatch(frame);
         // Backpressure: read no more until calls finish; the peer's sends queue up in TCP.
         while (this.#inFlight >= this.#limits.maxInFlight && !this.#closed) await this.#wait();
         if (this.#closed) return;
       }
-      // The peer finished sending; it may still be waiting for the replies to what it sent.
-      await this.drain();
+      // The end of the stream is a disconnect, as in Go's net/http: the calls in flight are
+      // aborted and their results dropped. What is already queued still goes out.
+      this.#abortCalls(`client ${this.#peer} closed the connection`);
+      await this.#writer.flushed();
     } catch (error) {
       if (this.#closed) return;
       if (error instanceof ProtocolError) {
@@ -444,6 +467,13 @@ class ServerConnection {
     this.#closed = true;
     this.#conn.close();
     this.#wake();
+    this.#abortCalls(`client ${this.#peer} disconnected`);
+  }
+
+  #abortCalls(why: string): void {
+    if (this.calls.size === 0) return;
+    const gone = new ConnectionError(`Cannot finish call: ${why}`);
+    for (const call of this.calls.values()) call.abort(gone);
   }
 
   #abandon(why: string): void {
@@ -462,10 +492,10 @@ class ServerConnection {
     for (const resolve of waiters) resolve();
   }
 
-  #dispatch(frame: Uint8Array, accept: boolean): void {
+  #dispatch(frame: Uint8Array): void {
     let reply;
     try {
-      reply = this.#dispatcher.handleFrame(frame, accept);
+      reply = this.#dispatcher.handleFrame(frame, this);
     } catch (error) {
       this.#log.report(error, `cannot answer ${this.#peer}: ${reason(error)}`);
       return;
