@@ -1,6 +1,16 @@
 // Frames to JSON-RPC 2.0 messages and back. The server and the client share it.
 
 import { ErrorCode } from "./errors.ts";
+import {
+  EXTENDED_MARKER,
+  ExtendedFrameError,
+  extendedParts,
+  jsonOnlyProblem,
+  parseJson,
+  revive,
+  RichEncoder,
+  splitExtended,
+} from "./_rich.ts";
 
 /**
  * The deepest nesting of arrays and objects a message may have: 128 is far beyond any sensible API
@@ -30,6 +40,7 @@ export class DecodeError extends Error {
  * measured by a walk that stops at `maxDepth` levels (3 µs for a 7 KB message).
  */
 export function decodeFrame(frame: Uint8Array, maxDepth: number): unknown {
+  if (frame[0] === EXTENDED_MARKER) return decodeExtended(frame, maxDepth);
   let text: string;
   try {
     text = decoder.decode(frame);
@@ -49,8 +60,127 @@ export function decodeFrame(frame: Uint8Array, maxDepth: number): unknown {
   return value;
 }
 
+/**
+ * Decodes an extended frame (rich values). Its bytes are views of the frame when the frame owns its
+ * buffer (large frames are read into one of their own), else copies: a small frame is a view of
+ * the connection's read buffer, which the next read overwrites.
+ */
+function decodeExtended(frame: Uint8Array, maxDepth: number): unknown {
+  try {
+    const { json, binary } = splitExtended(frame);
+    const value = parseJson(json);
+    checkDepth(json, value, maxDepth);
+    const owned = frame.byteOffset === 0 && frame.byteLength === frame.buffer.byteLength;
+    return revive(value, binary, owned);
+  } catch (error) {
+    if (error instanceof DecodeError) throw error;
+    const why = error instanceof ExtendedFrameError || error instanceof SyntaxError
+      ? error.message
+      : error instanceof TypeError
+      ? "the JSON part is not valid UTF-8"
+      : String(error);
+    throw new DecodeError(ErrorCode.ParseError, `Parse error: invalid extended frame: ${why}`);
+  }
+}
+
+/** An encoded message: JSON text (a plain frame), or the parts of an extended frame. */
+export type Encoded = string | Uint8Array[];
+
+/** A value that plain JSON would change, for a peer that has not enabled rich values. */
+export class NotPlainError extends TypeError {
+  /** What JSON would change: `"Map"`, `"Uint8Array"`, `"BigInt"`, `"undefined"`, `"NaN"`... */
+  readonly type: string;
+  constructor(type: string) {
+    super(`${articled(type)} cannot be carried by plain JSON`);
+    this.name = "NotPlainError";
+    this.type = type;
+  }
+}
+
+function articled(type: string): string {
+  return /^[-\d]|^NaN$|^Infinity$|^undefined$/.test(type)
+    ? type
+    : /^[AEIOU]/.test(type)
+    ? `an ${type}`
+    : `a ${type}`;
+}
+
+/**
+ * `prefix + JSON of value + suffix`: plain JSON text when `value` is plain, else, when `rich`, an
+ * extended frame.
+ *
+ * @throws {NotPlainError} When the value is not plain JSON and the peer has no rich values.
+ * @throws {RangeError} When the value nests deeper than `maxDepth`, or is circular.
+ * @throws {TypeError} When the value holds something that cannot be sent at all (a function).
+ */
+export function encodeWith(
+  prefix: string,
+  value: unknown,
+  suffix: string,
+  rich: boolean,
+  maxDepth: number,
+): Encoded {
+  const problem = jsonOnlyProblem(value, maxDepth, rich);
+  if (problem === undefined) return `${prefix}${JSON.stringify(value) ?? "null"}${suffix}`;
+  if (!rich) throw new NotPlainError(problem);
+  const encoder = new RichEncoder(maxDepth);
+  const tagged = encoder.encode(value);
+  return extendedParts(`${prefix}${JSON.stringify(tagged)}${suffix}`, encoder.sections);
+}
+
+/** A success response. */
+export function resultMessage(
+  idText: string,
+  result: unknown,
+  rich: boolean,
+  maxDepth: number,
+): Encoded {
+  return encodeWith(`{"jsonrpc":"2.0","id":${idText},"result":`, result, "}", rich, maxDepth);
+}
+
+/** An error response whose `data` may need rich values. */
+export function errorMessage(
+  idText: string,
+  code: number,
+  message: string,
+  data: unknown,
+  rich: boolean,
+  maxDepth: number,
+): Encoded {
+  if (data === undefined) return errorText(idText, code, message);
+  return encodeWith(
+    `{"jsonrpc":"2.0","id":${idText},"error":{"code":${code},"message":${
+      JSON.stringify(message)
+    },"data":`,
+    data,
+    "}}",
+    rich,
+    maxDepth,
+  );
+}
+
+/** A request, or a notification when `id` is undefined, whose params may need rich values. */
+export function requestMessage(
+  id: number | undefined,
+  method: string,
+  params: unknown,
+  timeout: number | undefined,
+  rich: boolean,
+  maxDepth: number,
+): Encoded {
+  const idText = id === undefined ? "" : `"id":${id},`;
+  const timeoutText = timeout === undefined ? "" : `,"timeout":${timeout}`;
+  return encodeWith(
+    `{"jsonrpc":"2.0",${idText}"method":${JSON.stringify(method)},"params":`,
+    params,
+    `${timeoutText}}`,
+    rich,
+    maxDepth,
+  );
+}
+
 /** Refuses `value` (parsed from `bytes`) when it nests deeper than `maxDepth`. */
-export function checkDepth(bytes: Uint8Array, value: unknown, maxDepth: number): void {
+function checkDepth(bytes: Uint8Array, value: unknown, maxDepth: number): void {
   if (mayExceedDepth(bytes, maxDepth) && exceedsDepth(value, maxDepth)) {
     throw new DecodeError(
       ErrorCode.InvalidRequest,

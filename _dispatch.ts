@@ -5,10 +5,14 @@ import {
   DecodeError,
   decodeFrame,
   DEFAULT_MAX_DEPTH,
+  type Encoded,
+  errorMessage,
   errorText,
   hasOwn,
   type Id,
   isId,
+  NotPlainError,
+  resultMessage,
   resultText,
 } from "./_codec.ts";
 import { CancelledError, ErrorCode, RpcError, TimeoutError } from "./errors.ts";
@@ -35,8 +39,14 @@ const RESERVED_PREFIX = "rpc.";
 /** Namespaces nest at most this deep; deeper is almost surely a cycle or a mistake. */
 const MAX_NAMESPACE_DEPTH = 16;
 
-/** What the response to a message is: its text, nothing (notifications), or a promise of either. */
-export type Reply = string | undefined | Promise<string | undefined>;
+/**
+ * What the response to a message is: its text or extended frame, nothing (notifications), or a
+ * promise of either.
+ */
+export type Reply = Encoded | undefined | Promise<Encoded | undefined>;
+
+/** The extensions this server speaks, announced in answer to `rpc.hello`. */
+export const EXTENSIONS = ["rich"] as const;
 
 /**
  * Builds the method table of `handlers` once: a plain object or module namespace exposes its own
@@ -218,6 +228,8 @@ export interface Session {
   readonly peer: { readonly hostname: string; readonly port: number };
   /** Who the peer proved to be, if anyone. */
   readonly identity: unknown;
+  /** Whether the peer announced rich values (`rpc.hello`), so that it may get extended frames. */
+  rich: boolean;
   /** The calls in flight on this connection, by the JSON text of their id, for `rpc.cancel`. */
   readonly calls: Map<string, Call>;
   /** Sends a notification to the peer. */
@@ -230,6 +242,7 @@ export function detachedSession(accepting = true): Session {
     accepting,
     peer: { hostname: "", port: 0 },
     identity: undefined,
+    rich: false,
     calls: new Map(),
     notify: () => {},
   };
@@ -345,7 +358,7 @@ export class Dispatcher {
       if (error instanceof DecodeError) return errorText("null", error.code, error.message);
       throw error;
     }
-    if (!Array.isArray(message)) return this.#handleOne(message, session);
+    if (!Array.isArray(message)) return this.#handleOne(message, session, session.rich);
     if (message.length === 0) {
       return errorText("null", ErrorCode.InvalidRequest, "Invalid Request: empty batch");
     }
@@ -356,12 +369,15 @@ export class Dispatcher {
         `Invalid Request: a batch may hold at most ${this.#maxBatch} requests`,
       );
     }
-    const replies = message.map((item) => this.#handleOne(item, session));
-    if (replies.every((reply) => typeof reply !== "object")) return joinBatch(replies);
-    return Promise.all(replies).then(joinBatch);
+    // A batch's answer is one JSON array: its values must be plain JSON.
+    const replies = message.map((item) => this.#handleOne(item, session, false));
+    if (replies.every((reply) => !(reply instanceof Promise))) {
+      return joinBatch(replies as (string | undefined)[]);
+    }
+    return Promise.all(replies).then((texts) => joinBatch(texts as (string | undefined)[]));
   }
 
-  #handleOne(message: unknown, session: Session): Reply {
+  #handleOne(message: unknown, session: Session, rich: boolean): Reply {
     if (message === null || typeof message !== "object" || Array.isArray(message)) {
       return invalid("null", "the message must be an object");
     }
@@ -394,10 +410,10 @@ export class Dispatcher {
       method,
       timeout === undefined ? undefined : Math.min(Math.ceil(timeout), MAX_TIMEOUT),
     );
-    const reply = this.#call(call, params as unknown[] | object | undefined, idText, session);
+    const reply = this.#call(call, params as unknown[] | object | undefined, idText, session, rich);
     if (hasId) return reply;
     // Notifications are never answered, not even with an error.
-    if (typeof reply === "object") reply.catch(() => {});
+    if (reply instanceof Promise) reply.catch(() => {});
     return undefined;
   }
 
@@ -406,13 +422,15 @@ export class Dispatcher {
     params: unknown[] | object | undefined,
     idText: string,
     session: Session,
+    rich: boolean,
   ): Reply {
     const method = call.method;
     if (!session.accepting) {
       return errorText(idText, ErrorCode.ShuttingDown, "Server is shutting down");
     }
-    if (method === "rpc.discover") return this.#succeed(idText, method, this.#discover);
+    if (method === "rpc.discover") return resultText(idText, this.#discover);
     if (method === "rpc.cancel") return this.#cancel(params, idText, session);
+    if (method === "rpc.hello") return this.#hello(params, idText, session);
     const entry = this.methods.get(method);
     if (entry === undefined) {
       return errorText(
@@ -434,10 +452,10 @@ export class Dispatcher {
     try {
       result = runInContext(call, entry.fn, entry.thisArg, args, entry.async);
     } catch (error) {
-      return this.#fail(idText, error);
+      return this.#fail(idText, error, rich);
     }
     if (!(result instanceof Promise || isThenable(result))) {
-      return this.#succeed(idText, method, result);
+      return this.#succeed(idText, method, result, rich);
     }
     // Only a call still running can be cancelled or pass its deadline.
     const key = call.id === undefined ? undefined : idText;
@@ -445,8 +463,8 @@ export class Dispatcher {
     if (call.deadline !== undefined) call.startDeadline(call.deadline - Date.now());
     return Promise.resolve(result).then(
       (value) =>
-        this.#finish(call, key, session) ? this.#succeed(idText, method, value) : undefined,
-      (error) => this.#finish(call, key, session) ? this.#fail(idText, error) : undefined,
+        this.#finish(call, key, session) ? this.#succeed(idText, method, value, rich) : undefined,
+      (error) => this.#finish(call, key, session) ? this.#fail(idText, error, rich) : undefined,
     );
   }
 
@@ -456,6 +474,25 @@ export class Dispatcher {
     if (key !== undefined && session.calls.get(key) === call) session.calls.delete(key);
     // A cancelled or late call's caller has stopped waiting: the result is dropped.
     return !call.aborted;
+  }
+
+  /**
+   * `rpc.hello`: the peer announces the extensions it speaks (by-name params
+   * `{ "extensions": ["rich"] }`); the answer lists the server's.
+   */
+  #hello(params: unknown[] | object | undefined, idText: string, session: Session): Reply {
+    const offered = Array.isArray(params)
+      ? (params[0] as { extensions?: unknown } | undefined)?.extensions
+      : (params as { extensions?: unknown } | undefined)?.extensions;
+    if (offered !== undefined && !Array.isArray(offered)) {
+      return errorText(
+        idText,
+        ErrorCode.InvalidParams,
+        "Invalid params: rpc.hello takes { extensions: string[] }",
+      );
+    }
+    session.rich = offered?.includes("rich") ?? false;
+    return resultText(idText, { extensions: EXTENSIONS });
   }
 
   /** `rpc.cancel`: params `[id]` or `{ "id": id }` name a call in flight on the same connection. */
@@ -473,25 +510,31 @@ export class Dispatcher {
     return resultText(idText, call !== undefined);
   }
 
-  #succeed(idText: string, method: string, result: unknown): string {
+  #succeed(idText: string, method: string, result: unknown, rich: boolean): Encoded {
     try {
-      return resultText(idText, result);
+      return resultMessage(idText, result, rich, this.#maxDepth);
     } catch (error) {
-      const reason = error instanceof Error ? error.message : String(error);
+      const why = error instanceof NotPlainError
+        ? `${error.message}, and the client has not enabled rich values (see rpc.hello)`
+        : error instanceof Error
+        ? error.message
+        : String(error);
       return errorText(
         idText,
         ErrorCode.InternalError,
-        `Cannot send result of "${method}": ${reason}`,
+        `Cannot send result of "${method}": ${why}`,
       );
     }
   }
 
-  #fail(idText: string, error: unknown): string {
+  #fail(idText: string, error: unknown, rich: boolean): Encoded {
     const { code, message, data } = describeError(error, this.#exposeStack);
     try {
-      return errorText(idText, code, message, data);
+      return errorMessage(idText, code, message, data, rich, this.#maxDepth);
     } catch {
-      return errorText(idText, code, message, { name: "Error" });
+      return errorText(idText, code, message, {
+        name: error instanceof Error ? error.name : "Error",
+      });
     }
   }
 }

@@ -18,7 +18,10 @@ const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 /** Typed arrays that can travel, by the name the tag carries. */
-const TYPED_ARRAYS = new Map<string, { new (b: ArrayBuffer, o: number, n: number): ArrayBufferView; BYTES_PER_ELEMENT: number }>([
+const TYPED_ARRAYS = new Map<
+  string,
+  { new (b: ArrayBuffer, o: number, n: number): ArrayBufferView; BYTES_PER_ELEMENT: number }
+>([
   ["Int8Array", Int8Array],
   ["Uint8ClampedArray", Uint8ClampedArray],
   ["Int16Array", Int16Array],
@@ -40,60 +43,85 @@ export class UnsendableError extends TypeError {
 }
 
 /**
- * The name of the first value in `value` that JSON.stringify would change or drop (`"Map"`,
- * `"Uint8Array"`, `"BigInt"`, `"undefined"`, `"NaN"`, `"-0"`...), or `undefined` when `value` is
- * plain JSON. A top-level `undefined` counts as plain: it is sent as `null`, the result of a
- * function that returns nothing.
+ * The name of the first value in `value` that needs the extension (`"Map"`, `"Uint8Array"`,
+ * `"BigInt"`, `"NaN"`...), or `undefined` when plain JSON carries it.
+ *
+ * `strict` (a peer with rich values) counts everything JSON.stringify would change: `undefined`
+ * members, `-0` and `Date` too. Otherwise (a plain peer) JSON's own conversions stand: a `Date` goes
+ * as its ISO text (its toJSON), `undefined` members are left out (`null` in arrays), `-0` is 0; what
+ * JSON would mangle (Map, Set, bytes, BigInt, NaN, ±Infinity) is a problem. A top-level
+ * `undefined` is plain either way: it is sent as `null`, the result of a function that returns
+ * nothing.
  *
  * @throws {RangeError} When the value nests deeper than `maxDepth` (a cycle does too).
  */
-export function jsonOnlyProblem(value: unknown, maxDepth: number): string | undefined {
-  return value === undefined ? undefined : problem(value, maxDepth);
+export function jsonOnlyProblem(
+  value: unknown,
+  maxDepth: number,
+  strict: boolean,
+): string | undefined {
+  return value === undefined ? undefined : problem(value, maxDepth, strict);
 }
 
-function problem(value: unknown, depth: number): string | undefined {
+function problem(value: unknown, depth: number, strict: boolean): string | undefined {
   switch (typeof value) {
     case "string":
     case "boolean":
       return undefined;
     case "number":
-      if (Number.isFinite(value)) return value === 0 && 1 / value < 0 ? "-0" : undefined;
+      if (Number.isFinite(value)) return strict && value === 0 && 1 / value < 0 ? "-0" : undefined;
       return String(value);
     case "object": {
       if (value === null) return undefined;
-      if (--depth < 0) throw new RangeError("Cannot send value: it nests too deeply or is circular");
+      if (--depth < 0) {
+        throw new RangeError("Cannot send value: it nests too deeply or is circular");
+      }
       if (Array.isArray(value)) {
         for (let i = 0; i < value.length; i++) {
           const item = value[i];
-          const found = item === undefined ? "undefined" : problem(item, depth);
+          if (item === null || (typeof item !== "object" && plainPrimitive(item, strict))) continue;
+          const found = item === undefined ? "undefined" : problem(item, depth, strict);
           if (found !== undefined) return found;
         }
         return undefined;
       }
-      const special = specialObject(value);
-      if (special !== undefined) return special;
+      const proto = Object.getPrototypeOf(value);
+      if (proto !== Object.prototype && proto !== null) {
+        const special = specialObject(value);
+        if (special !== undefined) return special === "Date" && !strict ? undefined : special;
+        if (typeof (value as { toJSON?: unknown }).toJSON === "function") return undefined;
+      }
       // for-in without hasOwn: an inherited enumerable key can only cause a false alarm.
       for (const key in value) {
         const item = (value as Record<string, unknown>)[key];
-        if (typeof item === "object" ? item !== null && problem(item, depth) !== undefined : !plainPrimitive(item)) {
-          return item === undefined ? "undefined" : problem(item, depth);
-        }
+        if (item === null || (typeof item !== "object" && plainPrimitive(item, strict))) continue;
+        const found = item === undefined ? "undefined" : problem(item, depth, strict);
+        if (found !== undefined) return found;
       }
       return undefined;
     }
     case "bigint":
       return "BigInt";
     case "undefined":
-      return "undefined";
+      return strict ? "undefined" : undefined;
     default:
       return typeof value; // function, symbol
   }
 }
 
-/** Whether a non-object value is plain JSON (`undefined` as an object member is not). */
-function plainPrimitive(value: unknown): boolean {
-  return typeof value === "string" || typeof value === "boolean" ||
-    (typeof value === "number" && Number.isFinite(value) && !(value === 0 && 1 / value < 0));
+/** Whether a non-object value is plain JSON; `undefined` and `-0` only for a plain peer. */
+function plainPrimitive(value: unknown, strict: boolean): boolean {
+  switch (typeof value) {
+    case "string":
+    case "boolean":
+      return true;
+    case "number":
+      return Number.isFinite(value) && !(strict && value === 0 && 1 / value < 0);
+    case "undefined":
+      return !strict;
+    default:
+      return false;
+  }
 }
 
 /** The name of a built-in object that JSON cannot carry, or `undefined` for data objects. */
@@ -184,6 +212,8 @@ export class RichEncoder {
       if (ArrayBuffer.isView(value) || value instanceof ArrayBuffer) return this.#bytes(value);
       const special = specialObject(value);
       if (special !== undefined) throw new UnsendableError(`A ${special}`);
+      const toJSON = (value as { toJSON?: unknown }).toJSON;
+      if (typeof toJSON === "function") return this.#encode(toJSON.call(value), depth);
     }
     const out: Record<string, unknown> = {};
     let escaped = false;
@@ -211,7 +241,9 @@ export class RichEncoder {
       : value instanceof DataView
       ? "DataView"
       : value.constructor.name;
-    if (kind !== undefined && kind !== "ArrayBuffer" && kind !== "DataView" && !TYPED_ARRAYS.has(kind)) {
+    if (
+      kind !== undefined && kind !== "ArrayBuffer" && kind !== "DataView" && !TYPED_ARRAYS.has(kind)
+    ) {
       throw new UnsendableError(`A ${kind}`);
     }
     let offset = this.#offsets.get(value);
@@ -234,22 +266,22 @@ export class RichEncoder {
 }
 
 /**
- * Writes an extended frame's payload: the marker, the JSON part's length, the JSON part, padding
- * to a multiple of 8, and the sections.
+ * The parts of an extended frame's payload: the marker, the JSON part's length, the JSON part and
+ * padding to a multiple of 8 in one buffer, then the sections as they are (no copy here).
  */
-export function extendedPayload(json: string, sections: readonly Uint8Array[], size: number): Uint8Array {
+export function extendedParts(json: string, sections: readonly Uint8Array[]): Uint8Array[] {
   const text = encoder.encode(json);
-  const base = binaryStart(text.length);
-  const payload = new Uint8Array(base + size);
-  payload[0] = EXTENDED_MARKER;
-  new DataView(payload.buffer).setUint32(1, text.length);
-  payload.set(text, EXTENDED_HEADER_BYTES);
-  let at = base;
-  for (const section of sections) {
-    payload.set(section, at);
-    at += section.length;
-  }
-  return payload;
+  const head = new Uint8Array(binaryStart(text.length));
+  head[0] = EXTENDED_MARKER;
+  new DataView(head.buffer).setUint32(1, text.length);
+  head.set(text, EXTENDED_HEADER_BYTES);
+  return [head, ...sections];
+}
+
+/** The JSON part of an extended frame, as text, from the first of its parts. */
+export function extendedJsonText(head: Uint8Array): string {
+  const { json } = splitExtended(head);
+  return new TextDecoder().decode(json);
 }
 
 /** Where the binary part starts: after the JSON part, padded to a multiple of 8. */
@@ -389,7 +421,11 @@ function reviveBytes(tagged: Record<string, unknown>, binary: Uint8Array, keep: 
   }
   if (k === "ArrayBuffer") return binary.buffer.slice(start, start + length);
   if (k === "DataView") {
-    return new DataView(keep ? binary.buffer : binary.buffer.slice(start, start + length), keep ? start : 0, length);
+    return new DataView(
+      keep ? binary.buffer : binary.buffer.slice(start, start + length),
+      keep ? start : 0,
+      length,
+    );
   }
   const type = typeof k === "string" ? TYPED_ARRAYS.get(k) : undefined;
   if (type === undefined) throw new ExtendedFrameError(`${JSON.stringify(k)} is not a typed array`);

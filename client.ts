@@ -19,7 +19,15 @@
  * @module
  */
 
-import { decodeFrame, DEFAULT_MAX_DEPTH, errorText, isId, requestText } from "./_codec.ts";
+import {
+  decodeFrame,
+  DEFAULT_MAX_DEPTH,
+  type Encoded,
+  errorText,
+  isId,
+  NotPlainError,
+  requestMessage,
+} from "./_codec.ts";
 import { closeQuietly, formatAddr, isDisconnect, reason } from "./_util.ts";
 import { ConnectionError, ErrorCode, ProtocolError, RpcError, TimeoutError } from "./errors.ts";
 import { FrameReader, FrameWriter } from "./framing.ts";
@@ -90,7 +98,19 @@ export interface ConnectOptions {
    * @default {false}
    */
   wrap?: boolean;
+  /**
+   * Offer the server rich values (`rpc.hello` on connecting): `Uint8Array` and other binary data
+   * sent raw, `Date`, `BigInt`, `Map`, `Set`, `undefined`, `NaN`, `±Infinity` and `-0`, exactly. A
+   * server without the extension answers "method not found", and the client then sends plain
+   * JSON only. `false` skips the round trip and speaks plain JSON-RPC 2.0.
+   *
+   * @default {true}
+   */
+  richValues?: boolean;
 }
+
+/** Says hello to the server: a method of the client only `connect()` calls. */
+const HELLO = Symbol("hello");
 
 /**
  * The remote view of a handler type `T`, as the server exposes it: each method returns a promise
@@ -219,7 +239,9 @@ export async function connect<T = unknown>(options: ConnectOptions = {}): Promis
       return opened.handshake();
     });
     await Promise.race([opening, stop]);
-    return new RpcClient<T>(conn!, target, options);
+    const client = new RpcClient<T>(conn!, target, options);
+    if (options.richValues !== false) client[HELLO]();
+    return client;
   } catch (error) {
     abandoned = true;
     if (conn) closeQuietly(conn);
@@ -243,6 +265,9 @@ export class RpcClient<T = unknown> implements AsyncDisposable {
   #nextId = 1;
   #timeout: number;
   #wrap: boolean;
+  #rich = false;
+  /** Settles when the server has answered rpc.hello; `undefined` when no hello was sent. */
+  #hello: Promise<void> | undefined;
   #closeReason: Error | undefined;
   #signal: AbortSignal | undefined;
   #onAbort = () => this.close();
@@ -392,7 +417,7 @@ export class RpcClient<T = unknown> implements AsyncDisposable {
    */
   notify(method: string, ...params: unknown[]): void {
     if (this.#closeReason) throw this.#closedError("send notification");
-    this.#writer.writeText(requestText(undefined, method, params));
+    this.#send(this.#encode(undefined, method, params, undefined));
   }
 
   /**
@@ -432,15 +457,23 @@ export class RpcClient<T = unknown> implements AsyncDisposable {
       return Promise.reject(new RangeError(`Cannot call "${method}": timeout must be 0 or more`));
     }
     const id = this.#nextId++;
+    let message: Encoded;
     try {
-      this.#writer.writeText(requestText(id, method, params, timeout > 0 ? timeout : undefined));
+      message = this.#encode(id, method, params, timeout > 0 ? timeout : undefined);
     } catch (error) {
-      return Promise.reject(
-        error instanceof RangeError ? error : new TypeError(
-          `Cannot call "${method}": params are not JSON: ${reason(error)}`,
-          { cause: error },
-        ),
-      );
+      // Params that need rich values wait for the server's answer to rpc.hello, then try again.
+      const hello = this.#hello;
+      if (
+        hello === undefined || !(error instanceof TypeError && error.cause instanceof NotPlainError)
+      ) {
+        return Promise.reject(error);
+      }
+      return hello.then(() => this.#request(method, params, options));
+    }
+    try {
+      this.#send(message);
+    } catch (error) {
+      return Promise.reject(error); // over the frame limit
     }
     return new Promise((resolve, reject) => {
       const pending: Pending = { resolve, reject, timer: undefined, signal, onAbort: undefined };
@@ -463,6 +496,58 @@ export class RpcClient<T = unknown> implements AsyncDisposable {
     });
   }
 
+  /**
+   * Offers rich values; called once by `connect()`, which does not wait for the answer: calls go
+   * out behind the hello, and only a call whose params need rich values waits for it.
+   */
+  [HELLO](): void {
+    const id = 0; // calls count from 1
+    this.#send(
+      `{"jsonrpc":"2.0","id":${id},"method":"rpc.hello","params":{"extensions":["rich"]}}`,
+    );
+    this.#hello = new Promise<unknown>((resolve, reject) => {
+      this.#pending.set(id, {
+        resolve,
+        reject,
+        timer: undefined,
+        signal: undefined,
+        onAbort: undefined,
+      });
+    }).then((answer) => {
+      const extensions = (answer as { extensions?: unknown } | null)?.extensions;
+      this.#rich = Array.isArray(extensions) && extensions.includes("rich");
+    }, () => {
+      // A plain JSON-RPC server does not know rpc.hello, or the connection failed: plain JSON.
+    }).finally(() => {
+      this.#hello = undefined; // answered: params that still need rich values are refused
+    });
+  }
+
+  /** A request or notification, rich when the server took rich values and the params need it. */
+  #encode(
+    id: number | undefined,
+    method: string,
+    params: unknown,
+    timeout: number | undefined,
+  ): Encoded {
+    try {
+      return requestMessage(id, method, params, timeout, this.#rich, DEFAULT_MAX_DEPTH);
+    } catch (error) {
+      const what = id === undefined ? "notify" : "call";
+      const why = error instanceof NotPlainError
+        ? `${error.message}, and the server has no rich values`
+        : reason(error);
+      // A cycle and too deep a value are one error, like JSON.stringify's TypeError for a cycle.
+      throw new TypeError(`Cannot ${what} "${method}": ${why}`, { cause: error });
+    }
+  }
+
+  /** Queues a message. */
+  #send(message: Encoded): void {
+    if (typeof message === "string") this.#writer.writeText(message);
+    else this.#writer.writeParts(message);
+  }
+
   /** Forgets a pending call: its timer, its abort listener, its entry. */
   #settle(id: number, pending: Pending): void {
     this.#pending.delete(id);
@@ -474,7 +559,7 @@ export class RpcClient<T = unknown> implements AsyncDisposable {
   #cancel(id: number): void {
     if (this.#closeReason) return;
     try {
-      this.#writer.writeText(requestText(undefined, "rpc.cancel", [id]));
+      this.#writer.writeText(`{"jsonrpc":"2.0","method":"rpc.cancel","params":[${id}]}`);
     } catch {
       // The connection is failing; the server aborts the call when it notices.
     }

@@ -265,7 +265,7 @@ Deno.test("RpcClient.notify() sends a request without an id that the handler obs
       received.resolve(await readRequests(reader, 1));
       await reader.read();
     });
-    await using client = await connectTo(server.port);
+    await using client = await connectTo(server.port, { richValues: false });
     client.notify("log", "started");
     assert.deepEqual(await settles(received.promise, "the notification"), [
       { jsonrpc: "2.0", method: "log", params: ["started"] },
@@ -416,7 +416,7 @@ Deno.test("RpcClient rejects pending calls with the server's reason when it answ
       );
       await writer.flushed();
     });
-    await using client = await connectTo(server.port);
+    await using client = await connectTo(server.port, { richValues: false });
     const pending = [client.call("a"), client.call("b")];
     for (const error of await allRejectWithConnectionError(pending)) {
       assert.match(error.message, /Invalid Request: x/);
@@ -496,7 +496,7 @@ Deno.test("RpcClient ignores a response with an id it never sent", async () => {
     await writer.flushed();
     await reader.read();
   });
-  await using client = await connectTo(server.port);
+  await using client = await connectTo(server.port, { richValues: false });
   assert.equal(await settles(client.call("first"), "the first call"), "real");
   assert.equal(client.isClosed, false);
   assert.equal(await settles(client.call("second"), "the second call"), "second");
@@ -504,7 +504,8 @@ Deno.test("RpcClient ignores a response with an id it never sent", async () => {
 
 Deno.test("RpcClient.call() rejects params that cannot be JSON with TypeError and stays usable", async (t) => {
   await using server = await startServer(handlers);
-  await using client = await connectTo(server.addr.port);
+  // Without rich values a BigInt cannot be sent (with them it can: see rich_test.ts).
+  await using client = await connectTo(server.addr.port, { richValues: false });
   const cases: [string, () => unknown][] = [
     ["a BigInt param", () => client.call("echo", 1n)],
     ["a nested BigInt", () => client.call("echo", { n: [2n] })],
@@ -560,7 +561,7 @@ Deno.test("RpcClient closes when disposed by await using", async () => {
 
 Deno.test("RpcClient.closed resolves when the server closes the connection", async () => {
   await using server = tlsServer(async () => {});
-  await using client = await connectTo(server.port);
+  await using client = await connectTo(server.port, { richValues: false });
   await settles(client.closed, "client.closed");
   assert.equal(client.isClosed, true);
   await rejectsWithConnectionError(client.call("ping"), "a call after the server closed");

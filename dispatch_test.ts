@@ -22,6 +22,9 @@ function fromSource(params: string, body = "return 0"): AnyFunction {
 /** Answers one frame of text and parses the response, `undefined` when there is none. */
 async function answer(dispatcher: Dispatcher, text: string, accept = true): Promise<unknown> {
   const reply = await dispatcher.handleFrame(encoder.encode(text), detachedSession(accept));
+  if (typeof reply !== "string" && reply !== undefined) {
+    assert.fail("a plain peer got an extended frame");
+  }
   return reply === undefined ? undefined : JSON.parse(reply);
 }
 
@@ -764,7 +767,8 @@ Deno.test("Dispatcher.handleFrame() validates requests and maps outcomes to resp
   }
   await t.step("invalid UTF-8 is a parse error", async () => {
     const reply = await dispatcher.handleFrame(new Uint8Array([0x7b, 0xff, 0xfe, 0x7d]));
-    assert.deepEqual(normalize(JSON.parse(reply ?? ""), specMessages), error(-32700, null));
+    assert.equal(typeof reply, "string");
+    assert.deepEqual(normalize(JSON.parse(reply as string), specMessages), error(-32700, null));
   });
   await t.step("handler errors carry code, message and data", async () => {
     assert.deepEqual(await answer(dispatcher, '{"jsonrpc":"2.0","id":1,"method":"fail"}'), {

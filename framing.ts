@@ -338,6 +338,29 @@ export class FrameWriter {
   }
 
   /**
+   * Queues one frame whose payload is `parts` back to back, copied once, into the write buffer.
+   *
+   * @param parts The pieces of the frame's payload.
+   * @throws {RangeError} When the payload is empty or larger than the frame limit.
+   */
+  writeParts(parts: readonly Uint8Array[]): void {
+    let size = 0;
+    for (const part of parts) size += part.length;
+    this.#checkSize(size);
+    if (this.#failed) return;
+    const at = this.#length;
+    this.#reserve(at + HEADER_BYTES + size);
+    new DataView(this.#buffer.buffer, this.#buffer.byteOffset).setUint32(at, size);
+    let offset = at + HEADER_BYTES;
+    for (const part of parts) {
+      this.#buffer.set(part, offset);
+      offset += part.length;
+    }
+    this.#length = offset;
+    this.#schedule();
+  }
+
+  /**
    * Resolves when everything queued so far has been handed to the sink, or when writing failed.
    *
    * @returns A promise that never rejects.

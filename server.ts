@@ -26,7 +26,8 @@
  */
 
 import { type Call, Dispatcher, type Session } from "./_dispatch.ts";
-import { DEFAULT_MAX_DEPTH, errorText, requestText } from "./_codec.ts";
+import { extendedJsonText } from "./_rich.ts";
+import { DEFAULT_MAX_DEPTH, type Encoded, errorText, requestMessage } from "./_codec.ts";
 import { ConnectionError, ErrorCode, ProtocolError } from "./errors.ts";
 import { FrameReader, FrameWriter } from "./framing.ts";
 import { formatAddr, isDisconnect, reason } from "./_util.ts";
@@ -341,6 +342,7 @@ class ServerConnection implements Session {
   readonly peer: { readonly hostname: string; readonly port: number };
   readonly identity: unknown = undefined;
   readonly calls: Map<string, Call> = new Map();
+  rich = false;
   #accepting: () => boolean = () => true;
   #conn: Connection;
   #peer: string;
@@ -399,13 +401,20 @@ class ServerConnection implements Session {
 
   notify(method: string, params: unknown[]): void {
     if (this.#closed) return;
-    let text;
+    let message;
     try {
-      text = requestText(undefined, method, params);
+      message = requestMessage(
+        undefined,
+        method,
+        params,
+        undefined,
+        this.rich,
+        this.#limits.maxDepth,
+      );
     } catch (error) {
-      throw new TypeError(`Cannot notify "${method}": params are not JSON: ${reason(error)}`);
+      throw new TypeError(`Cannot notify "${method}": ${reason(error)}`, { cause: error });
     }
-    this.#send(text);
+    this.#send(message);
   }
 
   async #run(): Promise<void> {
@@ -500,8 +509,9 @@ class ServerConnection implements Session {
       this.#log.report(error, `cannot answer ${this.#peer}: ${reason(error)}`);
       return;
     }
-    if (typeof reply === "string") this.#send(reply);
-    else if (reply !== undefined) {
+    if (reply === undefined) return;
+    if (!(reply instanceof Promise)) this.#send(reply);
+    else {
       this.#inFlight++;
       reply.then(
         (text) => this.#finish(text),
@@ -513,19 +523,20 @@ class ServerConnection implements Session {
     }
   }
 
-  #finish(text: string | undefined): void {
+  #finish(text: Encoded | undefined): void {
     this.#inFlight--;
     this.#lastActive = Date.now();
     if (text !== undefined && !this.#closed) this.#send(text);
     if (this.#waiters.length > 0) this.#wake();
   }
 
-  #send(text: string): void {
+  #send(message: Encoded): void {
     try {
-      this.#writer.writeText(text);
+      if (typeof message === "string") this.#writer.writeText(message);
+      else this.#writer.writeParts(message);
     } catch (error) {
       // The reply is over the frame limit: the caller still gets an answer if one fits.
-      const id = /^\{"jsonrpc":"2.0","id":((?:"(?:[^"\\]|\\.)*"|[^,]*)),/.exec(text)?.[1] ?? "null";
+      const id = replyId(typeof message === "string" ? message : extendedJsonText(message[0]!));
       try {
         this.#writer.writeText(
           errorText(id, ErrorCode.InternalError, `Cannot send reply: ${reason(error)}`),
@@ -541,6 +552,11 @@ class ServerConnection implements Session {
       );
     }
   }
+}
+
+/** The id of a reply this server wrote, as JSON text: it always comes second. */
+function replyId(text: string): string {
+  return /^\{"jsonrpc":"2.0","id":((?:"(?:[^"\\]|\\.)*"|[^,]*)),/.exec(text)?.[1] ?? "null";
 }
 
 /**

@@ -1,0 +1,524 @@
+/**
+ * Soak test: a server in this process (node transport, every limit on with short timeouts), good
+ * clients calling it for the whole run, and chaos workers opening bad connections of every kind
+ * the fault suite (fault_test.ts) knows, in a loop. A good call must never be lost or answered
+ * wrongly, and memory must not grow without bound.
+ *
+ * ```sh
+ * deno run -A soak.ts [--seconds 30] [--clients 200]
+ * ```
+ *
+ * Prints the calls made, lost and mismatched, what the chaos did, and the process RSS at start and
+ * end. Exits 0 when no call was lost or mismatched and RSS grew less than {@linkcode RSS_GROWTH_BOUND};
+ * 1 otherwise; 2 on a usage error.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { isDeepStrictEqual } from "node:util";
+import { serve } from "./server.ts";
+import { connect, type RpcClient } from "./client.ts";
+import { certs, RawClient } from "./_test_util.ts";
+
+/**
+ * How much the process RSS may grow from start (clients connected and warm) to end. Generous on
+ * purpose: V8 collects when it likes, and the server's buffers, TLS state and the clients' pending
+ * calls come and go with the chaos. A leak per call (hundreds of thousands of calls a run) or per
+ * chaos connection (thousands) of even a few hundred bytes, or a connection the server never
+ * lets go of with its buffers, outgrows it within a 30 s run.
+ */
+const RSS_GROWTH_BOUND = 256 * 1024 * 1024;
+
+/** Concurrent chaos workers; each runs one bad behaviour at a time. */
+const CHAOS_WORKERS = 4;
+
+/** The server's limits: every one on, and short enough that the chaos meets each of them. */
+const LIMITS = {
+  handshakeTimeout: 1000,
+  idleTimeout: 2000,
+  frameTimeout: 1000,
+  writeTimeout: 1000,
+  maxInFlight: 64,
+  maxQueuedBytes: 4 * 1024 * 1024,
+  maxFrameBytes: 1024 * 1024,
+  maxDepth: 128,
+  shutdownTimeout: 1000,
+} as const;
+
+/** The most a good call may take before it counts as lost. */
+const CALL_TIMEOUT_MS = 15_000;
+
+const encoder = new TextEncoder();
+const MIB = 1024 * 1024;
+
+// --- command line --------------------------------------------------------------------------------
+
+function usage(message: string): never {
+  console.error(`error: ${message}\nUsage: deno run -A soak.ts [--seconds N] [--clients N]`);
+  Deno.exit(2);
+}
+
+function positive(flag: string, value: string | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  const number = Number(value);
+  if (!Number.isInteger(number) || number < 1) {
+    usage(`--${flag} must be a whole number of at least 1, got "${value}"`);
+  }
+  return number;
+}
+
+let parsed;
+try {
+  parsed = parseArgs({
+    args: Deno.args,
+    options: { seconds: { type: "string" }, clients: { type: "string" } },
+    strict: true,
+  });
+} catch (error) {
+  usage(error instanceof Error ? error.message : String(error));
+}
+const seconds = positive("seconds", parsed.values.seconds, 30);
+const clientCount = positive("clients", parsed.values.clients, 200);
+
+// --- helpers -------------------------------------------------------------------------------------
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Resolves when `promise` settles or `ms` have passed, whichever is first; never rejects. */
+async function settle(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      promise.then(() => true, () => true),
+      new Promise<boolean>((resolve) => timer = setTimeout(() => resolve(false), ms)),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function header(length: number): Uint8Array {
+  const bytes = new Uint8Array(4);
+  new DataView(bytes.buffer).setUint32(0, length);
+  return bytes;
+}
+
+function framed(payload: string): Uint8Array {
+  const body = encoder.encode(payload);
+  const bytes = new Uint8Array(4 + body.length);
+  bytes.set(header(body.length));
+  bytes.set(body, 4);
+  return bytes;
+}
+
+function requestText(id: number, method: string, params?: unknown[]): string {
+  return JSON.stringify({ jsonrpc: "2.0", id, method, ...(params && { params }) });
+}
+
+function randomInt(below: number): number {
+  return Math.floor(Math.random() * below);
+}
+
+function pick<T>(items: readonly T[]): T {
+  return items[randomInt(items.length)]!;
+}
+
+const CHARACTERS = [..."abcxyz019 _-\"\\/\n\téüßñ漢字😀🚀"];
+
+function randomString(maxLength: number): string {
+  return Array.from({ length: randomInt(maxLength + 1) }, () => pick(CHARACTERS)).join("");
+}
+
+/** A random JSON value; every value survives a JSON round trip unchanged (no -0, no __proto__ key). */
+function randomValue(depth = 0): unknown {
+  switch (randomInt(depth >= 4 ? 5 : 7)) {
+    case 0:
+      return null;
+    case 1:
+      return Math.random() < 0.5;
+    case 2:
+      return randomInt(2 ** 31) - 2 ** 30;
+    case 3:
+      return Math.random() * 1e6 + 1;
+    case 4:
+      return randomString(200);
+    case 5:
+      return Array.from({ length: randomInt(6) }, () => randomValue(depth + 1));
+    default:
+      return Object.fromEntries(
+        Array.from({ length: randomInt(6) }, (_, i) => [`k${i}${randomString(6)}`, randomValue(depth + 1)]),
+      );
+  }
+}
+
+/** A plain TCP connection to the TLS port; `closed` resolves once the server closes it. */
+async function openTcp(port: number): Promise<{ conn: Deno.TcpConn; closed: Promise<void> }> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  const closed = (async () => {
+    const buffer = new Uint8Array(16 * 1024);
+    for (let i = 0; i < 256; i++) {
+      try {
+        if (await conn.read(buffer) === null) return;
+      } catch {
+        return;
+      }
+    }
+  })();
+  return { conn, closed };
+}
+
+function closeQuietly(closer: { close(): void }): void {
+  try {
+    closer.close();
+  } catch {
+    // Already closed.
+  }
+}
+
+async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  let offset = 0;
+  while (offset < bytes.length) offset += await conn.write(bytes.subarray(offset));
+}
+
+/** What `Deno.connectTls` sends first: a real ClientHello record, caught by a TCP listener. */
+async function recordClientHello(): Promise<Uint8Array> {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const connecting = Deno.connectTls({
+    hostname: "127.0.0.1",
+    port: listener.addr.port,
+    caCerts: [certs.ca],
+  });
+  const server = await listener.accept();
+  const client = await connecting;
+  const handshake = client.handshake().catch(() => {});
+  const bytes = new Uint8Array(16 * 1024);
+  let length = 0;
+  const recordLength = () => length < 5 ? Infinity : 5 + ((bytes[3]! << 8) | bytes[4]!);
+  for (let reads = 0; reads < 64 && length < recordLength(); reads++) {
+    const count = await server.read(bytes.subarray(length));
+    if (count === null) break;
+    length += count;
+  }
+  client.close();
+  await handshake;
+  server.close();
+  listener.close();
+  return bytes.slice(0, recordLength());
+}
+
+// --- the server ----------------------------------------------------------------------------------
+
+const handlers = {
+  echo: (value: unknown) => value,
+  add: (a: number, b: number) => a + b,
+  later: async (ms: number, value: unknown) => {
+    await delay(Math.min(Math.max(ms, 0), 50));
+    return value;
+  },
+  fail: () => {
+    throw new Error("Cannot fail: on purpose");
+  },
+  never: () => new Promise(() => {}),
+  rejectLater: async () => {
+    await delay(50);
+    throw new Error("Cannot rejectLater: the client is gone");
+  },
+  big: () => "x".repeat(MIB - 64),
+};
+
+let logLines = 0;
+const server = await serve(handlers, {
+  port: 0,
+  cert: certs.cert,
+  key: certs.key,
+  transport: "node",
+  ...LIMITS,
+  maxConnections: clientCount + 100,
+  onListen: () => {},
+  onError: () => void logLines++,
+});
+const port = server.addr.port;
+const hello = await recordClientHello();
+
+// --- good clients --------------------------------------------------------------------------------
+
+let callsMade = 0;
+let callsLost = 0;
+let mismatched = 0;
+let reconnects = 0;
+const firstErrors: string[] = [];
+let running = true;
+
+function note(kind: string, detail: string): void {
+  if (firstErrors.length < 10) firstErrors.push(`${kind}: ${detail}`);
+}
+
+function connectGood(): Promise<RpcClient> {
+  return connect({
+    hostname: "127.0.0.1",
+    port,
+    caCerts: [certs.ca],
+    timeout: CALL_TIMEOUT_MS,
+  });
+}
+
+/** One good call: counted as made, and as lost or mismatched when it goes wrong. */
+async function check(client: RpcClient, method: string, params: unknown[], expected: unknown) {
+  callsMade++;
+  try {
+    const result = await client.call(method, ...params);
+    if (!isDeepStrictEqual(result, expected)) {
+      mismatched++;
+      note("mismatch", `${method} answered ${JSON.stringify(result)?.slice(0, 200)}`);
+    }
+  } catch (error) {
+    callsLost++;
+    note("lost", `${method}: ${error instanceof Error ? error.message : String(error)}`);
+  }
+}
+
+async function goodClient(client: RpcClient): Promise<void> {
+  // The run's length bounds the loop; the count only guards against a clock that stands still.
+  for (let i = 0; running && i < 10_000_000; i++) {
+    if (client.isClosed) {
+      // The server dropped a good client: its calls were counted lost; carry on with a new one.
+      reconnects++;
+      await client.close();
+      try {
+        client = await connectGood();
+      } catch (error) {
+        callsLost++;
+        note("reconnect", error instanceof Error ? error.message : String(error));
+        await delay(100);
+        continue;
+      }
+    }
+    const payload = randomValue();
+    const a = randomInt(1e6);
+    const b = randomInt(1e6);
+    const calls = [check(client, "echo", [payload], payload), check(client, "add", [a, b], a + b)];
+    if (i % 10 === 0) calls.push(check(client, "later", [randomInt(20), payload], payload));
+    await Promise.all(calls);
+  }
+  await client.close();
+}
+
+// --- chaos ---------------------------------------------------------------------------------------
+
+/** A bad client: misbehaves once on a connection (or a few) of its own, then leaves. */
+type Chaos = () => Promise<void>;
+
+const PARTIAL_CLIENT_HELLO = new Uint8Array([
+  ...[0x16, 0x03, 0x01, 0x02, 0x00],
+  ...[0x01, 0x00, 0x01, 0xfc, 0x03, 0x03],
+]);
+
+/** Waits at most `ms` for the server to close a TCP connection, then closes it. */
+async function tcpFault(bytes: Uint8Array | undefined, ms: number): Promise<void> {
+  const { conn, closed } = await openTcp(port);
+  try {
+    if (bytes) await writeAll(conn, bytes);
+    await settle(closed, ms);
+  } finally {
+    closeQuietly(conn);
+    await closed;
+  }
+}
+
+/** Runs `misbehave` on a TLS connection, then waits at most `ms` for the server to close it. */
+async function rawFault(misbehave: (raw: RawClient) => Promise<void>, ms: number): Promise<void> {
+  const raw = await RawClient.connect(port);
+  try {
+    await misbehave(raw);
+    await settle(raw.closedByServer(), ms);
+  } finally {
+    raw.close();
+  }
+}
+
+const chaos: Record<string, Chaos> = {
+  plaintext: () => tcpFault(encoder.encode("hello\r\n"), 2000),
+  http: () => tcpFault(encoder.encode("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"), 2000),
+  portScan: async () => {
+    for (let i = 0; i < 20; i++) closeQuietly(await Deno.connect({ hostname: "127.0.0.1", port }));
+  },
+  silent: () => tcpFault(undefined, LIMITS.handshakeTimeout + 1000),
+  partialHelloSilence: () => tcpFault(PARTIAL_CLIENT_HELLO, LIMITS.handshakeTimeout + 1000),
+  partialHelloClose: () => tcpFault(PARTIAL_CLIENT_HELLO, 0),
+  hugeRecord: () => tcpFault(new Uint8Array([0x16, 0x03, 0x01, 0xff, 0xff]), 2000),
+  corruptHello: () => {
+    const bytes = hello.slice();
+    bytes[randomInt(bytes.length)]! ^= 1 + randomInt(255);
+    return tcpFault(bytes, LIMITS.handshakeTimeout + 1000);
+  },
+  resetInHandshake: async () => {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    try {
+      await writeAll(conn, hello);
+      // Closing with the server's reply unread sends a reset.
+      await settle(conn.read(new Uint8Array(1)), 1000);
+    } finally {
+      closeQuietly(conn);
+    }
+  },
+  rejectCertificate: async () => {
+    const conn = await Deno.connectTls({ hostname: "127.0.0.1", port });
+    try {
+      await conn.handshake();
+    } catch {
+      // Expected: the client does not trust the server.
+    } finally {
+      closeQuietly(conn);
+    }
+  },
+  silentBurst: async () => {
+    // More than the headroom maxConnections leaves above the good clients: some are refused.
+    const opened = await Promise.allSettled(Array.from({ length: 150 }, () => openTcp(port)));
+    await delay(300);
+    for (const result of opened) {
+      if (result.status === "fulfilled") {
+        closeQuietly(result.value.conn);
+        await result.value.closed;
+      }
+    }
+  },
+  hugeLength: () => rawFault((raw) => raw.sendBytes(header(0xffff_ffff)), 2000),
+  zeroLength: () => rawFault((raw) => raw.sendBytes(header(0)), 2000),
+  slowloris: () =>
+    rawFault(async (raw) => {
+      await raw.sendBytes(header(100));
+      const closed = raw.closedByServer();
+      for (let i = 0; i < 100 && !await settle(closed, 100); i++) {
+        await raw.sendBytes(encoder.encode(" "));
+      }
+    }, 0),
+  closeMidFrame: () =>
+    rawFault((raw) => raw.sendBytes(new Uint8Array([...header(100), ...encoder.encode("{")])), 0),
+  invalidUtf8: () =>
+    rawFault(async (raw) => {
+      await raw.send(new Uint8Array([0x7b, 0x22, 0xff, 0xfe, 0x22, 0x7d]));
+      await settle(raw.receive(), 2000);
+    }, 0),
+  invalidJson: () =>
+    rawFault(async (raw) => {
+      await raw.send('{"jsonrpc": "2.0", "method": "foobar, "params": "bar", "baz]');
+      await settle(raw.receive(), 2000);
+    }, 0),
+  deepNesting: () =>
+    rawFault(async (raw) => {
+      await raw.send(`[${"[".repeat(100_000)}${"]".repeat(100_000)}]`);
+      await settle(raw.receive(), 2000);
+    }, 0),
+  protoPayload: () =>
+    rawFault(async (raw) => {
+      await raw.send(
+        '{"jsonrpc":"2.0","id":1,"method":"echo","params":[{"__proto__":{"polluted":true},' +
+          '"constructor":{"prototype":{"polluted":true}}}]}',
+      );
+      await settle(raw.receive(), 2000);
+    }, 0),
+  badMethodNames: () =>
+    rawFault(async (raw) => {
+      for (const [id, method] of ["toString", "constructor", "__proto__", "hasOwnProperty"].entries()) {
+        await raw.send(requestText(id, method, [1]));
+        await settle(raw.receive(), 2000);
+      }
+    }, 0),
+  throwingHandler: () =>
+    rawFault(async (raw) => {
+      await raw.send(requestText(1, "fail"));
+      await settle(raw.receive(), 2000);
+    }, 0),
+  neverResolves: () => rawFault((raw) => raw.send(requestText(1, "never")), 0),
+  rejectsAfterLeaving: () => rawFault((raw) => raw.send(requestText(1, "rejectLater")), 0),
+  flood: () =>
+    rawFault(async (raw) => {
+      const count = 2000;
+      const frames = Array.from({ length: count }, (_, i) => framed(requestText(i, "add", [i, 1])));
+      const bytes = new Uint8Array(frames.reduce((sum, frame) => sum + frame.length, 0));
+      frames.reduce((at, frame) => (bytes.set(frame, at), at + frame.length), 0);
+      await raw.sendBytes(bytes);
+      for (let i = 0; i < count; i++) {
+        if (!await settle(raw.receive(), 2000)) break;
+      }
+    }, 0),
+  neverReads: () =>
+    rawFault(async (raw) => {
+      const deadline = Date.now() + LIMITS.writeTimeout + 3000;
+      for (let i = 0; i < 500 && Date.now() < deadline; i++) {
+        try {
+          await raw.sendBytes(framed(requestText(i, "big")));
+        } catch {
+          return; // closed by the server
+        }
+        await delay(25);
+      }
+    }, 0),
+  idle: () => rawFault(() => Promise.resolve(), LIMITS.idleTimeout + 1000),
+};
+
+const chaosRuns: Record<string, number> = Object.fromEntries(
+  Object.keys(chaos).map((name) => [name, 0]),
+);
+let chaosErrors = 0;
+
+async function chaosWorker(): Promise<void> {
+  const names = Object.keys(chaos);
+  for (let i = 0; running && i < 1_000_000; i++) {
+    const name = pick(names);
+    chaosRuns[name]!++;
+    try {
+      await chaos[name]!();
+    } catch {
+      // A bad client failing is no news; only the good clients' calls are checked.
+      chaosErrors++;
+    }
+  }
+}
+
+// --- the run -------------------------------------------------------------------------------------
+
+const clients = await Promise.all(Array.from({ length: clientCount }, () => connectGood()));
+// Warm up before the first measurement, so that it includes the steady state of the clients.
+await Promise.all(clients.map((client) => check(client, "add", [1, 1], 2)));
+const rssStart = Deno.memoryUsage().rss;
+const started = Date.now();
+
+const goodRuns = clients.map((client) => goodClient(client));
+const chaosRunsDone = Array.from({ length: CHAOS_WORKERS }, () => chaosWorker());
+await delay(seconds * 1000);
+running = false;
+await Promise.all([...goodRuns, ...chaosRunsDone]);
+const elapsed = (Date.now() - started) / 1000;
+const rssEnd = Deno.memoryUsage().rss;
+await server.shutdown();
+
+const growth = rssEnd - rssStart;
+const failures = [
+  ...(callsLost > 0 ? [`${callsLost} calls lost`] : []),
+  ...(mismatched > 0 ? [`${mismatched} responses mismatched`] : []),
+  ...(growth > RSS_GROWTH_BOUND
+    ? [`RSS grew by ${(growth / MIB).toFixed(1)} MiB, over ${RSS_GROWTH_BOUND / MIB} MiB`]
+    : []),
+];
+const totalChaos = Object.values(chaosRuns).reduce((sum, n) => sum + n, 0);
+console.log(`soak: ${elapsed.toFixed(1)} s, ${clientCount} clients, node transport`);
+console.log(`calls made: ${callsMade}`);
+console.log(`calls lost: ${callsLost}`);
+console.log(`responses mismatched: ${mismatched}`);
+console.log(`good clients reconnected: ${reconnects}`);
+console.log(`chaos runs: ${totalChaos} (${chaosErrors} ended in an error)`);
+console.log(
+  `  ${Object.entries(chaosRuns).map(([name, n]) => `${name} ${n}`).join(", ")}`,
+);
+console.log(`server log lines: ${logLines}`);
+console.log(`server rss start: ${(rssStart / MIB).toFixed(1)} MiB`);
+console.log(
+  `server rss end: ${(rssEnd / MIB).toFixed(1)} MiB (bound: start + ${RSS_GROWTH_BOUND / MIB} MiB)`,
+);
+for (const line of firstErrors) console.log(`  ${line}`);
+console.log(failures.length === 0 ? "result: ok" : `result: FAILED: ${failures.join("; ")}`);
+Deno.exit(failures.length === 0 ? 0 : 1);
