@@ -100,7 +100,7 @@ export class NotPlainError extends TypeError {
 function articled(type: string): string {
   return /^[-\d]|^NaN$|^Infinity$|^undefined$/.test(type)
     ? type
-    : /^[AEIOU]/.test(type)
+    : /^[AEIO]/.test(type)
     ? `an ${type}`
     : `a ${type}`;
 }

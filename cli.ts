@@ -28,6 +28,8 @@ import { ConnectionError, RpcError, TimeoutError } from "./errors.ts";
 import { DEFAULT_LIMITS, DEFAULT_PORT, type Limits, serve, type ServeOptions } from "./server.ts";
 import { formatAddr, reason } from "./_util.ts";
 import { unwrap, wrap } from "./attr_wrapper.ts";
+import { DEFAULT_MAX_DEPTH } from "./_codec.ts";
+import { jsonOnlyProblem, RichEncoder } from "./_rich.ts";
 import {
   certificateNotAfter,
   defaultDevCertDir,
@@ -103,8 +105,10 @@ Limits (each bounds what one client can cost the server):
   --max-depth N            deepest nesting of arrays and objects in a message (default 128)`,
   call: `Usage: deno run -A cli.ts call [options] METHOD [ARG...]
 
-Calls METHOD and prints its result as JSON on stdout. Each ARG is parsed as JSON when it is
-valid JSON, else taken as a string: call greet ada, call add 2 3, call sum '[1,2]'.
+Calls METHOD and prints its result as JSON on stdout; rich values (bytes, BigInt, Date, Map,
+Set, NaN...) print as themselves, e.g. 12n or Uint8Array(3 bytes) <01 02 03>. Each ARG is parsed
+as JSON when it is valid JSON, else taken as a string: call greet ada, call add 2 3,
+call sum '[1,2]'.
 
 Options:
   --hostname HOST    server host (default localhost)
@@ -113,6 +117,7 @@ Options:
                      and the development CA, when there is one)
   --timeout MS       time to wait for the response (default 30000)
   --params JSON      by-name params, a JSON object, instead of ARGs
+  --raw              print the exact JSON of the wire, rich values as their tags
   --get PATH         print only the value at a dotted path of the result, e.g. 2.dd.ee
                      or items.-1.name (exit 1 naming the first missing step)
   -h, --help         show this help
@@ -296,6 +301,7 @@ async function callCommand(args: string[]): Promise<number> {
     ...connectionFlags,
     params: { type: "string" },
     get: { type: "string" },
+    raw: { type: "boolean" },
   });
   if (values.help) return help("call");
   const [method, ...rawParams] = positionals;
@@ -312,7 +318,8 @@ async function callCommand(args: string[]): Promise<number> {
         ? client.call(method, ...rawParams.map(parseArg))
         : client.callNamed(method, named),
   );
-  console.log(formatJson(values.get === undefined ? result : pick(result, values.get)));
+  const value = values.get === undefined ? result : pick(result, values.get);
+  console.log(values.raw ? rawJson(value) : formatValue(value));
   return ExitCode.Ok;
 }
 
@@ -595,8 +602,72 @@ function parseNamedParams(text: string): Record<string, unknown> {
   return value as Record<string, unknown>;
 }
 
-function formatJson(value: unknown): string {
-  return JSON.stringify(value, null, Deno.stdout.isTerminal() ? 2 : undefined) ?? "null";
+/**
+ * The result for a human: JSON when plain JSON carries it, else JSON-like text in which rich
+ * values read as themselves: `12345678901234567890n`, `Date(2024-01-01T00:00:00.000Z)`,
+ * `Uint8Array(1048576) <00 01 02 ... ff>`, `Map { "a" => 1 }`, `Set [1, 2]`, `undefined`, `NaN`.
+ */
+function formatValue(value: unknown): string {
+  const indent = Deno.stdout.isTerminal() ? 2 : undefined;
+  if (jsonOnlyProblem(value, DEFAULT_MAX_DEPTH, true) === undefined) {
+    return JSON.stringify(value, null, indent) ?? "null";
+  }
+  return readable(value, indent === undefined ? "" : "\n", indent ?? 0, 0);
+}
+
+/** Bytes shown of a binary value, in hex. */
+const BYTES_PREVIEW = 16;
+
+function readable(value: unknown, newline: string, indent: number, level: number): string {
+  const pad = (n: number) => newline === "" ? "" : newline + " ".repeat(indent * n);
+  const list = (open: string, items: string[], close: string) =>
+    items.length === 0
+      ? `${open}${close}`
+      : `${open}${items.map((item) => pad(level + 1) + item).join(newline === "" ? ", " : ",")}${
+        pad(level)
+      }${close}`;
+  const inner = (v: unknown) => readable(v, newline, indent, level + 1);
+  switch (typeof value) {
+    case "bigint":
+      return `${value}n`;
+    case "undefined":
+      return "undefined";
+    case "number":
+      return Object.is(value, -0) ? "-0" : String(value);
+    case "string":
+    case "boolean":
+      return JSON.stringify(value);
+    case "object": {
+      if (value === null) return "null";
+      if (value instanceof Date) {
+        return Number.isNaN(value.getTime()) ? "Date(invalid)" : `Date(${value.toISOString()})`;
+      }
+      if (value instanceof ArrayBuffer || ArrayBuffer.isView(value)) {
+        const bytes = value instanceof ArrayBuffer
+          ? new Uint8Array(value)
+          : new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
+        const hex = [...bytes.subarray(0, BYTES_PREVIEW)].map((b) =>
+          b.toString(16).padStart(2, "0")
+        );
+        const more = bytes.length > BYTES_PREVIEW ? " ..." : "";
+        return `${value.constructor.name}(${bytes.length} bytes) <${hex.join(" ")}${more}>`;
+      }
+      if (value instanceof Map) {
+        return list("Map {", [...value].map(([k, v]) => `${inner(k)} => ${inner(v)}`), "}");
+      }
+      if (value instanceof Set) return list("Set [", [...value].map(inner), "]");
+      if (Array.isArray(value)) return list("[", value.map(inner), "]");
+      const entries = Object.entries(value).map(([k, v]) => `${JSON.stringify(k)}: ${inner(v)}`);
+      return list("{", entries, "}");
+    }
+    default:
+      return String(value);
+  }
+}
+
+/** The value as the exact JSON of the wire: rich values as their tags (PROTOCOL.md section 8). */
+function rawJson(value: unknown): string {
+  return JSON.stringify(new RichEncoder(DEFAULT_MAX_DEPTH).encode(value)) ?? "null";
 }
 
 function help(command: keyof typeof HELP): number {

@@ -126,10 +126,20 @@ function pick<T>(items: readonly T[]): T {
   return items[randomInt(items.length)]!;
 }
 
-const CHARACTERS = [..."abcxyz019 _-\"\\/\n\téüßñ漢字😀🚀"];
+/** Characters of string values: some that JSON escapes, some of two, three and four UTF-8 bytes. */
+const CHARACTERS = [...'abcxyz019 _-"\\/\n\téüßñ漢字😀🚀'];
 
-function randomString(maxLength: number): string {
-  return Array.from({ length: randomInt(maxLength + 1) }, () => pick(CHARACTERS)).join("");
+/**
+ * Characters of object keys: none that JSON escapes. Deno 2.9.6's V8 (15.0) parses a key with
+ * an escape wrongly when an earlier object took the same map transition with another escape of
+ * the same length: after `JSON.parse('{"k0":1,"k1\\\\":2}')`, `JSON.parse('{"k0":1,"k1\\t":2}')`
+ * has the keys `k0` and `k1\` (backslash), not `k1<TAB>`. tlsrpc cannot work around that, and
+ * it is no fault of the server, so the soak keeps it out of its keys.
+ */
+const KEY_CHARACTERS = [..."abcxyz019 _-éüßñ漢字😀🚀"];
+
+function randomString(maxLength: number, characters = CHARACTERS): string {
+  return Array.from({ length: randomInt(maxLength + 1) }, () => pick(characters)).join("");
 }
 
 /** A random JSON value; every value survives a JSON round trip unchanged (no -0, no __proto__ key). */
@@ -149,7 +159,10 @@ function randomValue(depth = 0): unknown {
       return Array.from({ length: randomInt(6) }, () => randomValue(depth + 1));
     default:
       return Object.fromEntries(
-        Array.from({ length: randomInt(6) }, (_, i) => [`k${i}${randomString(6)}`, randomValue(depth + 1)]),
+        Array.from({ length: randomInt(6) }, (_, i) => [
+          `k${i}${randomString(6, KEY_CHARACTERS)}`,
+          randomValue(depth + 1),
+        ]),
       );
   }
 }
@@ -422,7 +435,9 @@ const chaos: Record<string, Chaos> = {
     }, 0),
   badMethodNames: () =>
     rawFault(async (raw) => {
-      for (const [id, method] of ["toString", "constructor", "__proto__", "hasOwnProperty"].entries()) {
+      for (
+        const [id, method] of ["toString", "constructor", "__proto__", "hasOwnProperty"].entries()
+      ) {
         await raw.send(requestText(id, method, [1]));
         await settle(raw.receive(), 2000);
       }
