@@ -91,6 +91,9 @@ async function listenNode(options: ListenOptions): Promise<Listener> {
     }
     open++;
     handshaking.add(socket);
+    // Nagle's algorithm off from the first byte: the handshake's small writes must not wait
+    // for delayed ACKs (40 ms on Linux), nor must small replies later.
+    socket.setNoDelay(true);
     socket.once("close", () => {
       open--;
       handshaking.delete(socket);
@@ -147,7 +150,6 @@ class NodeConnection implements Connection {
   constructor(socket: tls.TLSSocket) {
     this.#socket = socket;
     this.remoteAddr = { hostname: socket.remoteAddress ?? "?", port: socket.remotePort ?? 0 };
-    socket.setNoDelay(true);
     socket.on("data", (chunk: Buffer) => {
       this.#chunks.push(chunk);
       this.#buffered += chunk.length;

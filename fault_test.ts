@@ -498,22 +498,24 @@ Deno.test("serve() closes a connection whose ClientHello has one byte corrupted,
       await whileGoodClientCalls(port, async () => {
         // In batches, so that a corruption that stalls costs one handshake timeout per batch.
         for (let from = 0; from < corruptions.length; from += 32) {
-          await Promise.all(corruptions.slice(from, from + 32).map(async ({ offset, mask }) => {
-            const bytes = hello.slice();
-            bytes[offset]! ^= mask;
-            await using tcp = await Tcp.open(port);
-            await tcp.write(bytes);
-            const what = `the close after corrupting offset ${offset} with mask 0x${
-              mask.toString(16)
-            } (seed 0x${seed.toString(16)})`;
-            if (transport === "node") {
-              await within(tcp.closed, what, handshakeTimeout + SLACK_MS);
-              assert.ok(tcp.closedByServer, what);
-            } else {
-              // A stalled handshake keeps its socket on "deno": give it the deadline, then leave.
-              await settlesWithin(tcp.closed, 2 * handshakeTimeout);
-            }
-          }));
+          await Promise.all(
+            corruptions.slice(from, from + 32).map(async ({ offset, mask }) => {
+              const bytes = hello.slice();
+              bytes[offset]! ^= mask;
+              await using tcp = await Tcp.open(port);
+              await tcp.write(bytes);
+              const what = `the close after corrupting offset ${offset} with mask 0x${
+                mask.toString(16)
+              } (seed 0x${seed.toString(16)})`;
+              if (transport === "node") {
+                await within(tcp.closed, what, handshakeTimeout + SLACK_MS);
+                assert.ok(tcp.closedByServer, what);
+              } else {
+                // A stalled handshake keeps its socket on "deno": give it the deadline, then leave.
+                await settlesWithin(tcp.closed, 2 * handshakeTimeout);
+              }
+            }),
+          );
         }
       });
     });
@@ -603,7 +605,8 @@ Deno.test("serve() logs at most 5 connection errors a second under attack, then 
     await t.step(transport, async () => {
       const server = watched(transport);
       await using rpc = await serve(base, server.options);
-      const summary = /^(\d+) more connection errors in the last \d+ s \(at most 5 are logged a second\)$/;
+      const summary =
+        /^(\d+) more connection errors in the last \d+ s \(at most 5 are logged a second\)$/;
       const accounted = (lines: string[]) =>
         lines.reduce((sum, line) => sum + Number(summary.exec(line)?.[1] ?? 1), 0);
       await whileGoodClientCalls(rpc.addr.port, async () => {
@@ -975,8 +978,10 @@ Deno.test("serve() applies backpressure to 20 000 pipelined requests and answers
       const rssBefore = Deno.memoryUsage().rss;
       await whileGoodClientCalls(server.addr.port, async () => {
         await using raw = await RawClient.connect(server.addr.port);
-        const frames = Array.from({ length: count }, (_, i) =>
-          framed(JSON.stringify(request(i, "slow", [i]))));
+        const frames = Array.from(
+          { length: count },
+          (_, i) => framed(JSON.stringify(request(i, "slow", [i]))),
+        );
         const writing = (async () => {
           for (let i = 0; i < count; i += 500) {
             const chunk = frames.slice(i, i + 500);

@@ -43,7 +43,12 @@ for (const [name, frame] of [["small", smallFrame], ["medium", mediumFrame]] as 
     decodeFrame(frame, 128);
   });
 }
-const rich = { when: new Date(), big: 2n ** 70n, seen: new Set([1, 2]), index: new Map([["a", 1]]) };
+const rich = {
+  when: new Date(),
+  big: 2n ** 70n,
+  seen: new Set([1, 2]),
+  index: new Map([["a", 1]]),
+};
 Deno.bench("RichEncoder rich small", () => {
   JSON.stringify(new RichEncoder(128).encode(rich));
 });
