@@ -17,6 +17,7 @@ import {
 } from "./_codec.ts";
 import { CancelledError, ErrorCode, RpcError, TimeoutError } from "./errors.ts";
 import { type CallContext, runInContext } from "./context.ts";
+import { type Authenticator, MAX_AUTH_FAILURES } from "./_auth.ts";
 import type { MethodInfo } from "./server.ts";
 
 // deno-lint-ignore no-explicit-any
@@ -226,8 +227,14 @@ export interface Session {
   readonly accepting: boolean;
   /** The peer's address. */
   readonly peer: { readonly hostname: string; readonly port: number };
-  /** Who the peer proved to be, if anyone. */
-  readonly identity: unknown;
+  /** Who the peer proved to be (its certificate, or what its token stands for), if anyone. */
+  identity: unknown;
+  /** Whether the peer may call methods: true from the start unless the server wants a token. */
+  authenticated: boolean;
+  /** Failed `rpc.auth` attempts so far. */
+  authFailures: number;
+  /** Closes the connection once what is queued has been written. */
+  closeSoon(why: string): void;
   /** Whether the peer announced rich values (`rpc.hello`), so that it may get extended frames. */
   rich: boolean;
   /** The calls in flight on this connection, by the JSON text of their id, for `rpc.cancel`. */
@@ -242,6 +249,9 @@ export function detachedSession(accepting = true): Session {
     accepting,
     peer: { hostname: "", port: 0 },
     identity: undefined,
+    authenticated: true,
+    authFailures: 0,
+    closeSoon: () => {},
     rich: false,
     calls: new Map(),
     notify: () => {},
@@ -323,6 +333,8 @@ export interface DispatcherOptions {
   exposeStack?: boolean;
   /** The `info` member of the rpc.discover document. */
   info?: { title: string; version: string };
+  /** When set, a peer must present a token (`rpc.auth`) that this accepts before calling. */
+  authenticate?: Authenticator;
 }
 
 /** Turns decoded JSON-RPC messages into handler calls and their results into response text. */
@@ -332,12 +344,19 @@ export class Dispatcher {
   #maxDepth: number;
   #maxBatch: number;
   #discover: unknown;
+  #authenticate: Authenticator | undefined;
+
+  /** Whether peers must present a token before calling. */
+  get requiresToken(): boolean {
+    return this.#authenticate !== undefined;
+  }
 
   constructor(handlers: object, options: DispatcherOptions = {}) {
     this.methods = buildMethodTable(handlers);
     this.#exposeStack = options.exposeStack ?? false;
     this.#maxDepth = options.maxDepth ?? DEFAULT_MAX_DEPTH;
     this.#maxBatch = options.maxBatch ?? 1024;
+    this.#authenticate = options.authenticate;
     this.#discover = {
       openrpc: "1.3.2",
       info: options.info ?? { title: "tlsrpc", version: "0.0.0" },
@@ -428,9 +447,19 @@ export class Dispatcher {
     if (!session.accepting) {
       return errorText(idText, ErrorCode.ShuttingDown, "Server is shutting down");
     }
+    // Keepalive, hello and authentication come before everything else, and touch no handler.
+    if (method === "rpc.ping") return resultText(idText, "pong");
+    if (method === "rpc.hello") return this.#hello(params, idText, session);
+    if (method === "rpc.auth") return this.#auth(params, idText, session);
+    if (!session.authenticated) {
+      return errorText(
+        idText,
+        ErrorCode.Unauthorized,
+        "Unauthorized: present a token with rpc.auth before calling",
+      );
+    }
     if (method === "rpc.discover") return resultText(idText, this.#discover);
     if (method === "rpc.cancel") return this.#cancel(params, idText, session);
-    if (method === "rpc.hello") return this.#hello(params, idText, session);
     const entry = this.methods.get(method);
     if (entry === undefined) {
       return errorText(
@@ -493,6 +522,48 @@ export class Dispatcher {
     }
     session.rich = offered?.includes("rich") ?? false;
     return resultText(idText, { extensions: EXTENSIONS });
+  }
+
+  /**
+   * `rpc.auth`: params `[token]` or `{ "token": token }`. The token is never echoed or logged;
+   * after {@linkcode MAX_AUTH_FAILURES} refusals the connection is closed.
+   */
+  #auth(params: unknown[] | object | undefined, idText: string, session: Session): Reply {
+    const authenticate = this.#authenticate;
+    if (authenticate === undefined) return resultText(idText, true); // nothing to prove
+    const token = Array.isArray(params)
+      ? params[0]
+      : (params as { token?: unknown } | undefined)?.token;
+    if (typeof token !== "string") {
+      return errorText(
+        idText,
+        ErrorCode.InvalidParams,
+        "Invalid params: rpc.auth takes a token string",
+      );
+    }
+    const settle = (identity: unknown): Encoded => {
+      if (identity === undefined || identity === null || identity === false) {
+        if (++session.authFailures >= MAX_AUTH_FAILURES) {
+          session.closeSoon(`${session.authFailures} failed authentications`);
+        }
+        return errorText(idText, ErrorCode.AuthenticationFailed, "Authentication failed");
+      }
+      session.identity = identity;
+      session.authenticated = true;
+      return resultText(idText, true);
+    };
+    const refused = (error: unknown): Encoded => {
+      // The authenticator's own failure: refuse, and say nothing of the token.
+      void error;
+      return settle(undefined);
+    };
+    let verdict: unknown;
+    try {
+      verdict = authenticate(token, session.peer);
+    } catch (error) {
+      return refused(error);
+    }
+    return verdict instanceof Promise ? verdict.then(settle, refused) : settle(verdict);
   }
 
   /** `rpc.cancel`: params `[id]` or `{ "id": id }` name a call in flight on the same connection. */

@@ -15,10 +15,22 @@ import type { Buffer } from "node:buffer";
 import type { ByteSink, ByteSource } from "./framing.ts";
 import { closeQuietly, formatAddr, reason } from "./_util.ts";
 
+/** Who a client certificate says its holder is. */
+export interface CertificateIdentity {
+  /** The certificate's subject, by attribute: `{ CN: "worker-1", O: "Example" }`. */
+  readonly subject: Readonly<Record<string, string>>;
+  /** The subject alternative names, as `DNS:name`, `IP Address:1.2.3.4`, ... */
+  readonly altNames: readonly string[];
+  /** The SHA-256 fingerprint, colon-separated hex. */
+  readonly fingerprint: string;
+}
+
 /** One connection after its TLS handshake. */
 export interface Connection extends ByteSource, ByteSink {
   /** The peer's address. */
   readonly remoteAddr: { hostname: string; port: number };
+  /** The verified client certificate, when the server asked for one. */
+  readonly peerCertificate: CertificateIdentity | undefined;
   /** Closes the connection at once; a pending read then resolves `null` or rejects. */
   close(): void;
 }
@@ -33,6 +45,8 @@ export interface ListenOptions {
   handshakeTimeout: number;
   /** Connections open at once, handshaking ones included; more are closed at once. */
   maxConnections: number;
+  /** CA certificates (PEM) client certificates must chain to; none asked for when absent. */
+  clientCa?: string | undefined;
   /** Called with every connection whose handshake completed. */
   onConnection(conn: Connection): void;
   /** A one-line report of something that cost a connection. */
@@ -73,6 +87,8 @@ async function listenNode(options: ListenOptions): Promise<Listener> {
     cert: options.cert,
     key: options.key,
     handshakeTimeout: options.handshakeTimeout,
+    ...(options.clientCa !== undefined &&
+      { ca: options.clientCa, requestCert: true, rejectUnauthorized: true }),
     // A client that has sent all its requests may half-close and still wait for the replies.
     allowHalfOpen: true,
   });
@@ -137,9 +153,20 @@ async function listenNode(options: ListenOptions): Promise<Listener> {
   };
 }
 
+function certificateIdentity(cert: tls.PeerCertificate): CertificateIdentity | undefined {
+  if (cert === null || typeof cert !== "object" || !cert.fingerprint256) return undefined;
+  const subject: Record<string, string> = {};
+  for (const [key, value] of Object.entries(cert.subject ?? {})) {
+    subject[key] = Array.isArray(value) ? value.join(", ") : String(value);
+  }
+  const altNames = (cert.subjectaltname ?? "").split(", ").filter((name) => name !== "");
+  return { subject, altNames, fingerprint: cert.fingerprint256 };
+}
+
 /** A `node:tls` socket as a pull-based byte source and sink. */
 class NodeConnection implements Connection {
   readonly remoteAddr: { hostname: string; port: number };
+  readonly peerCertificate: CertificateIdentity | undefined;
   #socket: tls.TLSSocket;
   #chunks: Uint8Array[] = [];
   #buffered = 0;
@@ -150,6 +177,9 @@ class NodeConnection implements Connection {
   constructor(socket: tls.TLSSocket) {
     this.#socket = socket;
     this.remoteAddr = { hostname: socket.remoteAddress ?? "?", port: socket.remotePort ?? 0 };
+    this.peerCertificate = socket.authorized
+      ? certificateIdentity(socket.getPeerCertificate())
+      : undefined;
     socket.on("data", (chunk: Buffer) => {
       this.#chunks.push(chunk);
       this.#buffered += chunk.length;
@@ -301,6 +331,7 @@ function listenDeno(options: ListenOptions): Listener {
 /** A `Deno.TlsConn` whose handshake completed; `done` resolves when it is closed. */
 class DenoConnection implements Connection {
   readonly remoteAddr: { hostname: string; port: number };
+  readonly peerCertificate = undefined;
   readonly done: Promise<void>;
   #conn: Deno.TlsConn;
   #closed = false;

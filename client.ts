@@ -1,7 +1,7 @@
 /**
  * The tlsrpc client: calls the methods of a tlsrpc server over one TLS connection, many calls at
- * a time. It imports only files of this project and needs no permission beyond `--allow-net`, so
- * it can be imported straight from a URL.
+ * a time, and, when asked, reconnects after the server goes away. It imports only files of this
+ * project and needs no permission beyond `--allow-net`, so it can be imported straight from a URL.
  *
  * @example Call a server
  * ```ts ignore
@@ -49,7 +49,58 @@ export const DEFAULT_CLIENT_OPTIONS = {
   port: 7443,
   /** TCP connect plus TLS handshake: 10 s covers a slow network and still fails in human time. */
   connectTimeout: 10_000,
+  /** The first wait before reconnecting: long enough not to hammer a restarting server. */
+  reconnectInitialDelay: 100,
+  /** The longest wait between reconnection attempts: a recovered server is found within 10 s. */
+  reconnectMaxDelay: 10_000,
+  /** Attempts before giving up: with the delays above, about a minute of trying. */
+  reconnectMaxAttempts: 10,
+  /**
+   * Quiet time after which a keepalive ping goes out: 30 s finds a dead peer well before TCP
+   * does (minutes to hours), for one small frame a minute.
+   */
+  keepaliveInterval: 30_000,
+  /** How long a ping may go unanswered before the connection counts as dead. */
+  keepaliveTimeout: 10_000,
 } as const;
+
+/** Options for reconnecting, in {@linkcode ConnectOptions.reconnect}. */
+export interface ReconnectOptions {
+  /**
+   * Milliseconds before the first attempt; each later wait doubles, with ±50 % jitter.
+   *
+   * @default {100}
+   */
+  initialDelay?: number;
+  /**
+   * The longest wait between attempts, in milliseconds.
+   *
+   * @default {10000}
+   */
+  maxDelay?: number;
+  /**
+   * Attempts before the client gives up and closes.
+   *
+   * @default {10}
+   */
+  maxAttempts?: number;
+}
+
+/** Options for keepalive pings, in {@linkcode ConnectOptions.keepalive}. */
+export interface KeepaliveOptions {
+  /**
+   * Milliseconds without a frame from the server after which the client pings it.
+   *
+   * @default {30000}
+   */
+  interval?: number;
+  /**
+   * Milliseconds the ping may go unanswered before the connection counts as dead.
+   *
+   * @default {10000}
+   */
+  timeout?: number;
+}
 
 /** Options for {@linkcode connect}. */
 export interface ConnectOptions {
@@ -66,19 +117,28 @@ export interface ConnectOptions {
    */
   port?: number;
   /**
-   * The CA certificates, PEM, to verify the server's certificate with, instead of the system's
+   * The CA certificates, PEM, to verify the server's certificate with, besides the system's
    * root store.
    */
   caCerts?: string[];
+  /** A client certificate chain, PEM, for servers that require mutual TLS; with `key`. */
+  cert?: string;
+  /** The private key of `cert`, PEM. */
+  key?: string;
+  /**
+   * A token to present once per connection (`rpc.auth`) before any call, for servers that want
+   * one. Never logged, never part of an error message.
+   */
+  token?: string;
   /**
    * Milliseconds each call may take before it rejects with a {@linkcode TimeoutError}; 0 waits
-   * for ever.
+   * for ever. Calls may set their own with {@linkcode RpcClient.withOptions}.
    *
    * @default {0}
    */
   timeout?: number;
   /**
-   * Milliseconds the TCP connection and TLS handshake may take.
+   * Milliseconds the TCP connection, TLS handshake and authentication may take.
    *
    * @default {10000}
    */
@@ -102,15 +162,72 @@ export interface ConnectOptions {
    * Offer the server rich values (`rpc.hello` on connecting): `Uint8Array` and other binary data
    * sent raw, `Date`, `BigInt`, `Map`, `Set`, `undefined`, `NaN`, `±Infinity` and `-0`, exactly. A
    * server without the extension answers "method not found", and the client then sends plain
-   * JSON only. `false` skips the round trip and speaks plain JSON-RPC 2.0.
+   * JSON only. `false` speaks plain JSON-RPC 2.0 only.
    *
    * @default {true}
    */
   richValues?: boolean;
+  /**
+   * Reconnect when the connection drops, with exponential backoff and jitter: `true` for the
+   * defaults. Calls made while reconnecting wait (within their own timeout) and then go out.
+   * Calls in flight when it dropped reject with {@linkcode ConnectionError}, as their outcome is
+   * unknown; only calls marked `idempotent` are sent again, once. Without it, a dropped connection
+   * closes the client.
+   *
+   * @default {false}
+   */
+  reconnect?: boolean | ReconnectOptions;
+  /**
+   * Ping the server after a quiet interval, and count the connection dead when the ping goes
+   * unanswered (then `reconnect` applies): `true` for the defaults.
+   *
+   * @default {false}
+   */
+  keepalive?: boolean | KeepaliveOptions;
+  /** Called when the connection drops, with the reason; `onReconnect` follows if it comes back. */
+  onDisconnect?: (error: ConnectionError) => void;
+  /** Called when the client has reconnected, before the calls that waited go out. */
+  onReconnect?: () => void;
 }
 
-/** Says hello to the server: a method of the client only `connect()` calls. */
-const HELLO = Symbol("hello");
+/** Options for one call, or for every call made through {@linkcode RpcClient.withOptions}. */
+export interface CallOptions {
+  /**
+   * Milliseconds the call may take, waiting for a reconnection included; it then rejects with a
+   * {@linkcode TimeoutError}. The deadline travels with the request, so the handler's signal
+   * aborts too and its late result is dropped. 0 waits for ever.
+   *
+   * @default {the client's `timeout`}
+   */
+  timeout?: number;
+  /**
+   * Aborting it rejects the call at once with the signal's reason and tells the server, whose
+   * handler's signal then aborts.
+   */
+  signal?: AbortSignal;
+  /**
+   * The call may safely run twice: if the connection drops while it is in flight and the client
+   * reconnects, it is sent once more instead of rejecting.
+   *
+   * @default {false}
+   */
+  idempotent?: boolean;
+}
+
+/**
+ * The calling half of a client: what {@linkcode RpcClient} offers, and what
+ * {@linkcode RpcClient.withOptions} returns with per-call options bound.
+ *
+ * @typeParam T The type of the server's handlers, or `unknown`.
+ */
+export interface RpcCaller<T = unknown> {
+  /** Calls `method` with by-position params. */
+  call(method: string, ...params: unknown[]): Promise<unknown>;
+  /** Calls `method` with by-name params, passed to the handler as one object. */
+  callNamed(method: string, params: Record<string, unknown>): Promise<unknown>;
+  /** The remote methods as functions. */
+  readonly proxy: RemoteProxy<T>;
+}
 
 /**
  * The remote view of a handler type `T`, as the server exposes it: each method returns a promise
@@ -149,48 +266,29 @@ export type ExposedKey<K, V> = K extends `_${string}` | "constructor" ? never
 // deno-lint-ignore no-explicit-any
 export type RemoteProxy<T> = unknown extends T ? any : Remote<T>;
 
+/** A call, from the moment it is made until it settles. */
 interface Pending {
+  readonly method: string;
+  readonly params: unknown[] | Record<string, unknown>;
+  readonly idempotent: boolean;
+  /** When the caller stops waiting (`Date.now()`), or `undefined`. */
+  readonly deadline: number | undefined;
   resolve(value: unknown): void;
   reject(error: unknown): void;
   timer: ReturnType<typeof setTimeout> | undefined;
   signal: AbortSignal | undefined;
   onAbort: (() => void) | undefined;
-}
-
-/** Options for one call, or for every call made through {@linkcode RpcClient.withOptions}. */
-export interface CallOptions {
-  /**
-   * Milliseconds the call may take; it then rejects with a {@linkcode TimeoutError}. The deadline
-   * travels with the request, so the handler's signal aborts too and its late result is dropped.
-   * 0 waits for ever.
-   *
-   * @default {the client's `timeout`}
-   */
-  timeout?: number;
-  /**
-   * Aborting it rejects the call at once with the signal's reason and tells the server, whose
-   * handler's signal then aborts.
-   */
-  signal?: AbortSignal;
+  /** The connection it went out on, or `undefined` while it waits for one. */
+  link: Link | undefined;
+  /** Sent once more after a reconnection already. */
+  retried: boolean;
+  /** Resolved, rejected, timed out or aborted. */
+  settled: boolean;
 }
 
 /**
- * The calling half of a client: what {@linkcode RpcClient} offers, and what
- * {@linkcode RpcClient.withOptions} returns with per-call options bound.
- *
- * @typeParam T The type of the server's handlers, or `unknown`.
- */
-export interface RpcCaller<T = unknown> {
-  /** Calls `method` with by-position params. */
-  call(method: string, ...params: unknown[]): Promise<unknown>;
-  /** Calls `method` with by-name params, passed to the handler as one object. */
-  callNamed(method: string, params: Record<string, unknown>): Promise<unknown>;
-  /** The remote methods as functions. */
-  readonly proxy: RemoteProxy<T>;
-}
-
-/**
- * Connects to a tlsrpc server, completing the TLS handshake before it resolves.
+ * Connects to a tlsrpc server and completes the TLS handshake (and, with a `token`, the
+ * authentication) before it resolves.
  *
  * @example Connect with the test CA
  * ```ts ignore
@@ -200,18 +298,74 @@ export interface RpcCaller<T = unknown> {
  * await client.close();
  * ```
  *
- * @param options Where to connect and how to verify the server.
+ * @typeParam T The type of the server's handlers (`typeof handlers`, from an `import type`), for
+ * a typed {@linkcode RpcClient.proxy}.
+ * @param options Where to connect, how to verify the server and how to behave.
  * @returns The connected client.
- * @throws {ConnectionError} When the server cannot be reached or the TLS handshake fails.
+ * @throws {ConnectionError} When the server cannot be reached, the TLS handshake fails or the
+ * server refuses the token.
  * @throws {TimeoutError} When connecting takes longer than `connectTimeout`.
  */
 export async function connect<T = unknown>(options: ConnectOptions = {}): Promise<RpcClient<T>> {
-  const hostname = options.hostname ?? DEFAULT_CLIENT_OPTIONS.hostname;
-  const port = options.port ?? DEFAULT_CLIENT_OPTIONS.port;
-  const target = formatAddr({ hostname, port });
-  const signal = options.signal;
+  options.signal?.throwIfAborted();
+  const client = new RpcClient<T>(options);
+  await client[OPEN]();
+  return client;
+}
+
+/** The method of RpcClient that only `connect()` calls. */
+const OPEN = Symbol("open");
+
+/** One TLS connection of a client: its reader, its writer, and what the server said in hello. */
+class Link {
+  readonly conn: Deno.TlsConn;
+  readonly writer: FrameWriter;
+  rich = false;
+  /** Settles when the server has answered rpc.hello; `undefined` once it has. */
+  hello: Promise<void> | undefined;
+  lastHeard = Date.now();
+  lost = false;
+  /** The server's error for a message it could not read (id null), just before it closes. */
+  serverError: RpcError | undefined;
+  keepalive: ReturnType<typeof setInterval> | undefined;
+  pinging = false;
+
+  constructor(
+    conn: Deno.TlsConn,
+    maxFrameBytes: number | undefined,
+    onWriteError: (error: unknown) => void,
+  ) {
+    this.conn = conn;
+    this.writer = new FrameWriter(
+      conn,
+      maxFrameBytes === undefined
+        ? { onError: onWriteError }
+        : { maxFrameBytes, onError: onWriteError },
+    );
+  }
+
+  send(message: Encoded): void {
+    if (typeof message === "string") this.writer.writeText(message);
+    else this.writer.writeParts(message);
+  }
+
+  close(): void {
+    this.lost = true;
+    clearInterval(this.keepalive);
+    closeQuietly(this.conn);
+  }
+}
+
+/** Opens a TLS connection, handshake done, within `timeout` ms or until `signal` aborts. */
+async function openTls(
+  options: ConnectOptions,
+  hostname: string,
+  port: number,
+  target: string,
+  timeout: number,
+  signal: AbortSignal | undefined,
+): Promise<Deno.TlsConn> {
   signal?.throwIfAborted();
-  const timeout = options.connectTimeout ?? DEFAULT_CLIENT_OPTIONS.connectTimeout;
   let conn: Deno.TlsConn | undefined;
   let abandoned = false;
   let timer: ReturnType<typeof setTimeout> | undefined;
@@ -227,30 +381,31 @@ export async function connect<T = unknown>(options: ConnectOptions = {}): Promis
     onAbort = () => reject(signal?.reason);
     signal?.addEventListener("abort", onAbort, { once: true });
   });
+  const keep = (opened: Deno.TlsConn) => {
+    // A connection that opens after we gave up must not leak.
+    if (abandoned) closeQuietly(opened);
+    conn = opened;
+    return opened.handshake();
+  };
   try {
-    // TCP first, to turn Nagle's algorithm off (Deno.connectTls cannot): otherwise a small write
-    // can wait for a delayed ACK, 40 ms on Linux, in the handshake and in every call.
-    const opening = Deno.connect({ hostname, port }).then((tcp) => {
-      // A connection that opens after we gave up must not leak.
-      if (abandoned) {
-        closeQuietly(tcp);
-        throw new Error("abandoned");
-      }
-      tcp.setNoDelay(true);
-      const tls = Deno.startTls(tcp, {
-        hostname,
-        ...(options.caCerts && { caCerts: options.caCerts }),
+    const caCerts = options.caCerts && { caCerts: options.caCerts };
+    const opening = options.cert !== undefined && options.key !== undefined
+      // Deno.startTls takes no client certificate, so this path keeps Nagle's algorithm on.
+      ? Deno.connectTls({ hostname, port, ...caCerts, cert: options.cert, key: options.key }).then(
+        keep,
+      )
+      // TCP first, to turn Nagle's algorithm off (Deno.connectTls cannot): otherwise a small
+      // write can wait for a delayed ACK, 40 ms on Linux, in the handshake and in every call.
+      : Deno.connect({ hostname, port }).then((tcp) => {
+        if (abandoned) {
+          closeQuietly(tcp);
+          throw new Error("abandoned");
+        }
+        tcp.setNoDelay(true);
+        return Deno.startTls(tcp, { hostname, ...caCerts }).then(keep);
       });
-      return tls.then((opened) => {
-        if (abandoned) closeQuietly(opened);
-        conn = opened;
-        return opened.handshake();
-      });
-    });
     await Promise.race([opening, stop]);
-    const client = new RpcClient<T>(conn!, target, options);
-    if (options.richValues !== false) client[HELLO]();
-    return client;
+    return conn!;
   } catch (error) {
     abandoned = true;
     if (conn) closeQuietly(conn);
@@ -263,56 +418,84 @@ export async function connect<T = unknown>(options: ConnectOptions = {}): Promis
 }
 
 /**
- * A connection to a tlsrpc server, from {@linkcode connect}. Calls are multiplexed on the one
- * connection by id; each resolves as soon as its response arrives, in any order.
+ * A client of a tlsrpc server, from {@linkcode connect}. Calls are multiplexed on one connection
+ * by id; each resolves as soon as its response arrives, in any order.
+ *
+ * @typeParam T The type of the server's handlers, for a typed {@linkcode RpcClient.proxy}.
  */
-export class RpcClient<T = unknown> implements AsyncDisposable {
-  #conn: Deno.TlsConn;
+export class RpcClient<T = unknown> implements AsyncDisposable, RpcCaller<T> {
+  #options: ConnectOptions;
+  #hostname: string;
+  #port: number;
   #target: string;
-  #writer: FrameWriter;
-  #pending = new Map<number, Pending>();
-  #nextId = 1;
   #timeout: number;
+  #connectTimeout: number;
   #wrap: boolean;
-  #rich = false;
-  /** Settles when the server has answered rpc.hello; `undefined` when no hello was sent. */
-  #hello: Promise<void> | undefined;
-  #closeReason: Error | undefined;
-  #signal: AbortSignal | undefined;
-  #onAbort = () => this.close();
+  #reconnect: Required<ReconnectOptions> | undefined;
+  #keepalive: Required<KeepaliveOptions> | undefined;
+  #link: Link | undefined;
+  #linkDone: Promise<void> = Promise.resolve();
+  #state: "connecting" | "open" | "reconnecting" | "closed" = "connecting";
+  #pending = new Map<number, Pending>();
+  #waiting = new Set<Pending>();
+  #internal = new Map<
+    number,
+    { link: Link; resolve(value: unknown): void; reject(error: unknown): void }
+  >();
+  #nextId = 1;
+  #nextInternalId = 0;
+  #closed = Promise.withResolvers<void>();
+  #wakeReconnect: (() => void) | undefined;
+  #onAbort = () => void this.close();
   #proxies = new Map<string, object>();
   #listeners = new Map<string, Set<(...params: unknown[]) => void>>();
-  #serverError: RpcError | undefined;
-  /** Resolves when the connection has closed, for whatever reason. */
-  readonly closed: Promise<void>;
 
   /**
-   * Wraps a connected TLS connection; use {@linkcode connect} instead.
+   * Makes a client that is not connected yet; use {@linkcode connect}, which also connects it.
    *
-   * @param conn A TLS connection whose handshake has completed.
-   * @param target The `host:port` the connection goes to, for error messages.
-   * @param options The call timeout and frame limit.
+   * @param options Where to connect, how to verify the server and how to behave.
    */
-  constructor(conn: Deno.TlsConn, target: string, options: ConnectOptions = {}) {
-    this.#conn = conn;
-    this.#target = target;
+  constructor(options: ConnectOptions = {}) {
+    this.#options = options;
+    this.#hostname = options.hostname ?? DEFAULT_CLIENT_OPTIONS.hostname;
+    this.#port = options.port ?? DEFAULT_CLIENT_OPTIONS.port;
+    this.#target = formatAddr({ hostname: this.#hostname, port: this.#port });
     this.#timeout = options.timeout ?? 0;
+    this.#connectTimeout = options.connectTimeout ?? DEFAULT_CLIENT_OPTIONS.connectTimeout;
     this.#wrap = options.wrap ?? false;
-    const frameOptions = options.maxFrameBytes === undefined
-      ? {}
-      : { maxFrameBytes: options.maxFrameBytes };
-    this.#writer = new FrameWriter(conn, {
-      ...frameOptions,
-      onError: (error) => this.#shut(this.#lost(error)),
-    });
-    this.closed = this.#readLoop(new FrameReader(conn, frameOptions));
-    this.#signal = options.signal;
-    this.#signal?.addEventListener("abort", this.#onAbort, { once: true });
+    const reconnect = options.reconnect === true ? {} : options.reconnect || undefined;
+    this.#reconnect = reconnect && {
+      initialDelay: reconnect.initialDelay ?? DEFAULT_CLIENT_OPTIONS.reconnectInitialDelay,
+      maxDelay: reconnect.maxDelay ?? DEFAULT_CLIENT_OPTIONS.reconnectMaxDelay,
+      maxAttempts: reconnect.maxAttempts ?? DEFAULT_CLIENT_OPTIONS.reconnectMaxAttempts,
+    };
+    const keepalive = options.keepalive === true ? {} : options.keepalive || undefined;
+    this.#keepalive = keepalive && {
+      interval: keepalive.interval ?? DEFAULT_CLIENT_OPTIONS.keepaliveInterval,
+      timeout: keepalive.timeout ?? DEFAULT_CLIENT_OPTIONS.keepaliveTimeout,
+    };
   }
 
-  /** Whether the connection is closed; calls then reject at once. */
+  /** Connects the first time; called once, by `connect()`. */
+  async [OPEN](): Promise<void> {
+    try {
+      this.#use(await this.#openLink(this.#options.signal));
+    } catch (error) {
+      this.#state = "closed";
+      this.#closed.resolve();
+      throw error;
+    }
+    this.#options.signal?.addEventListener("abort", this.#onAbort, { once: true });
+  }
+
+  /** Whether the client is closed for good; calls then reject at once. */
   get isClosed(): boolean {
-    return this.#closeReason !== undefined;
+    return this.#state === "closed";
+  }
+
+  /** Resolves when the client has closed for good (not when a connection drops and comes back). */
+  get closed(): Promise<void> {
+    return this.#closed.promise;
   }
 
   /**
@@ -324,12 +507,12 @@ export class RpcClient<T = unknown> implements AsyncDisposable {
    * ```
    *
    * @param method The method's name, dotted for namespaces (`"math.add"`).
-   * @param params The params, each a JSON value.
+   * @param params The params.
    * @returns The result.
    * @throws {RpcError} When the server answers with an error.
-   * @throws {ConnectionError} When the connection is closed or drops before the response.
-   * @throws {TimeoutError} When no response came within the client's `timeout`.
-   * @throws {TypeError} When the params cannot be sent as JSON.
+   * @throws {ConnectionError} When the client is closed or the connection drops before the response.
+   * @throws {TimeoutError} When no response came within the timeout.
+   * @throws {TypeError} When the params cannot be sent.
    */
   call(method: string, ...params: unknown[]): Promise<unknown> {
     return this.#request(method, params, undefined);
@@ -347,8 +530,8 @@ export class RpcClient<T = unknown> implements AsyncDisposable {
    * @param params The params object.
    * @returns The result.
    * @throws {RpcError} When the server answers with an error.
-   * @throws {ConnectionError} When the connection is closed or drops before the response.
-   * @throws {TimeoutError} When no response came within the client's `timeout`.
+   * @throws {ConnectionError} When the client is closed or the connection drops before the response.
+   * @throws {TimeoutError} When no response came within the timeout.
    */
   callNamed(method: string, params: Record<string, unknown>): Promise<unknown> {
     return this.#request(method, params, undefined);
@@ -356,17 +539,17 @@ export class RpcClient<T = unknown> implements AsyncDisposable {
 
   /**
    * The client's calls with per-call options: a timeout that travels to the server as the call's
-   * deadline, and an `AbortSignal` that cancels the call on both sides.
+   * deadline, an `AbortSignal` that cancels the call on both sides, and `idempotent`.
    *
    * @example Cancel a call, or give it a deadline
    * ```ts ignore
    * const controller = new AbortController();
    * const report = client.withOptions({ signal: controller.signal }).proxy.buildReport();
    * controller.abort(); // report rejects now; the handler's callContext().signal aborts
-   * await client.withOptions({ timeout: 500 }).call("search", "tls");
+   * await client.withOptions({ timeout: 500, idempotent: true }).call("search", "tls");
    * ```
    *
-   * @param options The timeout and signal for every call made through the result.
+   * @param options The timeout, signal and idempotence of every call made through the result.
    * @returns `call`, `callNamed` and `proxy` with those options.
    */
   withOptions(options: CallOptions): RpcCaller<T> {
@@ -380,6 +563,31 @@ export class RpcClient<T = unknown> implements AsyncDisposable {
         return proxyFor("", proxies, request) as RemoteProxy<T>;
       },
     };
+  }
+
+  /**
+   * Sends a notification: a call that gets no response, so its outcome is never known.
+   *
+   * @example Notify
+   * ```ts ignore
+   * client.notify("log", "started");
+   * ```
+   *
+   * @param method The method's name.
+   * @param params The params.
+   * @throws {ConnectionError} When the client has no open connection.
+   * @throws {TypeError} When the params cannot be sent.
+   * @throws {RangeError} When the message is larger than the frame limit.
+   */
+  notify(method: string, ...params: unknown[]): void {
+    const link = this.#link;
+    if (this.#state !== "open" || link === undefined) {
+      throw this.#closedError(
+        "send notification",
+        this.#state === "closed" ? "closed" : "not open",
+      );
+    }
+    link.send(this.#encode(link, undefined, method, params, undefined));
   }
 
   /**
@@ -411,27 +619,9 @@ export class RpcClient<T = unknown> implements AsyncDisposable {
   }
 
   /**
-   * Sends a notification: a call that gets no response, so its outcome is never known.
-   *
-   * @example Notify
-   * ```ts ignore
-   * client.notify("log", "started");
-   * ```
-   *
-   * @param method The method's name.
-   * @param params The params.
-   * @throws {ConnectionError} When the connection is closed.
-   * @throws {TypeError} When the params cannot be sent as JSON.
-   * @throws {RangeError} When the message is larger than the frame limit.
-   */
-  notify(method: string, ...params: unknown[]): void {
-    if (this.#closeReason) throw this.#closedError("send notification");
-    this.#send(this.#encode(undefined, method, params, undefined));
-  }
-
-  /**
-   * The remote methods as functions: `await client.proxy.math.add(2, 3)` calls `math.add`. A
-   * method named `then` cannot be reached this way (the proxy is not a promise); use `call`.
+   * The remote methods as functions: `await client.proxy.math.add(2, 3)` calls `math.add`, typed
+   * when the client was made with the handlers' type. A method named `then` cannot be reached
+   * this way (the proxy is not a promise); use `call`.
    */
   get proxy(): RemoteProxy<T> {
     const request = (method: string, params: unknown[]) => this.#request(method, params, undefined);
@@ -439,18 +629,235 @@ export class RpcClient<T = unknown> implements AsyncDisposable {
   }
 
   /**
-   * Closes the connection. Calls still waiting reject with a {@linkcode ConnectionError}.
+   * Closes the client for good. Calls still waiting reject with a {@linkcode ConnectionError}.
    *
    * @returns A promise that resolves once the connection is closed.
    */
   close(): Promise<void> {
     this.#shut(new ConnectionError(`Cannot complete call: client to "${this.#target}" was closed`));
-    return this.closed;
+    return this.#closed.promise;
   }
 
-  /** Closes the connection, as {@linkcode RpcClient.close} does. */
+  /** Closes the client, as {@linkcode RpcClient.close} does. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
+  }
+
+  // --- connections ------------------------------------------------------------------------------
+
+  /** Opens a connection: TLS, then hello (not awaited) and the token (awaited), then keepalive. */
+  async #openLink(signal: AbortSignal | undefined): Promise<Link> {
+    const started = Date.now();
+    const conn = await openTls(
+      this.#options,
+      this.#hostname,
+      this.#port,
+      this.#target,
+      this.#connectTimeout,
+      signal,
+    );
+    const link: Link = new Link(
+      conn,
+      this.#options.maxFrameBytes,
+      (error) => this.#lose(link, this.#lostError(link, error)),
+    );
+    const reader = this.#options.maxFrameBytes === undefined
+      ? new FrameReader(conn)
+      : new FrameReader(conn, { maxFrameBytes: this.#options.maxFrameBytes });
+    const done = this.#readLoop(link, reader);
+    this.#linkDone = Promise.all([this.#linkDone, done]).then(() => {});
+    if (this.#options.richValues !== false) {
+      link.hello = this.#internalCall(
+        link,
+        "rpc.hello",
+        { extensions: ["rich"] },
+        this.#connectTimeout,
+      )
+        .then((answer) => {
+          const extensions = (answer as { extensions?: unknown } | null)?.extensions;
+          link.rich = Array.isArray(extensions) && extensions.includes("rich");
+        }, () => {
+          // A plain JSON-RPC server does not know rpc.hello: it gets plain JSON.
+        }).finally(() => {
+          link.hello = undefined;
+        });
+    }
+    if (this.#options.token !== undefined) {
+      const left = Math.max(1, this.#connectTimeout - (Date.now() - started));
+      try {
+        await this.#internalCall(link, "rpc.auth", [this.#options.token], left);
+      } catch (error) {
+        this.#lose(link, new ConnectionError("closed during authentication"));
+        const why = error instanceof RpcError && error.code === ErrorCode.AuthenticationFailed
+          ? "the server refused the token"
+          : reason(error);
+        throw error instanceof TimeoutError
+          ? new TimeoutError(
+            `Cannot connect to "${this.#target}": no answer to the token within ${left} ms`,
+          )
+          : new ConnectionError(`Cannot connect to "${this.#target}": ${why}`, { cause: error });
+      }
+    }
+    if (this.#keepalive) {
+      const { interval } = this.#keepalive;
+      link.keepalive = setInterval(() => this.#checkKeepalive(link), Math.max(10, interval / 4));
+    }
+    return link;
+  }
+
+  #use(link: Link): void {
+    this.#link = link;
+    this.#state = "open";
+  }
+
+  #checkKeepalive(link: Link): void {
+    const { interval, timeout } = this.#keepalive!;
+    if (link.lost || link.pinging || Date.now() - link.lastHeard < interval) return;
+    link.pinging = true;
+    this.#internalCall(link, "rpc.ping", undefined, timeout).then(() => {
+      link.pinging = false;
+    }, (error) => {
+      if (error instanceof TimeoutError) {
+        this.#lose(
+          link,
+          new ConnectionError(
+            `Cannot complete call: "${this.#target}" did not answer a keepalive ping within ${timeout} ms`,
+          ),
+        );
+      }
+    });
+  }
+
+  async #readLoop(link: Link, reader: FrameReader): Promise<void> {
+    try {
+      for (let frames = await reader.read(); frames; frames = await reader.read()) {
+        link.lastHeard = Date.now();
+        for (const frame of frames) this.#receive(decodeFrame(frame, DEFAULT_MAX_DEPTH), link);
+      }
+      this.#lose(
+        link,
+        link.serverError ? this.#lostError(link, undefined) : new ConnectionError(
+          `Cannot complete call: server "${this.#target}" closed the connection`,
+        ),
+      );
+    } catch (error) {
+      this.#lose(link, this.#lostError(link, error));
+    }
+  }
+
+  /** A connection is gone: fail or keep its calls, then reconnect or close. */
+  #lose(link: Link, error: ConnectionError): void {
+    if (link.lost && this.#link !== link) return;
+    link.close();
+    for (const [id, entry] of this.#internal) {
+      if (entry.link !== link) continue;
+      this.#internal.delete(id);
+      entry.reject(error);
+    }
+    if (this.#link !== link) return; // never in use: a failed (re)connection attempt
+    this.#link = undefined;
+    if (this.#state === "closed") return;
+    const retry = this.#reconnect !== undefined;
+    for (const call of [...this.#pending.values()]) {
+      if (call.link !== link) continue;
+      this.#pending.delete(this.#idOf(call));
+      call.link = undefined;
+      if (retry && call.idempotent && !call.retried) {
+        call.retried = true;
+        this.#waiting.add(call);
+      } else {
+        this.#drop(call);
+        call.reject(error);
+      }
+    }
+    try {
+      this.#options.onDisconnect?.(error);
+    } catch {
+      // The application's callback must not stop the reconnection.
+    }
+    if (!retry) return this.#shut(error);
+    this.#state = "reconnecting";
+    void this.#reconnectLoop(error);
+  }
+
+  async #reconnectLoop(cause: unknown): Promise<void> {
+    const { initialDelay, maxDelay, maxAttempts } = this.#reconnect!;
+    let delay = initialDelay;
+    let last = cause;
+    for (let attempt = 1; attempt <= maxAttempts; attempt++) {
+      await this.#sleep(delay * (0.5 + Math.random()));
+      if (this.isClosed) return;
+      try {
+        const link = await this.#openLink(undefined);
+        if (this.isClosed) {
+          link.close();
+          return;
+        }
+        this.#use(link);
+        try {
+          this.#options.onReconnect?.();
+        } catch {
+          // As above.
+        }
+        for (const call of [...this.#waiting]) {
+          this.#waiting.delete(call);
+          this.#transmit(call, link);
+        }
+        return;
+      } catch (error) {
+        last = error;
+      }
+      delay = Math.min(delay * 2, maxDelay);
+    }
+    this.#shut(
+      new ConnectionError(
+        `Cannot reconnect to "${this.#target}" after ${maxAttempts} attempts: ${reason(last)}`,
+        { cause: last },
+      ),
+    );
+  }
+
+  #sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.#wakeReconnect = done;
+    });
+  }
+
+  #shut(error: ConnectionError): void {
+    if (this.#state === "closed") return;
+    this.#state = "closed";
+    this.#options.signal?.removeEventListener("abort", this.#onAbort);
+    this.#wakeReconnect?.();
+    const link = this.#link;
+    this.#link = undefined;
+    if (link) {
+      link.close();
+      for (const [id, entry] of this.#internal) {
+        this.#internal.delete(id);
+        entry.reject(error);
+      }
+    }
+    const calls = [...this.#pending.values(), ...this.#waiting];
+    this.#pending.clear();
+    this.#waiting.clear();
+    for (const call of calls) {
+      this.#drop(call);
+      call.reject(error);
+    }
+    void this.#linkDone.then(() => this.#closed.resolve());
+  }
+
+  // --- calls ------------------------------------------------------------------------------------
+
+  #ids = new WeakMap<Pending, number>();
+
+  #idOf(call: Pending): number {
+    return this.#ids.get(call)!;
   }
 
   #request(
@@ -458,89 +865,145 @@ export class RpcClient<T = unknown> implements AsyncDisposable {
     params: unknown[] | Record<string, unknown>,
     options: CallOptions | undefined,
   ): Promise<unknown> {
-    if (this.#closeReason) return Promise.reject(this.#closedError(`call "${method}"`));
+    if (this.#state === "closed") {
+      return Promise.reject(this.#closedError(`call "${method}"`, "closed"));
+    }
     const signal = options?.signal;
     if (signal?.aborted) return Promise.reject(signal.reason);
     const timeout = options?.timeout ?? this.#timeout;
     if (!(timeout >= 0)) {
       return Promise.reject(new RangeError(`Cannot call "${method}": timeout must be 0 or more`));
     }
-    const id = this.#nextId++;
-    let message: Encoded;
-    try {
-      message = this.#encode(id, method, params, timeout > 0 ? timeout : undefined);
-    } catch (error) {
-      // Params that need rich values wait for the server's answer to rpc.hello, then try again.
-      const hello = this.#hello;
-      if (
-        hello === undefined || !(error instanceof TypeError && error.cause instanceof NotPlainError)
-      ) {
-        return Promise.reject(error);
-      }
-      return hello.then(() => this.#request(method, params, options));
-    }
-    try {
-      this.#send(message);
-    } catch (error) {
-      return Promise.reject(error); // over the frame limit
-    }
     return new Promise((resolve, reject) => {
-      const pending: Pending = { resolve, reject, timer: undefined, signal, onAbort: undefined };
+      const call: Pending = {
+        method,
+        params,
+        idempotent: options?.idempotent ?? false,
+        deadline: timeout > 0 ? Date.now() + timeout : undefined,
+        resolve,
+        reject,
+        timer: undefined,
+        signal,
+        onAbort: undefined,
+        link: undefined,
+        retried: false,
+        settled: false,
+      };
+      this.#ids.set(call, this.#nextId++);
       if (timeout > 0) {
-        pending.timer = setTimeout(() => {
+        call.timer = setTimeout(() => {
           // The server knows the deadline too: it aborts the handler and sends nothing.
-          this.#settle(id, pending);
+          this.#drop(call);
           reject(new TimeoutError(`Cannot call "${method}": no response within ${timeout} ms`));
         }, timeout);
       }
       if (signal) {
-        pending.onAbort = () => {
-          this.#settle(id, pending);
+        call.onAbort = () => {
+          const link = call.link;
+          this.#drop(call);
           reject(signal.reason);
-          this.#cancel(id);
+          if (link && !link.lost) this.#cancel(link, this.#idOf(call));
         };
-        signal.addEventListener("abort", pending.onAbort, { once: true });
+        signal.addEventListener("abort", call.onAbort, { once: true });
       }
-      this.#pending.set(id, pending);
+      if (this.#state === "open" && this.#link) this.#transmit(call, this.#link);
+      else this.#waiting.add(call);
     });
   }
 
-  /**
-   * Offers rich values; called once by `connect()`, which does not wait for the answer: calls go
-   * out behind the hello, and only a call whose params need rich values waits for it.
-   */
-  [HELLO](): void {
-    const id = 0; // calls count from 1
-    this.#send(
-      `{"jsonrpc":"2.0","id":${id},"method":"rpc.hello","params":{"extensions":["rich"]}}`,
-    );
-    this.#hello = new Promise<unknown>((resolve, reject) => {
-      this.#pending.set(id, {
-        resolve,
-        reject,
-        timer: undefined,
-        signal: undefined,
-        onAbort: undefined,
+  /** Sends a call on `link`; params that need rich values wait for the server's hello answer. */
+  #transmit(call: Pending, link: Link): void {
+    const id = this.#idOf(call);
+    const left = call.deadline === undefined ? undefined : Math.max(1, call.deadline - Date.now());
+    let message: Encoded;
+    try {
+      message = this.#encode(link, id, call.method, call.params, left);
+    } catch (error) {
+      const hello = link.hello;
+      if (
+        hello !== undefined && error instanceof TypeError && error.cause instanceof NotPlainError
+      ) {
+        void hello.then(() => {
+          if (call.settled) return;
+          if (this.#link === link && !link.lost) this.#transmit(call, link);
+          else if (this.#state === "closed") {
+            call.reject(this.#closedError(`call "${call.method}"`, "closed"));
+          } else this.#waiting.add(call);
+        });
+        return;
+      }
+      this.#drop(call);
+      call.reject(error);
+      return;
+    }
+    try {
+      link.send(message);
+    } catch (error) {
+      this.#drop(call);
+      call.reject(error); // over the frame limit
+      return;
+    }
+    call.link = link;
+    this.#pending.set(id, call);
+  }
+
+  /** Forgets a call: its timer, its abort listener, its entries. */
+  #drop(call: Pending): void {
+    this.#pending.delete(this.#idOf(call));
+    this.#waiting.delete(call);
+    clearTimeout(call.timer);
+    call.settled = true;
+    if (call.onAbort) call.signal?.removeEventListener("abort", call.onAbort);
+  }
+
+  /** Tells the server that nobody waits for call `id` any more. */
+  #cancel(link: Link, id: number): void {
+    try {
+      link.send(`{"jsonrpc":"2.0","method":"rpc.cancel","params":[${id}]}`);
+    } catch {
+      // The connection is failing; the server aborts the call when it notices.
+    }
+  }
+
+  /** A call of the protocol's own (`rpc.hello`, `rpc.auth`, `rpc.ping`), ids 0, -1, -2, ... */
+  #internalCall(link: Link, method: string, params: unknown, timeout: number): Promise<unknown> {
+    const id = this.#nextInternalId--;
+    const paramsText = params === undefined ? "" : `,"params":${JSON.stringify(params)}`;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#internal.delete(id);
+        reject(new TimeoutError(`Cannot call "${method}": no response within ${timeout} ms`));
+      }, timeout);
+      this.#internal.set(id, {
+        link,
+        resolve: (value) => {
+          clearTimeout(timer);
+          resolve(value);
+        },
+        reject: (error) => {
+          clearTimeout(timer);
+          reject(error);
+        },
       });
-    }).then((answer) => {
-      const extensions = (answer as { extensions?: unknown } | null)?.extensions;
-      this.#rich = Array.isArray(extensions) && extensions.includes("rich");
-    }, () => {
-      // A plain JSON-RPC server does not know rpc.hello, or the connection failed: plain JSON.
-    }).finally(() => {
-      this.#hello = undefined; // answered: params that still need rich values are refused
+      try {
+        link.send(`{"jsonrpc":"2.0","id":${id},"method":"${method}"${paramsText}}`);
+      } catch (error) {
+        this.#internal.get(id)?.reject(error);
+        this.#internal.delete(id);
+      }
     });
   }
 
   /** A request or notification, rich when the server took rich values and the params need it. */
   #encode(
+    link: Link,
     id: number | undefined,
     method: string,
     params: unknown,
     timeout: number | undefined,
   ): Encoded {
     try {
-      return requestMessage(id, method, params, timeout, this.#rich, DEFAULT_MAX_DEPTH);
+      return requestMessage(id, method, params, timeout, link.rich, DEFAULT_MAX_DEPTH);
     } catch (error) {
       const what = id === undefined ? "notify" : "call";
       const why = error instanceof NotPlainError
@@ -551,49 +1014,11 @@ export class RpcClient<T = unknown> implements AsyncDisposable {
     }
   }
 
-  /** Queues a message. */
-  #send(message: Encoded): void {
-    if (typeof message === "string") this.#writer.writeText(message);
-    else this.#writer.writeParts(message);
-  }
+  // --- receiving --------------------------------------------------------------------------------
 
-  /** Forgets a pending call: its timer, its abort listener, its entry. */
-  #settle(id: number, pending: Pending): void {
-    this.#pending.delete(id);
-    clearTimeout(pending.timer);
-    if (pending.onAbort) pending.signal?.removeEventListener("abort", pending.onAbort);
-  }
-
-  /** Tells the server that nobody waits for call `id` any more. */
-  #cancel(id: number): void {
-    if (this.#closeReason) return;
-    try {
-      this.#writer.writeText(`{"jsonrpc":"2.0","method":"rpc.cancel","params":[${id}]}`);
-    } catch {
-      // The connection is failing; the server aborts the call when it notices.
-    }
-  }
-
-  async #readLoop(reader: FrameReader): Promise<void> {
-    try {
-      for (let frames = await reader.read(); frames; frames = await reader.read()) {
-        for (const frame of frames) this.#receive(decodeFrame(frame, DEFAULT_MAX_DEPTH));
-      }
-      this.#shut(
-        this.#serverError ? this.#lost(undefined) : new ConnectionError(
-          `Cannot complete call: server "${this.#target}" closed the connection`,
-        ),
-      );
-    } catch (error) {
-      this.#shut(this.#lost(error));
-    } finally {
-      closeQuietly(this.#conn);
-    }
-  }
-
-  #receive(message: unknown): void {
+  #receive(message: unknown, link: Link): void {
     if (Array.isArray(message)) {
-      for (const item of message) this.#receive(item);
+      for (const item of message) this.#receive(item, link);
       return;
     }
     if (message === null || typeof message !== "object") return;
@@ -604,24 +1029,36 @@ export class RpcClient<T = unknown> implements AsyncDisposable {
       method?: unknown;
       params?: unknown;
     };
-    if (typeof response.method === "string") return this.#receiveRequest(response);
-    const pending = typeof response.id === "number" ? this.#pending.get(response.id) : undefined;
-    if (pending === undefined) {
+    if (typeof response.method === "string") return this.#receiveRequest(response, link);
+    const id = response.id;
+    if (typeof id !== "number") {
       // id null: the server could not read something we sent and is about to close.
-      if (response.id === null && response.error) this.#serverError = toRpcError(response.error);
+      if (id === null && response.error) link.serverError = toRpcError(response.error);
       return;
     }
-    this.#settle(response.id as number, pending);
-    if (Object.hasOwn(response, "error")) pending.reject(toRpcError(response.error));
-    else pending.resolve(this.#wrap ? wrap(response.result) : response.result);
+    const internal = this.#internal.get(id);
+    if (internal !== undefined) {
+      this.#internal.delete(id);
+      if (Object.hasOwn(response, "error")) internal.reject(toRpcError(response.error));
+      else internal.resolve(response.result);
+      return;
+    }
+    const call = this.#pending.get(id);
+    if (call === undefined || call.link !== link) return;
+    this.#drop(call);
+    if (Object.hasOwn(response, "error")) call.reject(toRpcError(response.error));
+    else call.resolve(this.#wrap ? wrap(response.result) : response.result);
   }
 
   /** A notification from the server goes to its listeners; a request gets "method not found". */
-  #receiveRequest(request: { id?: unknown; method?: unknown; params?: unknown }): void {
+  #receiveRequest(
+    request: { id?: unknown; method?: unknown; params?: unknown },
+    link: Link,
+  ): void {
     const method = request.method as string;
     if (Object.hasOwn(request, "id")) {
       const idText = JSON.stringify(isId(request.id) ? request.id : null);
-      this.#writer.writeText(
+      link.send(
         errorText(idText, ErrorCode.MethodNotFound, `Method not found: ${JSON.stringify(method)}`),
       );
       return;
@@ -645,37 +1082,19 @@ export class RpcClient<T = unknown> implements AsyncDisposable {
     }
   }
 
-  #lost(error: unknown): ConnectionError {
-    if (this.#closeReason) return this.#closeReason as ConnectionError;
-    const detail = this.#serverError
-      ? `the server refused a message: ${this.#serverError.message}`
-      : error instanceof ProtocolError || !isDisconnect(error)
+  #lostError(link: Link, error: unknown): ConnectionError {
+    const detail = link.serverError
+      ? `the server refused a message: ${link.serverError.message}`
+      : error instanceof ProtocolError || (error !== undefined && !isDisconnect(error))
       ? reason(error)
       : "the connection was lost";
     return new ConnectionError(`Cannot complete call: ${detail} ("${this.#target}")`, {
-      cause: this.#serverError ?? error,
+      cause: link.serverError ?? error,
     });
   }
 
-  #closedError(action: string): ConnectionError {
-    return new ConnectionError(
-      `Cannot ${action}: connection to "${this.#target}" is closed`,
-      { cause: this.#closeReason },
-    );
-  }
-
-  #shut(error: Error): void {
-    if (this.#closeReason) return;
-    this.#closeReason = error;
-    this.#signal?.removeEventListener("abort", this.#onAbort);
-    closeQuietly(this.#conn);
-    const pending = [...this.#pending.values()];
-    this.#pending.clear();
-    for (const call of pending) {
-      clearTimeout(call.timer);
-      if (call.onAbort) call.signal?.removeEventListener("abort", call.onAbort);
-      call.reject(error);
-    }
+  #closedError(action: string, state: string): ConnectionError {
+    return new ConnectionError(`Cannot ${action}: connection to "${this.#target}" is ${state}`);
   }
 }
 

@@ -33,6 +33,10 @@ export const ErrorCode = {
   ServerError: -32000,
   /** The server is shutting down and takes no new calls. */
   ShuttingDown: -32001,
+  /** The server requires authentication (`rpc.auth`) before any call. */
+  Unauthorized: -32004,
+  /** The token presented with `rpc.auth` was refused. */
+  AuthenticationFailed: -32005,
 } as const;
 
 /** Options for {@linkcode RpcError}. */

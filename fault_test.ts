@@ -525,8 +525,8 @@ Deno.test("serve() closes a connection whose ClientHello has one byte corrupted,
 Deno.test("serve() holds maxConnections against 1 000 silent connections with bounded memory, and serves again once they leave", async (t) => {
   const maxConnections = 200;
   const silent = 1000;
-  // Generous: 200 held handshakes cost a few MiB. Memory that grew with every connection tried
-  // (1 000), or with buffers per refused connection, would pass it.
+  // Generous: 200 held handshakes cost a few MiB. It still catches a server that allocates for a
+  // connection what its peer could ask for (a 16 MiB frame), or 128 KiB for each connection tried.
   const rssBound = 128 * 1024 * 1024;
   for (const transport of TRANSPORTS) {
     await t.step(transport, async () => {
@@ -961,7 +961,8 @@ Deno.test("serve() contains a handler that throws, never resolves, or rejects af
 Deno.test("serve() applies backpressure to 20 000 pipelined requests and answers them all once the client reads", async (t) => {
   const maxInFlight = 64;
   const count = 20_000;
-  // Generous: the server holds at most one read buffer of requests and their replies.
+  // Generous: the requests and replies are some 2 MiB in all. The in-flight count shows the
+  // backpressure; this catches a server that allocates per request what it could be asked for.
   const rssBound = 128 * 1024 * 1024;
   for (const transport of TRANSPORTS) {
     await t.step(transport, async () => {

@@ -28,10 +28,12 @@
 import { type Call, Dispatcher, type Session } from "./_dispatch.ts";
 import { extendedJsonText } from "./_rich.ts";
 import { DEFAULT_MAX_DEPTH, type Encoded, errorText, requestMessage } from "./_codec.ts";
+import { fixedToken } from "./_auth.ts";
 import { ConnectionError, ErrorCode, ProtocolError } from "./errors.ts";
 import { FrameReader, FrameWriter } from "./framing.ts";
 import { formatAddr, isDisconnect, reason } from "./_util.ts";
 import { type Connection, listen, type Listener } from "./_transport.ts";
+export type { CertificateIdentity } from "./_transport.ts";
 import { DEFAULT_MAX_FRAME_BYTES } from "./framing.ts";
 
 /**
@@ -130,6 +132,24 @@ export interface ServeOptions extends Partial<Limits> {
    * @default {"node"}
    */
   transport?: "node" | "deno";
+  /**
+   * A fixed token every client must present (`rpc.auth`, the client's `token` option) before
+   * any call. Compared in constant time; never logged. Use `authenticate` for more than one.
+   */
+  token?: string;
+  /**
+   * Decides who a presented token belongs to: returns an identity (any value but `undefined`,
+   * `null` and `false`), which handlers read as `callContext().identity`, or one of those three
+   * to refuse it; may be async. Every call before a token is accepted gets -32004; three refusals
+   * close the connection.
+   */
+  authenticate?: (token: string, peer: { hostname: string; port: number }) => unknown;
+  /**
+   * CA certificates (PEM) that client certificates must chain to (mutual TLS): a client without
+   * such a certificate fails the handshake. The certificate's subject and names become the call
+   * context's identity. Needs the `"node"` transport (denoland/deno#26825).
+   */
+  clientCa?: string;
   /**
    * Put handlers' error stacks in error responses. Stacks tell a caller about the server's code,
    * so keep this off unless every client is trusted.
@@ -234,7 +254,13 @@ class Server implements RpcServer {
     }
     this.#limits = limits;
     this.#options = options;
+    if (options.token !== undefined && options.authenticate !== undefined) {
+      throw new TypeError("Cannot serve: give token or authenticate, not both");
+    }
+    const authenticate = options.authenticate ??
+      (options.token === undefined ? undefined : fixedToken(options.token));
     this.#dispatcher = new Dispatcher(handlers, {
+      ...(authenticate && { authenticate }),
       exposeStack: options.exposeStack ?? false,
       maxDepth: limits.maxDepth,
       maxBatch: limits.maxInFlight,
@@ -261,6 +287,7 @@ class Server implements RpcServer {
       key: options.key,
       handshakeTimeout: this.#limits.handshakeTimeout,
       maxConnections: this.#limits.maxConnections,
+      clientCa: options.clientCa,
       onConnection: (conn) => this.#accept(conn),
       log: (error, line) => this.#log.report(error, line),
     });
@@ -317,6 +344,7 @@ class Server implements RpcServer {
     const peer = formatAddr(conn.remoteAddr);
     if (this.#closing) return conn.close();
     const connection = new ServerConnection(conn, peer, this.#dispatcher, this.#limits, this.#log);
+    connection.authenticated = !this.#dispatcher.requiresToken;
     this.#connections.add(connection);
     connection.run(() => !this.#closing).finally(() => this.#connections.delete(connection));
   }
@@ -340,7 +368,9 @@ function sweepInterval(limits: Limits): number {
 /** One accepted connection after its handshake: reads frames, dispatches, writes replies. */
 class ServerConnection implements Session {
   readonly peer: { readonly hostname: string; readonly port: number };
-  readonly identity: unknown = undefined;
+  identity: unknown;
+  authenticated = true;
+  authFailures = 0;
   readonly calls: Map<string, Call> = new Map();
   rich = false;
   #accepting: () => boolean = () => true;
@@ -367,6 +397,7 @@ class ServerConnection implements Session {
     this.#conn = conn;
     this.#peer = peer;
     this.peer = conn.remoteAddr;
+    this.identity = conn.peerCertificate;
     this.#dispatcher = dispatcher;
     this.#limits = limits;
     this.#log = log;
@@ -477,6 +508,11 @@ class ServerConnection implements Session {
     this.#conn.close();
     this.#wake();
     this.#abortCalls(`client ${this.#peer} disconnected`);
+  }
+
+  closeSoon(why: string): void {
+    this.#log.report(undefined, `closing ${this.#peer}: ${why}`);
+    void this.#writer.flushed().then(() => this.close());
   }
 
   #abortCalls(why: string): void {
