@@ -87,6 +87,9 @@ Options:
   --cert FILE              certificate chain, PEM (default: development certificate)
   --key FILE               private key, PEM (default: development key)
   --expose-stack           send handlers' error stacks to clients
+  --token-file FILE        require this token (the file's first line) from every client;
+                           default: $TLSRPC_TOKEN when set
+  --client-ca FILE         require client certificates signed by this CA (mutual TLS)
   -h, --help               show this help
 
 Limits (each bounds what one client can cost the server):
@@ -116,6 +119,8 @@ Options:
   --ca FILE          CA certificate to verify the server with, PEM (default: system roots
                      and the development CA, when there is one)
   --timeout MS       time to wait for the response (default 30000)
+  --token-file FILE  present this token (the file's first line); default: $TLSRPC_TOKEN
+  --cert FILE        client certificate for mutual TLS, PEM, with --key FILE
   --params JSON      by-name params, a JSON object, instead of ARGs
   --raw              print the exact JSON of the wire, rich values as their tags
   --get PATH         print only the value at a dotted path of the result, e.g. 2.dd.ee
@@ -149,6 +154,8 @@ Options:
   --ca FILE          CA certificate to verify the server with, PEM (default: system roots
                      and the development CA, when there is one)
   --timeout MS       time to wait for the response (default 30000)
+  --token-file FILE  present this token (the file's first line); default: $TLSRPC_TOKEN
+  --cert FILE        client certificate for mutual TLS, PEM, with --key FILE
   -h, --help         show this help`,
 } as const;
 
@@ -160,8 +167,32 @@ const connectionFlags = {
   port: { type: "string" },
   ca: { type: "string" },
   timeout: { type: "string" },
+  "token-file": { type: "string" },
+  cert: { type: "string" },
+  key: { type: "string" },
   help: { type: "boolean", short: "h" },
 } as const satisfies ParseArgsConfig["options"];
+
+/** The environment variable that holds a token when no --token-file is given. */
+const TOKEN_VARIABLE = "TLSRPC_TOKEN";
+
+/** The token from --token-file (its first line) or $TLSRPC_TOKEN; never printed. */
+async function readToken(file: string | undefined): Promise<string | undefined> {
+  let token: string | undefined;
+  if (file !== undefined) {
+    token = (await readFile("--token-file", file)).split(/\r?\n/)[0]?.trim();
+    if (!token) {
+      throw new CliError(ExitCode.Usage, `Cannot use --token-file "${file}": it is empty`);
+    }
+  } else {
+    try {
+      token = Deno.env.get(TOKEN_VARIABLE) || undefined;
+    } catch {
+      token = undefined; // no --allow-env: no token from the environment
+    }
+  }
+  return token;
+}
 
 /**
  * Runs the CLI with `args` (without the program name) and resolves with the exit code. Output
@@ -243,6 +274,8 @@ async function serveCommand(args: string[]): Promise<number> {
     port: { type: "string" },
     cert: { type: "string" },
     key: { type: "string" },
+    "token-file": { type: "string" },
+    "client-ca": { type: "string" },
     ...limitOptions,
     "expose-stack": { type: "boolean" },
     help: { type: "boolean", short: "h" },
@@ -266,6 +299,11 @@ async function serveCommand(args: string[]): Promise<number> {
     exposeStack: values["expose-stack"] ?? false,
     onListen: (addr) => console.log(`listening on ${formatAddr(addr)}`),
   };
+  const token = await readToken(values["token-file"]);
+  if (token !== undefined) options.token = token;
+  if (values["client-ca"] !== undefined) {
+    options.clientCa = await readFile("--client-ca", values["client-ca"]);
+  }
   for (
     const [flag, limit] of Object.entries(LIMIT_FLAGS) as [keyof typeof LIMIT_FLAGS, keyof Limits][]
   ) {
@@ -374,6 +412,9 @@ type ConnectionValues = {
   port?: string | undefined;
   ca?: string | undefined;
   timeout?: string | undefined;
+  "token-file"?: string | undefined;
+  cert?: string | undefined;
+  key?: string | undefined;
 };
 
 async function withClient<T>(
@@ -385,6 +426,15 @@ async function withClient<T>(
     ? await developmentCa()
     : [await readFile("--ca", values.ca)];
   const port = integer("--port", values.port, DEFAULT_PORT, 65535);
+  if ((values.cert === undefined) !== (values.key === undefined)) {
+    throw new CliError(
+      ExitCode.Usage,
+      "Cannot use a client certificate: give both --cert and --key",
+    );
+  }
+  const cert = values.cert === undefined ? undefined : await readFile("--cert", values.cert);
+  const key = values.key === undefined ? undefined : await readFile("--key", values.key);
+  const token = await readToken(values["token-file"]);
   let client: RpcClient;
   try {
     client = await connect({
@@ -393,6 +443,8 @@ async function withClient<T>(
       timeout,
       connectTimeout: timeout,
       ...(caCerts && { caCerts }),
+      ...(cert !== undefined && key !== undefined && { cert, key }),
+      ...(token !== undefined && { token }),
     });
   } catch (error) {
     throw new CliError(ExitCode.Connection, reason(error));

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { serve } from "./server.ts";
+import { connect, RpcError } from "./client.ts";
 import * as calc from "./examples/calc.ts";
 import { certs, serverOptions } from "./_test_util.ts";
 
@@ -80,4 +81,131 @@ Deno.test("deno task demo makes development certificates and runs the calculator
   assert.match(out, /library: add\(2, 3\) -> 5/);
   assert.match(out, /answers in order: add\(40, 2\) -> 42, sleep\(200\) -> 200/);
   assert.match(out, /server: stopped \(exit 0\)/);
+});
+
+async function runDeno(args: string[], env: Record<string, string> = {}) {
+  const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+    args,
+    cwd: root.pathname,
+    env,
+    stdin: "null",
+  }).output();
+  const decoder = new TextDecoder();
+  return { code, stdout: decoder.decode(stdout), stderr: decoder.decode(stderr) };
+}
+
+Deno.test("examples/service.ts, a class with a namespace, serves its methods and coded errors", async () => {
+  const { default: Inventory, InventoryErrors } = await import("./examples/service.ts");
+  await using server = await serve(new Inventory(), serverOptions());
+  assert.deepEqual([...server.methods.keys()].sort(), [
+    "add",
+    "admin.log",
+    "admin.reset",
+    "list",
+    "take",
+  ]);
+  await using client = await connect({ port: server.addr.port, caCerts: [certs.ca] });
+  assert.equal(await client.call("add", "apples", 3), 3);
+  assert.equal(await client.call("take", "apples", 1), 2);
+  assert.deepEqual(await client.call("list"), { apples: 2 });
+  await assert.rejects(
+    client.call("take", "pears"),
+    (error) => error instanceof RpcError && error.code === InventoryErrors.NotFound,
+  );
+  await assert.rejects(
+    client.call("take", "apples", 5),
+    (error) =>
+      error instanceof RpcError && error.code === InventoryErrors.Insufficient &&
+      (error.data as { have: number }).have === 2,
+  );
+  assert.deepEqual(await client.call("admin.log"), [
+    "add apples 3 (from 127.0.0.1)",
+    "take apples 1 (from 127.0.0.1)",
+  ]);
+  await assert.rejects(client.call("_record", "x"), (error) => (error as RpcError).code === -32601);
+  assert.equal(await client.call("admin.reset"), 1);
+});
+
+Deno.test("examples/typed_client.ts calls a running calculator with types from import type", async () => {
+  await using server = await serve(calc, serverOptions());
+  const out = await runDeno(
+    ["run", "--allow-net", "--allow-read", "--allow-env", "examples/typed_client.ts"],
+    { TLSRPC_PORT: String(server.addr.port), TLSRPC_CA: new URL("testdata/ca.pem", root).pathname },
+  );
+  assert.equal(out.code, 0, out.stderr);
+  assert.equal(
+    out.stdout,
+    [
+      "add(2, 3) = 5; stats.range(4, -1, 9) = -1..9",
+      "sleep(5000) with a 100 ms deadline: TimeoutError",
+      "divide(1, 0): error 1001: Cannot divide: the divisor is 0",
+      "",
+    ].join("\n"),
+  );
+});
+
+Deno.test("examples/upload.ts sends 8 MiB raw and gets the same digest back", async () => {
+  const out = await runDeno(["run", "--allow-net", "--allow-read", "examples/upload.ts"]);
+  assert.equal(out.code, 0, out.stderr);
+  assert.match(out.stdout, /uploaded 8388608 bytes/);
+  assert.match(out.stdout, /digest matches: true/);
+  assert.match(out.stdout, /downloaded 8388608 bytes, equal: true/);
+});
+
+Deno.test("client.ts and mod.ts import from a URL and call with --allow-net alone", async () => {
+  // A file server for the repository, on loopback: the import map and bare specifiers of the
+  // project never come into play, only the relative imports between its files.
+  const types: Record<string, string> = {
+    ".ts": "application/typescript",
+    ".js": "text/javascript",
+  };
+  await using files = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+    async (request) => {
+      const path = decodeURIComponent(new URL(request.url).pathname);
+      if (path.includes("..") || !/^\/[\w./-]+\.ts$/.test(path)) {
+        return new Response("no", {
+          status: 404,
+        });
+      }
+      try {
+        const body = await Deno.readFile(new URL(`.${path}`, root));
+        return new Response(body, { headers: { "content-type": types[".ts"]! } });
+      } catch {
+        return new Response("not found", { status: 404 });
+      }
+    },
+  );
+  await using server = await serve(calc, serverOptions());
+  const base = `http://127.0.0.1:${files.addr.port}`;
+  const dir = await Deno.makeTempDir();
+  try {
+    const script = `${dir}/remote_call.ts`;
+    await Deno.writeTextFile(
+      script,
+      `import { connect } from "${base}/client.ts";
+import * as tlsrpc from "${base}/mod.ts";
+const [port, ca] = Deno.args;
+await using client = await connect({ port: Number(port), caCerts: [ca!] });
+console.log(await client.call("add", 40, 2), typeof tlsrpc.serve, typeof tlsrpc.AttrWrapper.wrap);
+`,
+    );
+    const out = await runDeno(
+      [
+        "run",
+        "--no-config",
+        "--no-lock",
+        `--allow-import=127.0.0.1:${files.addr.port}`,
+        "--allow-net=127.0.0.1,localhost",
+        script,
+        String(server.addr.port),
+        certs.ca,
+      ],
+      { DENO_DIR: `${dir}/deno_dir` },
+    );
+    assert.equal(out.code, 0, out.stderr);
+    assert.equal(out.stdout, "42 function function\n");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
