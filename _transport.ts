@@ -5,10 +5,12 @@
 // Two implementations:
 // - "node" (the default) on Deno's `node:tls`: a connection whose handshake fails or stalls is
 //   destroyed and its socket closed at once.
-// - "deno" on `Deno.listenTls`: faster by a few percent, but closing a connection whose handshake
-//   has not finished does not close its socket: Deno's TLS stream waits for the handshake to end
-//   first, so a peer that connects and says nothing keeps its file descriptor open for as long as
-//   it likes (seen on Deno 2.9.6; rustls-tokio-stream's Drop awaits the handshake task).
+// - "deno" on `Deno.listenTls`: but closing a connection whose handshake has not finished does not
+//   close its socket: Deno's TLS stream waits for the handshake to end first, so a peer that
+//   connects and says nothing keeps its file descriptor open for as long as it likes (seen on Deno
+//   2.9.6; rustls-tokio-stream's Drop awaits the handshake task). Likewise `close()` cancels reads
+//   but not a write blocked on a peer that reads nothing, so that socket stays open too. And it
+//   cannot turn Nagle's algorithm off or ask for client certificates.
 
 import tls from "node:tls";
 import type { Buffer } from "node:buffer";
@@ -79,25 +81,55 @@ const NODE_READ_HIGH_WATER = 256 * 1024;
 /** How long a closing connection may take to flush its last bytes before it is destroyed. */
 const NODE_CLOSE_GRACE_MS = 1000;
 
+/**
+ * How often the accept loop is checked when no connection has arrived for that long. Deno's
+ * `node:net` stops accepting for good after running out of file descriptors (EMFILE, seen on
+ * 2.9.6, with no error event); the check connects to the port itself and, if that connection is
+ * never accepted, listens again.
+ */
+const ACCEPT_CHECK_MS = 1000;
+
+/** How long the check's own connection may wait to be accepted before the loop counts as stuck. */
+const ACCEPT_PROBE_WAIT_MS = 500;
+
+type Socket = import("node:net").Socket;
+
 async function listenNode(options: ListenOptions): Promise<Listener> {
   let open = 0;
+  let closing = false;
+  let lastAccepted = Date.now();
+  let probe:
+    | { port: number | undefined; seen: Map<number, Socket>; accepted: () => void }
+    | undefined;
   // Sockets whose handshake has not completed: closing the listener destroys them.
-  const handshaking = new Set<import("node:net").Socket>();
-  const server = tls.createServer({
-    cert: options.cert,
-    key: options.key,
-    handshakeTimeout: options.handshakeTimeout,
-    ...(options.clientCa !== undefined &&
-      { ca: options.clientCa, requestCert: true, rejectUnauthorized: true }),
-    // A client that has sent all its requests may half-close and still wait for the replies.
-    allowHalfOpen: true,
-  });
-  server.on("connection", (socket) => {
+  const handshaking = new Set<Socket>();
+  // Sockets whose handshake failure is not worth a log line (refused ones, the check's own).
+  const quiet = new WeakSet<object>();
+  // The address of each raw socket as the "connection" event saw it: a TLS socket in Deno does not
+  // always know it, and a failed handshake's log line must name the peer.
+  const peers = new WeakMap<object, { hostname: string; port: number }>();
+  const addressOf = (socket: Socket) =>
+    peers.get(socket) ?? peers.get((socket as unknown as { _parent?: Socket })._parent ?? socket) ??
+      { hostname: socket.remoteAddress ?? "?", port: socket.remotePort ?? 0 };
+  const peerOf = (socket: Socket) => formatAddr(addressOf(socket));
+
+  function onConnection(socket: Socket): void {
+    lastAccepted = Date.now();
+    const port = socket.remotePort ?? 0;
+    if (probe !== undefined) {
+      if (probe.port === port) {
+        quiet.add(socket);
+        socket.destroy();
+        probe.accepted();
+        return;
+      }
+      probe.seen.set(port, socket);
+    }
+    const remote = { hostname: socket.remoteAddress ?? "?", port };
+    peers.set(socket, remote);
+    const peer = formatAddr(remote);
     if (open >= options.maxConnections) {
-      const peer = formatAddr({
-        hostname: socket.remoteAddress ?? "?",
-        port: socket.remotePort ?? 0,
-      });
+      quiet.add(socket);
       socket.destroy();
       options.log(
         undefined,
@@ -116,40 +148,113 @@ async function listenNode(options: ListenOptions): Promise<Listener> {
     });
     // A raw socket error before the handshake ends is reported as tlsClientError too.
     socket.on("error", () => {});
-  });
-  server.on("tlsClientError", (error, socket) => {
-    const peer = formatAddr({
-      hostname: socket.remoteAddress ?? "?",
-      port: socket.remotePort ?? 0,
+  }
+
+  function createServer(): tls.Server {
+    const server = tls.createServer({
+      cert: options.cert,
+      key: options.key,
+      handshakeTimeout: options.handshakeTimeout,
+      ...(options.clientCa !== undefined &&
+        { ca: options.clientCa, requestCert: true, rejectUnauthorized: true }),
     });
-    options.log(error, `TLS handshake with ${peer} failed: ${reason(error)}`);
-    socket.destroy();
-  });
-  server.on("secureConnection", (socket) => {
-    // `_parent` is the raw socket the "connection" event saw (node and Deno both set it).
-    handshaking.delete((socket as unknown as { _parent?: import("node:net").Socket })._parent!);
-    options.onConnection(new NodeConnection(socket));
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(options.port, options.hostname, () => {
-      server.off("error", reject);
-      resolve();
+    server.on("connection", onConnection);
+    server.on("tlsClientError", (error, socket) => {
+      const raw = (socket as unknown as { _parent?: Socket })._parent;
+      if (!quiet.has(socket) && !(raw && quiet.has(raw))) {
+        options.log(error, `TLS handshake with ${peerOf(socket)} failed: ${reason(error)}`);
+      }
+      socket.destroy();
     });
-  });
-  server.on("error", (error) => options.log(error, `listener error: ${reason(error)}`));
-  const address = server.address();
-  if (address === null || typeof address === "string") {
+    server.on("secureConnection", (socket) => {
+      // `_parent` is the raw socket the "connection" event saw (node and Deno both set it).
+      handshaking.delete((socket as unknown as { _parent?: Socket })._parent!);
+      options.onConnection(new NodeConnection(socket, addressOf(socket)));
+    });
+    return server;
+  }
+
+  function bind(server: tls.Server): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(
+        options.port === 0 && address ? address.port : options.port,
+        options.hostname,
+        () => {
+          server.off("error", reject);
+          server.on("error", (error) => options.log(error, `listener error: ${reason(error)}`));
+          resolve();
+        },
+      );
+    });
+  }
+
+  let address: { address: string; port: number } | undefined;
+  let server = createServer();
+  await bind(server);
+  const bound = server.address();
+  if (bound === null || typeof bound === "string") {
     throw new Error("Cannot listen: the server has no TCP address");
   }
-  const closed = new Promise<void>((resolve) => server.once("close", () => resolve()));
+  address = bound;
+  const probeHost = address.address === "0.0.0.0"
+    ? "127.0.0.1"
+    : address.address === "::"
+    ? "::1"
+    : address.address;
+
+  /** Connects to the port; listens again if that connection is never accepted. */
+  async function checkAccepting(): Promise<void> {
+    if (closing || probe !== undefined || Date.now() - lastAccepted < ACCEPT_CHECK_MS) return;
+    const accepted = Promise.withResolvers<boolean>();
+    probe = { port: undefined, seen: new Map(), accepted: () => accepted.resolve(true) };
+    let tcp: Deno.TcpConn | undefined;
+    const timer = setTimeout(() => accepted.resolve(false), ACCEPT_PROBE_WAIT_MS);
+    try {
+      tcp = await Deno.connect({ hostname: probeHost, port: address!.port });
+      probe.port = tcp.localAddr.port;
+      const early = probe.seen.get(probe.port);
+      if (early !== undefined) {
+        quiet.add(early);
+        early.destroy();
+        accepted.resolve(true);
+      }
+      if (!(await accepted.promise) && !closing) {
+        options.log(
+          undefined,
+          "the listener stopped accepting (out of file descriptors?): listening again",
+        );
+        const old = server;
+        old.close();
+        server = createServer();
+        await bind(server).catch((error) =>
+          options.log(error, `cannot listen again, will retry: ${reason(error)}`)
+        );
+      }
+    } catch {
+      // No descriptor for the check itself: try again at the next tick.
+    } finally {
+      clearTimeout(timer);
+      closeQuietly(tcp ?? { close() {} });
+      probe = undefined;
+    }
+  }
+  let checking: Promise<void> = Promise.resolve();
+  const watchdog = setInterval(() => {
+    checking = checkAccepting();
+  }, ACCEPT_CHECK_MS);
+  const closed = Promise.withResolvers<void>();
   return {
     addr: { transport: "tcp", hostname: address.address, port: address.port },
     close() {
-      server.close();
+      if (closing) return;
+      closing = true;
+      clearInterval(watchdog);
+      probe?.accepted(); // ends a check under way
+      server.close(() => closed.resolve());
       for (const socket of handshaking) socket.destroy();
     },
-    closed,
+    closed: closed.promise.then(() => checking),
   };
 }
 
@@ -174,9 +279,9 @@ class NodeConnection implements Connection {
   #error: unknown;
   #wake: (() => void) | undefined;
 
-  constructor(socket: tls.TLSSocket) {
+  constructor(socket: tls.TLSSocket, remoteAddr: { hostname: string; port: number }) {
     this.#socket = socket;
-    this.remoteAddr = { hostname: socket.remoteAddress ?? "?", port: socket.remotePort ?? 0 };
+    this.remoteAddr = remoteAddr;
     this.peerCertificate = socket.authorized
       ? certificateIdentity(socket.getPeerCertificate())
       : undefined;

@@ -345,7 +345,13 @@ Deno.test("serve() passes by-position params as arguments and by-name params as 
   const cases: { name: string; call: () => Promise<unknown>; result: unknown }[] = [
     { name: "by position", call: () => client.call("subtract", 5, 3), result: 2 },
     { name: "no params", call: () => client.call("args"), result: [] },
-    { name: "fewer params than declared", call: () => client.call("pair", 1), result: [1, null] },
+    // A tlsrpc client has rich values, so the missing param comes back as undefined, exactly
+    // (a plain JSON-RPC client gets null: see rich_test.ts).
+    {
+      name: "fewer params than declared",
+      call: () => client.call("pair", 1),
+      result: [1, undefined],
+    },
     {
       name: "by name",
       call: () => client.callNamed("args", { a: 1, b: [2] }),
