@@ -1,0 +1,27 @@
+import assert from "node:assert/strict";
+
+Deno.test("deno task bench runs every measurement in its smoke version and prints the table", async () => {
+  const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-net", "--allow-read", "--allow-run", "bench/bench.ts", "--smoke"],
+    cwd: new URL("../", import.meta.url).pathname,
+    stdin: "null",
+  }).output();
+  const out = new TextDecoder().decode(stdout);
+  assert.equal(code, 0, new TextDecoder().decode(stderr));
+  for (
+    const row of [
+      "bare echo: sequential round trips",
+      "tlsrpc (node): sequential calls",
+      "tlsrpc (node): 64 calls in flight",
+      "tlsrpc (node): 1 MiB Uint8Array echo",
+      "tlsrpc (node): connect + first call",
+      "p99 latency",
+      "HTTPS JSON: 64 calls in flight",
+      "| sequential calls / bare echo round trips |",
+    ]
+  ) {
+    assert.ok(out.includes(row), `the table has no "${row}" row:\n${out}`);
+  }
+  // Every figure is a number: a measurement that broke would print NaN.
+  assert.doesNotMatch(out, /NaN|Infinity/);
+});
