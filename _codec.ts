@@ -1,12 +1,13 @@
 // Frames to JSON-RPC 2.0 messages and back. The server and the client share it.
 
 import { ErrorCode } from "./errors.ts";
+import { parseJson } from "./_json.ts";
 import {
   EXTENDED_MARKER,
   ExtendedFrameError,
   extendedParts,
   jsonOnlyProblem,
-  parseJson,
+  parseJson as parseExtendedJson,
   revive,
   RichEncoder,
   splitExtended,
@@ -49,7 +50,7 @@ export function decodeFrame(frame: Uint8Array, maxDepth: number): unknown {
   }
   let value: unknown;
   try {
-    value = JSON.parse(text);
+    value = parseJson(text);
   } catch (error) {
     throw new DecodeError(
       ErrorCode.ParseError,
@@ -68,7 +69,7 @@ export function decodeFrame(frame: Uint8Array, maxDepth: number): unknown {
 function decodeExtended(frame: Uint8Array, maxDepth: number): unknown {
   try {
     const { json, binary } = splitExtended(frame);
-    const value = parseJson(json);
+    const value = parseExtendedJson(json);
     checkDepth(json, value, maxDepth);
     const owned = frame.byteOffset === 0 && frame.byteLength === frame.buffer.byteLength;
     return revive(value, binary, owned);

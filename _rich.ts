@@ -14,6 +14,8 @@ const TAG = "$t";
 /** Marker, then the JSON part's length (u32, big-endian). */
 const EXTENDED_HEADER_BYTES = 5;
 
+import { parseJson as parseGuarded } from "./_json.ts";
+
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
@@ -318,7 +320,7 @@ export function splitExtended(payload: Uint8Array): { json: Uint8Array; binary: 
 
 /** Decodes the JSON text of an extended frame (the depth was checked before). */
 export function parseJson(bytes: Uint8Array): unknown {
-  return JSON.parse(decoder.decode(bytes));
+  return parseGuarded(decoder.decode(bytes));
 }
 
 /**
