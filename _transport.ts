@@ -70,6 +70,15 @@ export type TransportName = "node" | "deno";
 
 /** Starts listening with the named transport. Resolves once the port is bound. */
 export function listen(transport: TransportName, options: ListenOptions): Promise<Listener> {
+  if (transport === "deno" && options.clientCa !== undefined) {
+    // denoland/deno#26825: Deno.listenTls cannot ask for client certificates. Refuse rather than
+    // serve clients the option was meant to keep out.
+    return Promise.reject(
+      new TypeError(
+        'Cannot serve: clientCa needs the "node" transport (Deno.listenTls cannot ask for client certificates, denoland/deno#26825)',
+      ),
+    );
+  }
   return transport === "deno" ? Promise.resolve(listenDeno(options)) : listenNode(options);
 }
 

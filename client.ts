@@ -321,8 +321,6 @@ class Link {
   readonly conn: Deno.TlsConn;
   readonly writer: FrameWriter;
   rich = false;
-  /** Settles when the server has answered rpc.hello; `undefined` once it has. */
-  hello: Promise<void> | undefined;
   lastHeard = Date.now();
   lost = false;
   /** The server's error for a message it could not read (id null), just before it closes. */
@@ -446,6 +444,8 @@ export class RpcClient<T = unknown> implements AsyncDisposable, RpcCaller<T> {
   #nextInternalId = 0;
   #closed = Promise.withResolvers<void>();
   #wakeReconnect: (() => void) | undefined;
+  /** Aborts a reconnection attempt under way when the client closes. */
+  #stopReconnect = new AbortController();
   #onAbort = () => void this.close();
   #proxies = new Map<string, object>();
   #listeners = new Map<string, Set<(...params: unknown[]) => void>>();
@@ -666,26 +666,38 @@ export class RpcClient<T = unknown> implements AsyncDisposable, RpcCaller<T> {
       : new FrameReader(conn, { maxFrameBytes: this.#options.maxFrameBytes });
     const done = this.#readLoop(link, reader);
     this.#linkDone = Promise.all([this.#linkDone, done]).then(() => {});
+    // The hello is one round trip before the connection counts as open: with TLS 1.3 the client's
+    // handshake ends before the server has checked the client certificate, so a refusal shows
+    // here. (With richValues: false there is none: a refusal shows on the first call.)
+    const left = () => Math.max(1, this.#connectTimeout - (Date.now() - started));
     if (this.#options.richValues !== false) {
-      link.hello = this.#internalCall(
-        link,
-        "rpc.hello",
-        { extensions: ["rich"] },
-        this.#connectTimeout,
-      )
-        .then((answer) => {
-          const extensions = (answer as { extensions?: unknown } | null)?.extensions;
-          link.rich = Array.isArray(extensions) && extensions.includes("rich");
-        }, () => {
-          // A plain JSON-RPC server does not know rpc.hello: it gets plain JSON.
-        }).finally(() => {
-          link.hello = undefined;
-        });
+      try {
+        const answer = await this.#internalCall(
+          link,
+          "rpc.hello",
+          { extensions: ["rich"] },
+          left(),
+        );
+        const extensions = (answer as { extensions?: unknown } | null)?.extensions;
+        link.rich = Array.isArray(extensions) && extensions.includes("rich");
+      } catch (error) {
+        // A plain JSON-RPC server answers rpc.hello with "method not found": it gets plain JSON.
+        if (!(error instanceof RpcError)) {
+          this.#lose(link, new ConnectionError("closed while connecting"));
+          throw error instanceof TimeoutError
+            ? new TimeoutError(
+              `Cannot connect to "${this.#target}": no answer within ${this.#connectTimeout} ms`,
+            )
+            : new ConnectionError(
+              `Cannot connect to "${this.#target}": ${reason(underlying(error))}`,
+              { cause: error },
+            );
+        }
+      }
     }
     if (this.#options.token !== undefined) {
-      const left = Math.max(1, this.#connectTimeout - (Date.now() - started));
       try {
-        await this.#internalCall(link, "rpc.auth", [this.#options.token], left);
+        await this.#internalCall(link, "rpc.auth", [this.#options.token], left());
       } catch (error) {
         this.#lose(link, new ConnectionError("closed during authentication"));
         const why = error instanceof RpcError && error.code === ErrorCode.AuthenticationFailed
@@ -693,7 +705,7 @@ export class RpcClient<T = unknown> implements AsyncDisposable, RpcCaller<T> {
           : reason(error);
         throw error instanceof TimeoutError
           ? new TimeoutError(
-            `Cannot connect to "${this.#target}": no answer to the token within ${left} ms`,
+            `Cannot connect to "${this.#target}": no answer to the token within ${this.#connectTimeout} ms`,
           )
           : new ConnectionError(`Cannot connect to "${this.#target}": ${why}`, { cause: error });
       }
@@ -788,7 +800,7 @@ export class RpcClient<T = unknown> implements AsyncDisposable, RpcCaller<T> {
       await this.#sleep(delay * (0.5 + Math.random()));
       if (this.isClosed) return;
       try {
-        const link = await this.#openLink(undefined);
+        const link = await this.#openLink(this.#stopReconnect.signal);
         if (this.isClosed) {
           link.close();
           return;
@@ -805,6 +817,7 @@ export class RpcClient<T = unknown> implements AsyncDisposable, RpcCaller<T> {
         }
         return;
       } catch (error) {
+        if (this.isClosed) return;
         last = error;
       }
       delay = Math.min(delay * 2, maxDelay);
@@ -833,6 +846,7 @@ export class RpcClient<T = unknown> implements AsyncDisposable, RpcCaller<T> {
     this.#state = "closed";
     this.#options.signal?.removeEventListener("abort", this.#onAbort);
     this.#wakeReconnect?.();
+    this.#stopReconnect.abort(error);
     const link = this.#link;
     this.#link = undefined;
     if (link) {
@@ -911,7 +925,7 @@ export class RpcClient<T = unknown> implements AsyncDisposable, RpcCaller<T> {
     });
   }
 
-  /** Sends a call on `link`; params that need rich values wait for the server's hello answer. */
+  /** Sends a call on `link`. */
   #transmit(call: Pending, link: Link): void {
     const id = this.#idOf(call);
     const left = call.deadline === undefined ? undefined : Math.max(1, call.deadline - Date.now());
@@ -919,19 +933,6 @@ export class RpcClient<T = unknown> implements AsyncDisposable, RpcCaller<T> {
     try {
       message = this.#encode(link, id, call.method, call.params, left);
     } catch (error) {
-      const hello = link.hello;
-      if (
-        hello !== undefined && error instanceof TypeError && error.cause instanceof NotPlainError
-      ) {
-        void hello.then(() => {
-          if (call.settled) return;
-          if (this.#link === link && !link.lost) this.#transmit(call, link);
-          else if (this.#state === "closed") {
-            call.reject(this.#closedError(`call "${call.method}"`, "closed"));
-          } else this.#waiting.add(call);
-        });
-        return;
-      }
       this.#drop(call);
       call.reject(error);
       return;
@@ -1115,6 +1116,11 @@ function proxyFor(
   });
   cache.set(path, proxy);
   return proxy;
+}
+
+/** The error under a ConnectionError of ours, for a message that says what really failed. */
+function underlying(error: unknown): unknown {
+  return error instanceof ConnectionError && error.cause !== undefined ? error.cause : error;
 }
 
 function toRpcError(error: unknown): RpcError {

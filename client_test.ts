@@ -398,7 +398,7 @@ Deno.test("RpcClient rejects every pending call with ConnectionError when the se
     await using server = tlsServer(async (_conn, reader) => {
       await readRequests(reader, 3);
     });
-    await using client = await connectTo(server.port, { timeout: 10_000 });
+    await using client = await connectTo(server.port, { timeout: 10_000, richValues: false });
     const pending = [client.call("a"), client.proxy.b!(), client.callNamed("c", {})];
     await allRejectWithConnectionError(pending);
     await settles(client.closed, "client.closed");
@@ -462,7 +462,7 @@ Deno.test("RpcClient rejects pending calls with ConnectionError when the server 
           await conn.write(reply);
         }
       });
-      await using client = await connectTo(server.port, options);
+      await using client = await connectTo(server.port, { ...options, richValues: false });
       const errors = await allRejectWithConnectionError([client.call("a"), client.call("b")]);
       for (const error of errors) assert.ok(error.cause !== undefined, "the error has no cause");
       await settles(client.closed, "client.closed");

@@ -512,7 +512,8 @@ class ServerConnection implements Session {
 
   closeSoon(why: string): void {
     this.#log.report(undefined, `closing ${this.#peer}: ${why}`);
-    void this.#writer.flushed().then(() => this.close());
+    // A macrotask later, the reply that prompted this is queued and its write under way.
+    setTimeout(() => void this.#writer.flushed().then(() => this.close()), 0);
   }
 
   #abortCalls(why: string): void {

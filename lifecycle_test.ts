@@ -1,0 +1,645 @@
+// Tests of the client's connection lifecycle on real sockets: reconnecting after the server goes
+// away (server restarts, dropped connections, giving up), and keepalive pings that find a silent
+// server. Every wait is bounded by a guard that fails the test instead of hanging it; no test
+// asserts how long anything took.
+
+import assert from "node:assert/strict";
+import { connect, type ConnectOptions, type RpcClient } from "./client.ts";
+import { ConnectionError, RpcError, TimeoutError } from "./errors.ts";
+import { FrameReader, FrameWriter } from "./framing.ts";
+import { type RpcServer, serve, type ServeOptions } from "./server.ts";
+import { callContext } from "./context.ts";
+import { certs, serverOptions } from "./_test_util.ts";
+
+const decoder = new TextDecoder();
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+/**
+ * Rejects if `promise` has not settled within `ms`: a guard so that a broken client fails the
+ * test instead of hanging it. Not a timing assertion; the limit is far above any real wait.
+ */
+async function settles<T>(promise: Promise<T>, what: string, ms = 5_000): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`${what} did not settle within ${ms} ms`)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** The outcome of a promise, caught at once so that no rejection goes unhandled while we wait. */
+type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };
+
+function outcome(promise: Promise<unknown>): Promise<Outcome> {
+  return promise.then((value) => ({ ok: true, value }), (error) => ({ ok: false, error }));
+}
+
+/** Asserts that `promise` rejects with an instance of `type` within the guard, and returns it. */
+async function rejectsWith<E extends Error>(
+  promise: Promise<unknown>,
+  type: new (...args: never[]) => E,
+  what: string,
+): Promise<E> {
+  const result = await settles(outcome(promise), what);
+  assert.ok(!result.ok, `${what}: expected ${type.name}, got the result ${JSON.stringify(result)}`);
+  assert.ok(result.error instanceof type, `${what}: expected ${type.name}, got ${result.error}`);
+  return result.error;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Polls `condition` every 10 ms, at most `ms` in all; fails naming `what` if it never holds. */
+async function waitFor(condition: () => boolean, what: string, ms = 5_000): Promise<void> {
+  for (let waited = 0; !condition(); waited += 10) {
+    if (waited >= ms) assert.fail(`Gave up waiting for ${what} after ${ms} ms`);
+    await sleep(10);
+  }
+}
+
+function closeQuietly(closer: { close(): void }): void {
+  try {
+    closer.close();
+  } catch {
+    // Already closed.
+  }
+}
+
+/** Connects to `port` on 127.0.0.1 trusting the test CA. */
+function connectTo(port: number, options: ConnectOptions = {}): Promise<RpcClient> {
+  return connect({ hostname: "127.0.0.1", port, caCerts: [certs.ca], ...options });
+}
+
+/**
+ * Serves `handlers` on `port` of 127.0.0.1, the port a previous server just left: the listen is
+ * retried a few times in case the port is still briefly busy.
+ */
+async function serveOn(
+  port: number,
+  handlers: object,
+  options: Partial<ServeOptions> = {},
+): Promise<RpcServer> {
+  for (let attempt = 1;; attempt++) {
+    try {
+      return await serve(handlers, { ...serverOptions(), ...options, port });
+    } catch (error) {
+      const busy = error instanceof Deno.errors.AddrInUse ||
+        (error as { code?: unknown } | null)?.code === "EADDRINUSE";
+      if (!busy || attempt >= 20) throw error;
+      await sleep(50);
+    }
+  }
+}
+
+/** Runs `counts.set(key, counts.get(key) + 1)`: each call's unique key proves how often it ran. */
+function count(counts: Map<string, number>, key: string): void {
+  counts.set(key, (counts.get(key) ?? 0) + 1);
+}
+
+/**
+ * A TCP proxy on 127.0.0.1 in front of `target`: `cut()` drops every connection through it at
+ * once (the client sees its connection die, the server keeps running). In mode `"refuse"` it
+ * closes each new connection as soon as it is accepted, counting them in `refused`; in mode
+ * `"stall"` it keeps new connections open and says nothing, so a TLS handshake never completes.
+ */
+interface TcpProxy extends AsyncDisposable {
+  readonly port: number;
+  mode: "forward" | "refuse" | "stall";
+  readonly refused: number;
+  readonly stalled: number;
+  /** Stalled connections that the client has closed. */
+  readonly stalledEnded: number;
+  cut(): void;
+}
+
+function tcpProxy(target: number): TcpProxy {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const conns = new Set<Deno.Conn>();
+  const tasks = new Set<Promise<void>>();
+  let refused = 0;
+  let stalled = 0;
+  let stalledEnded = 0;
+  async function hold(conn: Deno.Conn): Promise<void> {
+    conns.add(conn);
+    const buffer = new Uint8Array(16 * 1024);
+    try {
+      while (await conn.read(buffer) !== null) { /* the ClientHello, unanswered */ }
+      stalledEnded++;
+    } catch {
+      stalledEnded++;
+    } finally {
+      closeQuietly(conn);
+      conns.delete(conn);
+    }
+  }
+  async function pipe(from: Deno.Conn, to: Deno.Conn): Promise<void> {
+    const buffer = new Uint8Array(16 * 1024);
+    try {
+      for (let n = await from.read(buffer); n !== null; n = await from.read(buffer)) {
+        for (let offset = 0; offset < n;) offset += await to.write(buffer.subarray(offset, n));
+      }
+    } catch {
+      // One side went away: the other follows.
+    } finally {
+      closeQuietly(from);
+      closeQuietly(to);
+    }
+  }
+  async function relay(conn: Deno.Conn): Promise<void> {
+    conns.add(conn);
+    try {
+      let upstream: Deno.Conn;
+      try {
+        upstream = await Deno.connect({ hostname: "127.0.0.1", port: target });
+      } catch {
+        return;
+      }
+      conns.add(upstream);
+      await Promise.all([pipe(conn, upstream), pipe(upstream, conn)]);
+      conns.delete(upstream);
+    } finally {
+      closeQuietly(conn);
+      conns.delete(conn);
+    }
+  }
+  const proxy = {
+    port: listener.addr.port,
+    mode: "forward" as TcpProxy["mode"],
+    get refused() {
+      return refused;
+    },
+    get stalled() {
+      return stalled;
+    },
+    get stalledEnded() {
+      return stalledEnded;
+    },
+    cut() {
+      for (const conn of conns) closeQuietly(conn);
+    },
+    async [Symbol.asyncDispose]() {
+      closeQuietly(listener);
+      await accepting;
+      proxy.cut();
+      await Promise.all(tasks);
+    },
+  };
+  const accepting = (async () => {
+    for (;;) {
+      let conn: Deno.Conn;
+      try {
+        conn = await listener.accept();
+      } catch {
+        return;
+      }
+      if (proxy.mode === "refuse") {
+        refused++;
+        closeQuietly(conn);
+        continue;
+      }
+      if (proxy.mode === "stall") {
+        stalled++;
+        const task = hold(conn);
+        tasks.add(task);
+        void task.then(() => tasks.delete(task));
+        continue;
+      }
+      const task = relay(conn);
+      tasks.add(task);
+      void task.then(() => tasks.delete(task));
+    }
+  })();
+  return proxy;
+}
+
+/**
+ * A hand-made TLS server that completes the handshake, records the method of every frame it
+ * reads and never answers, keeping each connection open until the client leaves.
+ */
+interface SilentServer extends AsyncDisposable {
+  readonly port: number;
+  /** The methods of the requests received, in order, over all connections. */
+  readonly methods: string[];
+  /** Connections whose handshake completed. */
+  readonly connections: number;
+}
+
+function silentServer(): SilentServer {
+  const listener = Deno.listenTls({
+    hostname: "127.0.0.1",
+    port: 0,
+    cert: certs.cert,
+    key: certs.key,
+  });
+  const conns = new Set<Deno.TlsConn>();
+  const tasks = new Set<Promise<void>>();
+  const methods: string[] = [];
+  let connections = 0;
+  async function handle(conn: Deno.TlsConn): Promise<void> {
+    conns.add(conn);
+    try {
+      await conn.handshake();
+      connections++;
+      // The writer is never used: this server answers nothing, not even rpc.ping.
+      void new FrameWriter(conn);
+      const reader = new FrameReader(conn);
+      for (let frames = await reader.read(); frames; frames = await reader.read()) {
+        for (const frame of frames) {
+          methods.push(String(JSON.parse(decoder.decode(frame)).method));
+        }
+      }
+    } catch {
+      // The client went away.
+    } finally {
+      closeQuietly(conn);
+      conns.delete(conn);
+    }
+  }
+  const accepting = (async () => {
+    for (;;) {
+      let conn: Deno.TlsConn;
+      try {
+        conn = await listener.accept();
+      } catch {
+        return;
+      }
+      const task = handle(conn);
+      tasks.add(task);
+      void task.then(() => tasks.delete(task));
+    }
+  })();
+  return {
+    port: listener.addr.port,
+    methods,
+    get connections() {
+      return connections;
+    },
+    async [Symbol.asyncDispose]() {
+      closeQuietly(listener);
+      await accepting;
+      for (const conn of conns) closeQuietly(conn);
+      await Promise.all(tasks);
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reconnecting
+
+Deno.test("a client with reconnect rides out a server restart on the same port: in-flight calls reject with ConnectionError, an idempotent one is retried, calls made during the outage go out after, and nothing runs twice", async () => {
+  // Every call passes a unique key; counts, shared by both servers, prove how often each ran.
+  const counts = new Map<string, number>();
+  const held: string[] = [];
+  const gate = Promise.withResolvers<void>();
+  function handlers(label: string, hold: boolean) {
+    return {
+      work(key: string): string {
+        count(counts, key);
+        return label;
+      },
+      async held(key: string): Promise<string> {
+        count(counts, key);
+        held.push(key);
+        if (hold) await gate.promise;
+        return label;
+      },
+    };
+  }
+  const disconnects: unknown[] = [];
+  let reconnects = 0;
+  const logs: string[] = [];
+  // shutdownTimeout 0: the first server closes its connections with calls still in flight.
+  await using first = await serve(handlers("first", true), {
+    ...serverOptions(logs),
+    shutdownTimeout: 0,
+  });
+  const port = first.addr.port;
+  await using client = await connectTo(port, {
+    reconnect: { initialDelay: 20, maxDelay: 200, maxAttempts: 100 },
+    onDisconnect: (error) => void disconnects.push(error),
+    onReconnect: () => void reconnects++,
+  });
+
+  // A stream of calls that all complete on the first server.
+  const before = Array.from({ length: 20 }, (_, i) => `before-${i}`);
+  const beforeResults = await settles(
+    Promise.all(before.map((key) => client.call("work", key))),
+    "the calls before the restart",
+  );
+  assert.deepEqual(beforeResults, before.map(() => "first"));
+
+  // Calls in flight when the server goes: three plain ones and one idempotent one.
+  const inFlight = ["flight-0", "flight-1", "flight-2"];
+  const inFlightOutcomes = inFlight.map((key) => outcome(client.call("held", key)));
+  const idempotent = outcome(client.withOptions({ idempotent: true }).call("held", "flight-idem"));
+  await waitFor(() => held.length === 4, "the four held calls to reach the first server");
+
+  await settles(first.shutdown(), "the first server's shutdown");
+  await waitFor(() => disconnects.length > 0, "onDisconnect");
+  assert.equal(client.isClosed, false);
+
+  // Calls made during the outage wait for the new connection.
+  const during = Array.from({ length: 5 }, (_, i) => `during-${i}`);
+  const duringOutcomes = during.map((key) => outcome(client.call("work", key)));
+  // The plain in-flight calls rejected when the connection dropped, before any new server.
+  for (const [i, result] of (await settles(Promise.all(inFlightOutcomes), "in-flight")).entries()) {
+    assert.ok(!result.ok, `in-flight call ${i} resolved: ${JSON.stringify(result)}`);
+    assert.ok(
+      result.error instanceof ConnectionError,
+      `in-flight call ${i}: expected ConnectionError, got ${result.error}`,
+    );
+  }
+
+  await using second = await serveOn(port, handlers("second", false));
+  assert.equal(second.addr.port, port);
+
+  assert.deepEqual(await settles(idempotent, "the idempotent in-flight call"), {
+    ok: true,
+    value: "second",
+  });
+  assert.deepEqual(
+    await settles(Promise.all(duringOutcomes), "the calls made during the outage"),
+    during.map(() => ({ ok: true, value: "second" })),
+  );
+  const after = Array.from({ length: 20 }, (_, i) => `after-${i}`);
+  assert.deepEqual(
+    await settles(Promise.all(after.map((key) => client.call("work", key))), "calls after"),
+    after.map(() => "second"),
+  );
+
+  // Nothing ran twice, except the idempotent call, once on each server.
+  for (const key of [...before, ...inFlight, ...during, ...after]) {
+    assert.equal(counts.get(key), 1, `"${key}" ran ${counts.get(key) ?? 0} times`);
+  }
+  assert.equal(counts.get("flight-idem"), 2);
+  assert.equal(disconnects.length, 1);
+  assert.ok(disconnects[0] instanceof ConnectionError, `onDisconnect got ${disconnects[0]}`);
+  assert.equal(reconnects, 1);
+  assert.equal(client.isClosed, false);
+  gate.resolve();
+});
+
+Deno.test("an idempotent call is sent again only once: when the retried call's connection drops too, it rejects with ConnectionError", async () => {
+  const counts = new Map<string, number>();
+  const gate = Promise.withResolvers<void>();
+  await using server = await serve({
+    async held(key: string): Promise<string> {
+      count(counts, key);
+      await gate.promise;
+      return "done";
+    },
+    ping: () => "pong",
+  }, serverOptions());
+  await using proxy = tcpProxy(server.addr.port);
+  let disconnects = 0;
+  let reconnects = 0;
+  await using client = await connectTo(proxy.port, {
+    reconnect: { initialDelay: 10, maxDelay: 50, maxAttempts: 100 },
+    onDisconnect: () => void disconnects++,
+    onReconnect: () => void reconnects++,
+  });
+  const call = outcome(client.withOptions({ idempotent: true }).call("held", "idem"));
+  await waitFor(() => counts.get("idem") === 1, "the call to reach the server");
+  proxy.cut();
+  await waitFor(() => counts.get("idem") === 2, "the call to be sent again after reconnecting");
+  assert.equal(reconnects, 1);
+  proxy.cut();
+  const result = await settles(call, "the idempotent call");
+  assert.ok(!result.ok, `the call resolved: ${JSON.stringify(result)}`);
+  assert.ok(result.error instanceof ConnectionError, `expected ConnectionError: ${result.error}`);
+  // The client comes back once more, and the call is not sent a third time.
+  await waitFor(() => reconnects === 2, "the second reconnection");
+  assert.equal(await settles(client.call("ping"), "a call after"), "pong");
+  assert.equal(counts.get("idem"), 2);
+  assert.equal(disconnects, 2);
+  gate.resolve();
+});
+
+Deno.test("a client with reconnect gives up after maxAttempts failed attempts: it closes, and the calls waiting reject with ConnectionError saying it could not reconnect", async () => {
+  await using server = await serve({ ping: () => "pong" }, serverOptions());
+  await using proxy = tcpProxy(server.addr.port);
+  const waiting: Promise<Outcome>[] = [];
+  const disconnects: unknown[] = [];
+  let reconnects = 0;
+  const holder: { client?: RpcClient } = {};
+  await using client = await connectTo(proxy.port, {
+    reconnect: { initialDelay: 10, maxDelay: 20, maxAttempts: 3 },
+    onDisconnect: (error) => {
+      disconnects.push(error);
+      // Made the moment the connection drops, so they surely wait for the reconnection.
+      waiting.push(outcome(holder.client!.call("ping")));
+      waiting.push(outcome(holder.client!.withOptions({ timeout: 60_000 }).call("ping")));
+    },
+    onReconnect: () => void reconnects++,
+  });
+  holder.client = client;
+  assert.equal(await client.call("ping"), "pong");
+  proxy.mode = "refuse";
+  proxy.cut();
+  await settles(client.closed, "client.closed after the last attempt");
+  assert.equal(client.isClosed, true);
+  assert.equal(disconnects.length, 1);
+  assert.equal(reconnects, 0);
+  assert.equal(proxy.refused, 3, "one connection attempt per allowed attempt");
+  assert.equal(waiting.length, 2);
+  for (const [i, result] of (await settles(Promise.all(waiting), "the waiting calls")).entries()) {
+    assert.ok(!result.ok, `waiting call ${i} resolved: ${JSON.stringify(result)}`);
+    assert.ok(result.error instanceof ConnectionError, `waiting call ${i}: ${result.error}`);
+    assert.match(
+      result.error.message,
+      new RegExp(`^Cannot reconnect to "127\\.0\\.0\\.1:${proxy.port}" after 3 attempts`),
+    );
+  }
+  const later = await rejectsWith(client.call("ping"), ConnectionError, "a call after giving up");
+  assert.match(later.message, /^Cannot /);
+});
+
+Deno.test("a call that waits for a reconnection rejects with TimeoutError when its own timeout passes first, and close() ends the reconnecting", async () => {
+  await using server = await serve({ ping: () => "pong" }, serverOptions());
+  await using proxy = tcpProxy(server.addr.port);
+  let disconnects = 0;
+  const client = await connectTo(proxy.port, {
+    reconnect: { initialDelay: 10, maxDelay: 50, maxAttempts: 1_000 },
+    onDisconnect: () => void disconnects++,
+  });
+  try {
+    assert.equal(await client.call("ping"), "pong");
+    proxy.mode = "refuse";
+    proxy.cut();
+    await waitFor(() => disconnects === 1, "onDisconnect");
+    const timedOut = await rejectsWith(
+      client.withOptions({ timeout: 150 }).call("ping"),
+      TimeoutError,
+      "a call with a 150 ms timeout during the outage",
+    );
+    assert.match(timedOut.message, /^Cannot call "ping": no response within 150 ms/);
+    // Still reconnecting: a call without a timeout keeps waiting until close() rejects it.
+    assert.equal(client.isClosed, false);
+    const waiting = outcome(client.call("ping"));
+    await settles(client.close(), "close() while reconnecting");
+    const result = await settles(waiting, "the waiting call");
+    assert.ok(!result.ok && result.error instanceof ConnectionError, JSON.stringify(result));
+  } finally {
+    await client.close();
+  }
+  // Whatever attempt was under way when close() came must have ended: the sanitizers check that
+  // no timer or socket of the client outlives the test.
+});
+
+Deno.test("close() while a reconnection attempt hangs in its TLS handshake abandons the attempt and stops reconnecting", async () => {
+  await using server = await serve({ ping: () => "pong" }, serverOptions());
+  await using proxy = tcpProxy(server.addr.port);
+  let disconnects = 0;
+  const client = await connectTo(proxy.port, {
+    connectTimeout: 30_000,
+    reconnect: { initialDelay: 10, maxDelay: 10, maxAttempts: 100 },
+    onDisconnect: () => void disconnects++,
+  });
+  try {
+    assert.equal(await client.call("ping"), "pong");
+    proxy.mode = "stall";
+    proxy.cut();
+    await waitFor(() => disconnects === 1, "onDisconnect");
+    await waitFor(() => proxy.stalled === 1, "a reconnection attempt to reach the stalling proxy");
+    const waiting = outcome(client.call("ping"));
+    await settles(client.close(), "close() during the attempt");
+    const result = await settles(waiting, "the waiting call");
+    assert.ok(!result.ok && result.error instanceof ConnectionError, JSON.stringify(result));
+    // The attempt is abandoned at once, not left to its 30 s connectTimeout. Its socket is not
+    // closed until the proxy lets go: Deno 2.9's TLS stream keeps a socket whose handshake is under
+    // way open after close() (see _transport.ts), on the client side as on the server's.
+    assert.equal(proxy.stalled, 1, "no attempt after close()");
+    assert.equal(client.isClosed, true);
+  } finally {
+    await client.close();
+  }
+});
+
+Deno.test("a client without reconnect closes when the connection drops, after calling onDisconnect", async () => {
+  await using server = await serve({ ping: () => "pong" }, serverOptions());
+  await using proxy = tcpProxy(server.addr.port);
+  const disconnects: unknown[] = [];
+  let reconnects = 0;
+  await using client = await connectTo(proxy.port, {
+    onDisconnect: (error) => void disconnects.push(error),
+    onReconnect: () => void reconnects++,
+  });
+  assert.equal(await client.call("ping"), "pong");
+  proxy.cut();
+  await settles(client.closed, "client.closed");
+  assert.equal(disconnects.length, 1);
+  assert.ok(disconnects[0] instanceof ConnectionError);
+  assert.equal(reconnects, 0);
+  await rejectsWith(client.call("ping"), ConnectionError, "a call after the drop");
+});
+
+Deno.test("a client with reconnect presents its token again on every new connection", async () => {
+  const tokens: string[] = [];
+  await using server = await serve({
+    whoami: () => callContext()?.identity,
+  }, {
+    ...serverOptions(),
+    authenticate: (token) => {
+      tokens.push(token);
+      return token === "reconnect-token" ? { user: "ada", connection: tokens.length } : undefined;
+    },
+  });
+  await using proxy = tcpProxy(server.addr.port);
+  let reconnects = 0;
+  await using client = await connectTo(proxy.port, {
+    token: "reconnect-token",
+    reconnect: { initialDelay: 10, maxDelay: 50, maxAttempts: 100 },
+    onReconnect: () => void reconnects++,
+  });
+  assert.deepEqual(await client.call("whoami"), { user: "ada", connection: 1 });
+  proxy.cut();
+  await waitFor(() => reconnects === 1, "the reconnection");
+  // Without a new rpc.auth this would be refused with -32004.
+  const identity = await settles(
+    client.call("whoami").catch((error: unknown) => {
+      if (error instanceof RpcError) assert.fail(`call refused: ${error.code} ${error.message}`);
+      throw error;
+    }),
+    "a call after reconnecting",
+  );
+  assert.deepEqual(identity, { user: "ada", connection: 2 });
+  assert.deepEqual(tokens, ["reconnect-token", "reconnect-token"]);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Keepalive
+
+Deno.test("keepalive marks a silent server's connection dead: onDisconnect is called and pending calls reject with ConnectionError naming the keepalive", async (t) => {
+  await t.step("without reconnect the client closes", async () => {
+    await using server = silentServer();
+    const disconnects: unknown[] = [];
+    await using client = await connectTo(server.port, {
+      richValues: false,
+      keepalive: { interval: 100, timeout: 100 },
+      onDisconnect: (error) => void disconnects.push(error),
+    });
+    const pending = [client.call("never"), client.call("answered", 1)];
+    for (const [i, call] of pending.entries()) {
+      const error = await rejectsWith(call, ConnectionError, `pending call ${i}`);
+      assert.match(error.message, /keepalive/);
+    }
+    await settles(client.closed, "client.closed");
+    assert.equal(client.isClosed, true);
+    assert.equal(disconnects.length, 1);
+    assert.ok(disconnects[0] instanceof ConnectionError);
+    assert.match(disconnects[0].message, /keepalive/);
+    assert.ok(server.methods.includes("rpc.ping"), `the server saw ${server.methods}`);
+    await rejectsWith(client.call("never"), ConnectionError, "a call after");
+  });
+
+  await t.step("with reconnect the client connects again", async () => {
+    await using server = silentServer();
+    const disconnects: unknown[] = [];
+    let reconnects = 0;
+    const client = await connectTo(server.port, {
+      richValues: false,
+      keepalive: { interval: 100, timeout: 100 },
+      reconnect: { initialDelay: 10, maxDelay: 50, maxAttempts: 100 },
+      onDisconnect: (error) => void disconnects.push(error),
+      onReconnect: () => void reconnects++,
+    });
+    try {
+      const error = await rejectsWith(client.call("never"), ConnectionError, "the pending call");
+      assert.match(error.message, /keepalive/);
+      await waitFor(() => reconnects >= 1, "onReconnect");
+      assert.ok(disconnects.length >= 1);
+      assert.match((disconnects[0] as Error).message, /keepalive/);
+      assert.ok(server.connections >= 2, `${server.connections} connections`);
+      assert.equal(client.isClosed, false);
+    } finally {
+      await settles(client.close(), "client.close()");
+    }
+  });
+});
+
+Deno.test("keepalive pings are answered by the server without calling any handler, and keep an idle connection open", async () => {
+  let calls = 0;
+  const disconnects: unknown[] = [];
+  // The server closes connections idle for 300 ms: only the pings keep this one open.
+  await using server = await serve({
+    count: () => ++calls,
+  }, { ...serverOptions(), idleTimeout: 300 });
+  await using client = await connectTo(server.addr.port, {
+    keepalive: { interval: 30, timeout: 2_000 },
+    onDisconnect: (error) => void disconnects.push(error),
+  });
+  // Several idle timeouts' worth of quiet: a wait, not a measurement.
+  await sleep(1_200);
+  assert.deepEqual(disconnects, []);
+  assert.equal(client.isClosed, false);
+  assert.equal(calls, 0, "keepalive must not reach a handler");
+  assert.equal(await client.call("count"), 1);
+});
