@@ -27,10 +27,13 @@ const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 /** Why a frame could not be decoded; `code` is the JSON-RPC error code to answer with. */
 export class DecodeError extends Error {
   readonly code: number;
-  constructor(code: number, message: string) {
+  /** The JSON text of the message's id when it could be read, else `"null"`. */
+  readonly idText: string;
+  constructor(code: number, message: string, idText = "null") {
     super(message);
     this.name = "DecodeError";
     this.code = code;
+    this.idText = idText;
   }
 }
 
@@ -42,9 +45,9 @@ export class DecodeError extends Error {
  */
 export function decodeFrame(frame: Uint8Array, maxDepth: number): unknown {
   if (frame[0] === EXTENDED_MARKER) return decodeExtended(frame, maxDepth);
-  let text: string;
+  let text: string | undefined = frame.length <= ASCII_FAST_BYTES ? asciiText(frame) : undefined;
   try {
-    text = decoder.decode(frame);
+    text ??= decoder.decode(frame);
   } catch {
     throw new DecodeError(ErrorCode.ParseError, "Parse error: the frame is not valid UTF-8");
   }
@@ -120,12 +123,18 @@ export function encodeWith(
   suffix: string,
   rich: boolean,
   maxDepth: number,
+  envelope: number,
 ): Encoded {
-  const problem = jsonOnlyProblem(value, maxDepth, rich);
+  // The receiver measures the whole message: the envelope's objects count, and so do tags.
+  const depth = maxDepth - envelope;
+  const problem = jsonOnlyProblem(value, depth, rich);
   if (problem === undefined) return `${prefix}${JSON.stringify(value) ?? "null"}${suffix}`;
   if (!rich) throw new NotPlainError(problem);
-  const encoder = new RichEncoder(maxDepth);
+  const encoder = new RichEncoder(depth);
   const tagged = encoder.encode(value);
+  if (exceedsDepth(tagged, depth)) {
+    throw new RangeError(`Cannot send value: encoded, it nests deeper than ${maxDepth} levels`);
+  }
   return extendedParts(`${prefix}${JSON.stringify(tagged)}${suffix}`, encoder.sections);
 }
 
@@ -136,7 +145,8 @@ export function resultMessage(
   rich: boolean,
   maxDepth: number,
 ): Encoded {
-  return encodeWith(`{"jsonrpc":"2.0","id":${idText},"result":`, result, "}", rich, maxDepth);
+  // The result sits in the response object: one level.
+  return encodeWith(`{"jsonrpc":"2.0","id":${idText},"result":`, result, "}", rich, maxDepth, 1);
 }
 
 /** An error response whose `data` may need rich values. */
@@ -157,6 +167,7 @@ export function errorMessage(
     "}}",
     rich,
     maxDepth,
+    2, // the response object, then the error object
   );
 }
 
@@ -177,15 +188,31 @@ export function requestMessage(
     `${timeoutText}}`,
     rich,
     maxDepth,
+    1, // the request object; the params array is part of the value
   );
+}
+
+/** Frames up to this size are read char by char when ASCII: cheaper than a call into Rust. */
+const ASCII_FAST_BYTES = 512;
+
+/** The text of an all-ASCII frame, or `undefined` when a byte is not ASCII. */
+function asciiText(frame: Uint8Array): string | undefined {
+  for (let i = 0; i < frame.length; i++) if (frame[i]! >= 0x80) return undefined;
+  return String.fromCharCode.apply(null, frame as unknown as number[]);
 }
 
 /** Refuses `value` (parsed from `bytes`) when it nests deeper than `maxDepth`. */
 function checkDepth(bytes: Uint8Array, value: unknown, maxDepth: number): void {
   if (mayExceedDepth(bytes, maxDepth) && exceedsDepth(value, maxDepth)) {
+    // The message parsed, so its id is known: the caller's call can settle.
+    const id = value !== null && typeof value === "object" && !Array.isArray(value) &&
+        Object.hasOwn(value, "id") && isId((value as { id: unknown }).id)
+      ? JSON.stringify((value as { id: unknown }).id)
+      : "null";
     throw new DecodeError(
       ErrorCode.InvalidRequest,
       `Invalid Request: arrays and objects nest deeper than ${maxDepth} levels`,
+      id,
     );
   }
 }

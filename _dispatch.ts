@@ -374,7 +374,7 @@ export class Dispatcher {
     try {
       message = decodeFrame(frame, this.#maxDepth);
     } catch (error) {
-      if (error instanceof DecodeError) return errorText("null", error.code, error.message);
+      if (error instanceof DecodeError) return errorText(error.idText, error.code, error.message);
       throw error;
     }
     if (!Array.isArray(message)) return this.#handleOne(message, session, session.rich);

@@ -97,6 +97,8 @@ function problem(value: unknown, depth: number, strict: boolean): string | undef
       for (const key in value) {
         const item = (value as Record<string, unknown>)[key];
         if (item === null || (typeof item !== "object" && plainPrimitive(item, strict))) continue;
+        // Methods and symbols are left out, as JSON.stringify and the rich encoder leave them.
+        if (typeof item === "function" || typeof item === "symbol") continue;
         const found = item === undefined ? "undefined" : problem(item, depth, strict);
         if (found !== undefined) return found;
       }

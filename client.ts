@@ -268,6 +268,7 @@ export type RemoteProxy<T> = unknown extends T ? any : Remote<T>;
 
 /** A call, from the moment it is made until it settles. */
 interface Pending {
+  readonly id: number;
   readonly method: string;
   readonly params: unknown[] | Record<string, unknown>;
   readonly idempotent: boolean;
@@ -772,7 +773,7 @@ export class RpcClient<T = unknown> implements AsyncDisposable, RpcCaller<T> {
     const retry = this.#reconnect !== undefined;
     for (const call of [...this.#pending.values()]) {
       if (call.link !== link) continue;
-      this.#pending.delete(this.#idOf(call));
+      this.#pending.delete(call.id);
       call.link = undefined;
       if (retry && call.idempotent && !call.retried) {
         call.retried = true;
@@ -868,12 +869,6 @@ export class RpcClient<T = unknown> implements AsyncDisposable, RpcCaller<T> {
 
   // --- calls ------------------------------------------------------------------------------------
 
-  #ids = new WeakMap<Pending, number>();
-
-  #idOf(call: Pending): number {
-    return this.#ids.get(call)!;
-  }
-
   #request(
     method: string,
     params: unknown[] | Record<string, unknown>,
@@ -890,6 +885,7 @@ export class RpcClient<T = unknown> implements AsyncDisposable, RpcCaller<T> {
     }
     return new Promise((resolve, reject) => {
       const call: Pending = {
+        id: this.#nextId++,
         method,
         params,
         idempotent: options?.idempotent ?? false,
@@ -903,7 +899,6 @@ export class RpcClient<T = unknown> implements AsyncDisposable, RpcCaller<T> {
         retried: false,
         settled: false,
       };
-      this.#ids.set(call, this.#nextId++);
       if (timeout > 0) {
         call.timer = setTimeout(() => {
           // The server knows the deadline too: it aborts the handler and sends nothing.
@@ -916,7 +911,7 @@ export class RpcClient<T = unknown> implements AsyncDisposable, RpcCaller<T> {
           const link = call.link;
           this.#drop(call);
           reject(signal.reason);
-          if (link && !link.lost) this.#cancel(link, this.#idOf(call));
+          if (link && !link.lost) this.#cancel(link, call.id);
         };
         signal.addEventListener("abort", call.onAbort, { once: true });
       }
@@ -927,7 +922,7 @@ export class RpcClient<T = unknown> implements AsyncDisposable, RpcCaller<T> {
 
   /** Sends a call on `link`. */
   #transmit(call: Pending, link: Link): void {
-    const id = this.#idOf(call);
+    const id = call.id;
     const left = call.deadline === undefined ? undefined : Math.max(1, call.deadline - Date.now());
     let message: Encoded;
     try {
@@ -950,7 +945,7 @@ export class RpcClient<T = unknown> implements AsyncDisposable, RpcCaller<T> {
 
   /** Forgets a call: its timer, its abort listener, its entries. */
   #drop(call: Pending): void {
-    this.#pending.delete(this.#idOf(call));
+    this.#pending.delete(call.id);
     this.#waiting.delete(call);
     clearTimeout(call.timer);
     call.settled = true;

@@ -817,16 +817,17 @@ Deno.test("serve() answers a bad payload with an error and keeps the connection 
       id: null,
     },
     {
+      // The message parses, so the answer carries its id and the caller's call settles.
       name: "nesting 100 000 deep",
       payload: requestOfDepth(3, 100_000),
       code: ErrorCode.InvalidRequest,
-      id: null,
+      id: 3,
     },
     {
       name: "nesting 129 deep, one over the default maxDepth",
       payload: requestOfDepth(4, 129),
       code: ErrorCode.InvalidRequest,
-      id: null,
+      id: 4,
     },
     ...["toString", "constructor", "__proto__", "hasOwnProperty", "valueOf", "add.constructor"]
       .map((method, i) => ({

@@ -24,9 +24,14 @@ function startServer(handlers: object, options: Partial<ServeOptions> = {}): Pro
   return serve(handlers, { ...serverOptions(), ...options });
 }
 
-/** Connects to `port` on 127.0.0.1 trusting the test CA. */
+/**
+ * Connects to `port` on 127.0.0.1 trusting the test CA. Calls time out after 5 s, so that a call
+ * the server never answers fails its test instead of hanging it (a bound, not a timing assertion);
+ * tests that look at the exact bytes of requests pass `timeout: 0`, as the timeout travels with
+ * each request.
+ */
 function connectTo(port: number, options: ConnectOptions = {}): Promise<RpcClient> {
-  return connect({ hostname: "127.0.0.1", port, caCerts: [certs.ca], ...options });
+  return connect({ hostname: "127.0.0.1", port, caCerts: [certs.ca], timeout: 5_000, ...options });
 }
 
 /**
@@ -439,7 +444,7 @@ Deno.test("a Uint8Array of any size up to the frame limit round-trips, and one b
   await t.step("exactly at the limit, and one byte over it", async () => {
     // A fresh client, so that this is its first call: id 1. The payload is laid out as
     // PROTOCOL.md section 8 says, so its size is known before it is sent.
-    await using client = await connectTo(server.addr.port, { maxFrameBytes: limit });
+    await using client = await connectTo(server.addr.port, { maxFrameBytes: limit, timeout: 0 });
     const json = (n: number) =>
       `{"jsonrpc":"2.0","id":1,"method":"one","params":[{"$t":"bytes","o":0,"n":${n}}]}`;
     const payloadSize = (n: number) => Math.ceil((5 + json(n).length) / 8) * 8 + n;
@@ -529,7 +534,7 @@ function recordingServer() {
 
 Deno.test("bytes travel raw: a 1 MiB Uint8Array param makes a frame of at most 1 MiB plus 200 bytes", async (t) => {
   await using server = recordingServer();
-  await using client = await connectTo(server.port);
+  await using client = await connectTo(server.port, { timeout: 0 });
   const bytes = pattern(MiB, 5);
   assert.equal(await client.call("upload", bytes), null);
   const [frame] = server.requests("upload");
@@ -555,7 +560,7 @@ Deno.test("bytes travel raw: a 1 MiB Uint8Array param makes a frame of at most 1
 
 Deno.test("a request's frame is laid out as PROTOCOL.md section 8 says, and plain params stay standard JSON", async (t) => {
   await using server = recordingServer();
-  await using client = await connectTo(server.port);
+  await using client = await connectTo(server.port, { timeout: 0 });
   await t.step(
     "plain params: the frame is JSON.stringify of the request, byte for byte",
     async () => {
@@ -797,7 +802,7 @@ Deno.test("connect({ richValues: false }) gets -32603 for rich results and JSON'
 
 Deno.test("a client with richValues: false never sends an extended frame", async () => {
   await using server = recordingServer();
-  await using client = await connectTo(server.port, { richValues: false });
+  await using client = await connectTo(server.port, { richValues: false, timeout: 0 });
   assert.equal(await client.call("plain", new Date(0), { a: undefined }, -0), null);
   await assert.rejects(client.call("rich", Uint8Array.of(1)), TypeError);
   assert.ok(server.frames.length > 0);
@@ -1019,41 +1024,58 @@ function assertOwnProtoKeys(got: unknown, want: Record<string, unknown>, where: 
 }
 
 Deno.test("__proto__ and constructor keys round-trip as own keys and never change a prototype", async (t) => {
-  const seen: unknown[] = [];
+  const seen: unknown[][] = [];
   await using server = await startServer({
     ...echoHandlers(),
-    inspect(value: unknown): { proto: boolean; ownProto: boolean; polluted: unknown } {
-      seen.push(value);
-      return {
-        proto: Object.getPrototypeOf(value) === Object.prototype,
-        ownProto: Object.hasOwn(value as object, "__proto__"),
-        polluted: (({}) as Record<string, unknown>).polluted ?? null,
-      };
+    inspect(...values: unknown[]): string {
+      seen.push(values);
+      return "seen";
     },
   });
   await using client = await connectTo(server.addr.port);
-  const cases: [string, () => Record<string, unknown>, (value: unknown) => unknown[]][] = [
-    ["made by JSON.parse, in a plain frame", protoKeys, (value) => [value]],
-    ["made by JSON.parse, beside a Map", protoKeys, (value) => [value, new Map([[1, 2]])]],
-    ["made by JSON.parse, inside a Map", protoKeys, (value) => [new Map([["k", value]])]],
-    ["made by defineProperty, holding rich values", protoKeysDefined, (value) => [value]],
-    ["in a Set", protoKeysDefined, (value) => [new Set([value])]],
+  /** Where the object under test sits in each case's params. */
+  const cases: [
+    string,
+    () => Record<string, unknown>,
+    (value: unknown) => unknown[],
+    (params: unknown[]) => unknown,
+  ][] = [
+    ["made by JSON.parse, in a plain frame", protoKeys, (value) => [value], (got) => got[0]],
+    [
+      "made by JSON.parse, beside a Map",
+      protoKeys,
+      (value) => [value, new Map([[1, 2]])],
+      (got) => got[0],
+    ],
+    [
+      "made by JSON.parse, inside a Map",
+      protoKeys,
+      (value) => [new Map([["k", value]])],
+      (got) => (got[0] as Map<string, unknown>).get("k"),
+    ],
+    [
+      "made by defineProperty, holding rich values",
+      protoKeysDefined,
+      (value) => [value],
+      (got) => got[0],
+    ],
+    [
+      "in a Set",
+      protoKeysDefined,
+      (value) => [new Set([value])],
+      (got) => [...(got[0] as Set<unknown>)][0],
+    ],
   ];
-  for (const [name, make, wrap] of cases) {
+  for (const [name, make, place, find] of cases) {
     await t.step(name, async () => {
       const value = make();
-      const got = await client.call("echo", ...wrap(value)) as unknown[];
-      const first = got[0];
-      const received = first instanceof Map
-        ? first.get("k")
-        : first instanceof Set
-        ? [...first][0]
-        : first;
-      assertOwnProtoKeys(received, value, "echoed");
-      const report = await client.call("inspect", ...wrap(value).slice(0, 1));
-      if (!(first instanceof Map) && !(first instanceof Set)) {
-        assert.deepEqual(report, { proto: true, ownProto: true, polluted: null });
-      }
+      seen.length = 0;
+      assert.equal(await client.call("inspect", ...place(value)), "seen");
+      assert.equal(seen.length, 1);
+      assertOwnProtoKeys(find(seen[0]!), value, "the handler's param");
+      assertNotPolluted();
+      const got = await client.call("echo", ...place(value)) as unknown[];
+      assertOwnProtoKeys(find(got), value, "the echoed result");
       assertNotPolluted();
     });
   }
@@ -1076,9 +1098,10 @@ Deno.test("__proto__ and constructor keys round-trip as own keys and never chang
         `"escaped":{"$t":"object","v":{"$t":"x","__proto__":{"polluted":{"$t":"bigint","v":"1"}}}},` +
         `"map":{"$t":"map","v":[["__proto__",{"__proto__":{"polluted":1}}]]}}]}`;
       const reply = await peer.exchangePlain(extendedFrame(json, Uint8Array.of(42)));
-      assert.deepEqual(reply.result, { proto: true, ownProto: true, polluted: null });
-      const [value] = seen as Record<string, unknown>[];
-      assert.ok(value !== undefined);
+      assert.equal(reply.result, "seen");
+      assert.equal(seen.length, 1);
+      const value = seen[0]![0] as Record<string, unknown>;
+      assert.equal(Object.getPrototypeOf(value), Object.prototype);
       const proto = Object.getOwnPropertyDescriptor(value, "__proto__")?.value;
       assertExact(proto, { polluted: Uint8Array.of(42) }, "own __proto__");
       const escaped = value.escaped as Record<string, unknown>;
@@ -1305,7 +1328,6 @@ Deno.test("deeply nested values either round-trip or fail cleanly, and the conne
   const cases: [string, () => unknown][] = [
     ["10 nested Maps", () => nestedMaps(10)],
     ["43 nested Maps", () => nestedMaps(43)],
-    ["100 nested Maps", () => nestedMaps(100)],
     ["64 nested Sets", () => nestedSets(64)],
     ["127 nested arrays", () => nestedArrays(127)],
     ["128 nested arrays", () => nestedArrays(128)],
@@ -1314,7 +1336,6 @@ Deno.test("deeply nested values either round-trip or fail cleanly, and the conne
     ...echoHandlers(),
     make: (name: string) => new Map(cases).get(name)!(),
   });
-  await using client = await connectTo(server.addr.port);
   /** How a call settled, within a bound so that a call that never settles fails the test. */
   function outcome(call: Promise<unknown>, what: string): Promise<unknown> {
     const settled = call.then((value) => ({ value }), (error: unknown) => ({ error }));
@@ -1322,6 +1343,8 @@ Deno.test("deeply nested values either round-trip or fail cleanly, and the conne
   }
   for (const [name, make] of cases) {
     await t.step(`${name} as a param: exact, or a TypeError or RangeError`, async () => {
+      // A client of its own, so that each row fails or passes on its own.
+      await using client = await connectTo(server.addr.port);
       const value = make();
       const got = await outcome(client.call("one", value), "the call") as {
         value?: unknown;
@@ -1336,6 +1359,8 @@ Deno.test("deeply nested values either round-trip or fail cleanly, and the conne
       assert.equal(await client.call("ping"), "pong", "the connection still works");
     });
     await t.step(`${name} as a result: exact, or -32603`, async () => {
+      // A client of its own, so that each row fails or passes on its own.
+      await using client = await connectTo(server.addr.port);
       const got = await outcome(client.call("make", name), "the call") as {
         value?: unknown;
         error?: unknown;

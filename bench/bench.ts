@@ -9,6 +9,7 @@
 import { parseArgs } from "node:util";
 import { connect, type RpcClient } from "../client.ts";
 import { FrameReader, FrameWriter } from "../framing.ts";
+import { start as startHere } from "./servers.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -57,6 +58,7 @@ async function start(mode: string): Promise<Server> {
 
 /** Runs `step` over and over for `seconds`; resolves with how many times it ran a second. */
 async function rate(step: () => Promise<unknown>, concurrency = 1): Promise<number> {
+  for (let i = 0; i < 20; i++) await step(); // warm up: connections, JIT
   const end = performance.now() + seconds * 1000;
   let count = 0;
   const started = performance.now();
@@ -107,8 +109,40 @@ function format(value: number): string {
   return value >= 100 ? Math.round(value).toLocaleString("en-US") : value.toFixed(2);
 }
 
+// (0) The floor of this machine: a plain TCP echo between two processes.
+console.error("plain TCP echo, two processes");
+{
+  const server = await start("tcp");
+  const tcp = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+  tcp.setNoDelay(true);
+  const buffer = new Uint8Array(256);
+  record(
+    "tcpSeq",
+    "plain TCP echo, no TLS: sequential round trips",
+    await rate(async () => {
+      await tcp.write(request);
+      await tcp.read(buffer);
+    }),
+    "/s",
+  );
+  tcp.close();
+  await server.stop();
+}
+
 // (1) The bare echo: the limit for this runtime.
 console.error("bare TLS echo (Deno.listenTls)");
+{
+  const here = await startHere("echo");
+  const client = await rawClient(here.port);
+  record(
+    "bareSeqHere",
+    "bare echo, one process: sequential round trips",
+    await rate(() => client.roundTrip(request)),
+    "/s",
+  );
+  client.close();
+  await here.close();
+}
 {
   const server = await start("echo");
   const client = await rawClient(server.port);
@@ -168,6 +202,24 @@ for (const transport of ["node", "deno"]) {
     }),
     "/s",
   );
+  {
+    const here = await startHere(`tlsrpc-${transport}`);
+    const local = await connectTo(here.port);
+    record(
+      `${t}SeqHere`,
+      `tlsrpc (${t}), one process: sequential calls`,
+      await rate(() => local.call("add", 1, 2)),
+      "/s",
+    );
+    record(
+      `${t}FlightHere`,
+      `tlsrpc (${t}), one process: 64 calls in flight`,
+      await rate(() => local.call("add", 1, 2), 64),
+      "/s",
+    );
+    await local.close();
+    await here.close();
+  }
   if (t === "node" || !smoke) {
     const before = await client.call("rss") as number;
     const clients = await Promise.all(
@@ -241,7 +293,7 @@ console.error("JSON over HTTPS (Deno.serve + fetch)");
 
 const ratio = (a: string, b: string) => (results[a]! / results[b]!).toFixed(2);
 const cpu = (await Deno.readTextFile("/proc/cpuinfo").catch(() => ""))
-  .match(/model name\s*:\s*(.*)/)?.[1] ?? "unknown CPU";
+  .match(/model name\s*:\s*(.*)/)?.[1] ?? "CPU model not readable";
 console.log(
   `\nMachine: ${navigator.hardwareConcurrency} cores, ${cpu}, Deno ${Deno.version.deno}, ${
     new Date().toISOString().slice(0, 10)
@@ -253,9 +305,14 @@ for (const [label, value, unit] of rows) console.log(`| ${label} | ${format(valu
 console.log("\n| ratio | node transport | deno transport | target |");
 console.log("| --- | ---: | ---: | --- |");
 console.log(
-  `| sequential calls / bare echo round trips | ${ratio("nodeSeq", "bareSeq")} | ${
+  `| sequential calls / bare echo round trips, two processes | ${ratio("nodeSeq", "bareSeq")} | ${
     ratio("denoSeq", "bareSeq")
   } | ≥ 0.85 |`,
+);
+console.log(
+  `| sequential calls / bare echo round trips, one process | ${
+    ratio("nodeSeqHere", "bareSeqHere")
+  } | ${ratio("denoSeqHere", "bareSeqHere")} | ≥ 0.85 |`,
 );
 console.log(
   `| 64 in flight / HTTPS JSON 64 in flight | ${ratio("nodeFlight", "httpsFlight")} | ${

@@ -2,7 +2,15 @@ import assert from "node:assert/strict";
 
 Deno.test("deno task bench runs every measurement in its smoke version and prints the table", async () => {
   const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-net", "--allow-read", "--allow-run", "bench/bench.ts", "--smoke"],
+    args: [
+      "run",
+      "--allow-net",
+      "--allow-read",
+      "--allow-run",
+      "--allow-sys",
+      "bench/bench.ts",
+      "--smoke",
+    ],
     cwd: new URL("../", import.meta.url).pathname,
     stdin: "null",
   }).output();
@@ -17,7 +25,8 @@ Deno.test("deno task bench runs every measurement in its smoke version and print
       "tlsrpc (node): connect + first call",
       "p99 latency",
       "HTTPS JSON: 64 calls in flight",
-      "| sequential calls / bare echo round trips |",
+      "| sequential calls / bare echo round trips, one process |",
+      "plain TCP echo, no TLS",
     ]
   ) {
     assert.ok(out.includes(row), `the table has no "${row}" row:\n${out}`);

@@ -4,14 +4,15 @@
 //   tlsrpc-node    a tlsrpc server, default transport (node:tls), every limit on
 //   tlsrpc-deno    a tlsrpc server on Deno.listenTls, every limit on
 //   https          JSON over HTTPS with Deno.serve
-// Each prints "listening on PORT" and serves until killed.
+//   tcp            a plain TCP echo, no TLS: the operating system's floor
+// Each prints "listening on PORT" and serves until killed; bench.ts can also start them in its
+// own process, to measure the cost of the code alone, without the wakeups of two processes.
 
 import { serve } from "../server.ts";
 import { FrameReader, FrameWriter } from "../framing.ts";
 
 const cert = await Deno.readTextFile(new URL("../testdata/server.pem", import.meta.url));
 const key = await Deno.readTextFile(new URL("../testdata/server.key", import.meta.url));
-const mode = Deno.args[0];
 
 /** The methods the benchmark calls. */
 const handlers = {
@@ -20,36 +21,82 @@ const handlers = {
   rss: () => Deno.memoryUsage().rss,
 };
 
-if (mode === "echo") {
-  const listener = Deno.listenTls({ hostname: "127.0.0.1", port: 0, cert, key });
-  console.log(`listening on ${listener.addr.port}`);
-  for await (const conn of listener) void echo(conn);
-} else if (mode === "tlsrpc-node" || mode === "tlsrpc-deno") {
-  await serve(handlers, {
-    hostname: "127.0.0.1",
-    port: 0,
-    cert,
-    key,
-    transport: mode === "tlsrpc-deno" ? "deno" : "node",
-    onListen: (addr) => console.log(`listening on ${addr.port}`),
-    onError: () => {},
-  });
-} else if (mode === "https") {
-  const server = Deno.serve({
-    hostname: "127.0.0.1",
-    port: 0,
-    cert,
-    key,
-    onListen: ({ port }) => console.log(`listening on ${port}`),
-  }, async (request) => {
-    const { method, params } = await request.json();
-    const fn = method === "add" ? handlers.add : handlers.echo;
-    return Response.json({ result: (fn as (...a: unknown[]) => unknown)(...params) });
-  });
-  await server.finished;
-} else {
-  console.error(`Cannot start: unknown mode "${mode}"`);
-  Deno.exit(2);
+/** A server the benchmark runs, here or in a process of its own. */
+export interface BenchServer {
+  port: number;
+  close(): Promise<void>;
+}
+
+/** Starts the server of `mode` in this process. */
+export async function start(mode: string): Promise<BenchServer> {
+  if (mode === "echo") {
+    const listener = Deno.listenTls({ hostname: "127.0.0.1", port: 0, cert, key });
+    const conns = new Set<Deno.TlsConn>();
+    const loop = (async () => {
+      for await (const conn of listener) {
+        conns.add(conn);
+        void echo(conn).finally(() => conns.delete(conn));
+      }
+    })().catch(() => {});
+    return {
+      port: listener.addr.port,
+      async close() {
+        listener.close();
+        for (const conn of conns) {
+          try {
+            conn.close();
+          } catch { /* closed */ }
+        }
+        await loop;
+      },
+    };
+  }
+  if (mode === "tcp") {
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    void (async () => {
+      for await (const conn of listener) {
+        conn.setNoDelay(true);
+        void (async () => {
+          const buffer = new Uint8Array(65536);
+          try {
+            for (let n = await conn.read(buffer); n !== null; n = await conn.read(buffer)) {
+              await conn.write(buffer.subarray(0, n));
+            }
+          } catch { /* left */ }
+        })();
+      }
+    })().catch(() => {});
+    return { port: listener.addr.port, close: () => Promise.resolve(listener.close()) };
+  }
+  if (mode === "tlsrpc-node" || mode === "tlsrpc-deno") {
+    const server = await serve(handlers, {
+      hostname: "127.0.0.1",
+      port: 0,
+      cert,
+      key,
+      transport: mode === "tlsrpc-deno" ? "deno" : "node",
+      onListen: () => {},
+      onError: () => {},
+    });
+    return { port: server.addr.port, close: () => server.shutdown() };
+  }
+  if (mode === "https") {
+    const server = Deno.serve(
+      { hostname: "127.0.0.1", port: 0, cert, key, onListen: () => {} },
+      async (request) => {
+        const { method, params } = await request.json();
+        const fn = method === "add" ? handlers.add : handlers.echo;
+        return Response.json({ result: (fn as (...a: unknown[]) => unknown)(...params) });
+      },
+    );
+    return { port: server.addr.port, close: () => server.shutdown() };
+  }
+  throw new TypeError(`Cannot start: unknown mode "${mode}"`);
+}
+
+if (import.meta.main) {
+  const server = await start(Deno.args[0] ?? "");
+  console.log(`listening on ${server.port}`);
 }
 
 /** Echoes every frame back, whole: the least work a framed TLS server can do. */
