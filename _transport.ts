@@ -187,7 +187,7 @@ async function listenNode(options: ListenOptions): Promise<Listener> {
     return new Promise<void>((resolve, reject) => {
       server.once("error", reject);
       server.listen(
-        options.port === 0 && address ? address.port : options.port,
+        port,
         options.hostname,
         () => {
           server.off("error", reject);
@@ -198,14 +198,15 @@ async function listenNode(options: ListenOptions): Promise<Listener> {
     });
   }
 
-  let address: { address: string; port: number } | undefined;
+  // Listening again after EMFILE must take the same port, also when port 0 picked it.
+  let port = options.port;
   let server = createServer();
   await bind(server);
-  const bound = server.address();
-  if (bound === null || typeof bound === "string") {
+  const address = server.address();
+  if (address === null || typeof address === "string") {
     throw new Error("Cannot listen: the server has no TCP address");
   }
-  address = bound;
+  port = address.port;
   const probeHost = address.address === "0.0.0.0"
     ? "127.0.0.1"
     : address.address === "::"
@@ -220,7 +221,7 @@ async function listenNode(options: ListenOptions): Promise<Listener> {
     let tcp: Deno.TcpConn | undefined;
     const timer = setTimeout(() => accepted.resolve(false), ACCEPT_PROBE_WAIT_MS);
     try {
-      tcp = await Deno.connect({ hostname: probeHost, port: address!.port });
+      tcp = await Deno.connect({ hostname: probeHost, port });
       probe.port = tcp.localAddr.port;
       const early = probe.seen.get(probe.port);
       if (early !== undefined) {
