@@ -16,7 +16,8 @@ import {
   resultText,
 } from "./_codec.ts";
 import { CancelledError, ErrorCode, RpcError, TimeoutError } from "./errors.ts";
-import { type CallContext, runInContext } from "./context.ts";
+import type { CallContext } from "./context.ts";
+import { runInContext } from "./_context.ts";
 import { type Authenticator, MAX_AUTH_FAILURES } from "./_auth.ts";
 import type { MethodInfo } from "./server.ts";
 

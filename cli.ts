@@ -13,10 +13,20 @@
  * failed.
  *
  * @example Run the CLI from code
- * ```ts ignore
+ * ```ts
  * import { main } from "./cli.ts";
+ * import { serve } from "./server.ts";
  *
- * const code = await main(["call", "--ca", "ca.pem", "add", "2", "3"]);
+ * const file = (name: string) => new URL(`./testdata/${name}`, import.meta.url).pathname;
+ * await using server = await serve({ add: (a: number, b: number) => a + b }, {
+ *   port: 0,
+ *   cert: await Deno.readTextFile(file("server.pem")),
+ *   key: await Deno.readTextFile(file("server.key")),
+ *   onListen: () => {},
+ * });
+ * const port = String(server.addr.port);
+ * const code = await main(["call", "--port", port, "--ca", file("ca.pem"), "add", "2", "3"]);
+ * console.log(code); // 0, after printing 5
  * ```
  *
  * @module

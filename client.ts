@@ -4,14 +4,18 @@
  * project and needs no permission beyond `--allow-net`, so it can be imported straight from a URL.
  *
  * @example Call a server
- * ```ts ignore
+ * ```ts
  * import { connect } from "./client.ts";
+ * import { serve } from "./server.ts";
  *
- * await using client = await connect({
- *   hostname: "localhost",
- *   port: 7443,
- *   caCerts: [await Deno.readTextFile("ca.pem")],
+ * const read = (name: string) => Deno.readTextFile(new URL(`./testdata/${name}`, import.meta.url));
+ * await using server = await serve({ add: (a: number, b: number) => a + b, math: { neg: (x: number) => -x } }, {
+ *   port: 0,
+ *   cert: await read("server.pem"),
+ *   key: await read("server.key"),
+ *   onListen: () => {},
  * });
+ * await using client = await connect({ port: server.addr.port, caCerts: [await read("ca.pem")] });
  * console.log(await client.call("add", 2, 3)); // 5
  * console.log(await client.proxy.math.neg(5)); // -5
  * ```
@@ -292,11 +296,19 @@ interface Pending {
  * authentication) before it resolves.
  *
  * @example Connect with the test CA
- * ```ts ignore
+ * ```ts
  * import { connect } from "./client.ts";
+ * import { serve } from "./server.ts";
  *
- * const client = await connect({ port: 7443, caCerts: [await Deno.readTextFile("ca.pem")] });
- * await client.close();
+ * const read = (name: string) => Deno.readTextFile(new URL(`./testdata/${name}`, import.meta.url));
+ * await using server = await serve({ add: (a: number, b: number) => a + b }, {
+ *   port: 0,
+ *   cert: await read("server.pem"),
+ *   key: await read("server.key"),
+ *   onListen: () => {},
+ * });
+ * await using client = await connect({ port: server.addr.port, caCerts: [await read("ca.pem")] });
+ * console.log(await client.proxy.add(1, 2)); // 3
  * ```
  *
  * @typeParam T The type of the server's handlers (`typeof handlers`, from an `import type`), for
@@ -420,6 +432,34 @@ async function openTls(
  * A client of a tlsrpc server, from {@linkcode connect}. Calls are multiplexed on one connection
  * by id; each resolves as soon as its response arrives, in any order.
  *
+ * @example Many calls at once on one connection
+ * ```ts
+ * import { connect } from "./client.ts";
+ * import { serve } from "./server.ts";
+ *
+ * const read = (name: string) => Deno.readTextFile(new URL(`./testdata/${name}`, import.meta.url));
+ * const handlers = {
+ *   slow: (ms: number) => new Promise<string>((done) => setTimeout(done, ms, `slept ${ms}`)),
+ *   fast: () => "fast",
+ * };
+ * await using server = await serve(handlers, {
+ *   port: 0,
+ *   cert: await read("server.pem"),
+ *   key: await read("server.key"),
+ *   onListen: () => {},
+ * });
+ * await using client = await connect<typeof handlers>({
+ *   port: server.addr.port,
+ *   caCerts: [await read("ca.pem")],
+ * });
+ * const order: string[] = [];
+ * await Promise.all([
+ *   client.proxy.slow(50).then((text) => order.push(text)),
+ *   client.proxy.fast().then((text) => order.push(text)),
+ * ]);
+ * console.log(order); // ["fast", "slept 50"]: each answer comes as soon as it is ready
+ * ```
+ *
  * @typeParam T The type of the server's handlers, for a typed {@linkcode RpcClient.proxy}.
  */
 export class RpcClient<T = unknown> implements AsyncDisposable, RpcCaller<T> {
@@ -503,8 +543,19 @@ export class RpcClient<T = unknown> implements AsyncDisposable, RpcCaller<T> {
    * Calls `method` with by-position params and resolves with its result.
    *
    * @example Call a method
-   * ```ts ignore
-   * const sum = await client.call("add", 2, 3);
+   * ```ts
+   * import { connect } from "./client.ts";
+   * import { serve } from "./server.ts";
+   *
+   * const read = (name: string) => Deno.readTextFile(new URL(`./testdata/${name}`, import.meta.url));
+   * await using server = await serve({ add: (a: number, b: number) => a + b }, {
+   *   port: 0,
+   *   cert: await read("server.pem"),
+   *   key: await read("server.key"),
+   *   onListen: () => {},
+   * });
+   * await using client = await connect({ port: server.addr.port, caCerts: [await read("ca.pem")] });
+   * console.log(await client.call("add", 2, 3)); // 5
    * ```
    *
    * @param method The method's name, dotted for namespaces (`"math.add"`).
@@ -523,8 +574,19 @@ export class RpcClient<T = unknown> implements AsyncDisposable, RpcCaller<T> {
    * Calls `method` with by-name params, passed to the handler as one object.
    *
    * @example Call with named params
-   * ```ts ignore
-   * const user = await client.callNamed("users.find", { name: "ada" });
+   * ```ts
+   * import { connect } from "./client.ts";
+   * import { serve } from "./server.ts";
+   *
+   * const read = (name: string) => Deno.readTextFile(new URL(`./testdata/${name}`, import.meta.url));
+   * await using server = await serve({ users: { find: ({ name }: { name: string }) => ({ name, id: 1 }) } }, {
+   *   port: 0,
+   *   cert: await read("server.pem"),
+   *   key: await read("server.key"),
+   *   onListen: () => {},
+   * });
+   * await using client = await connect({ port: server.addr.port, caCerts: [await read("ca.pem")] });
+   * console.log(await client.callNamed("users.find", { name: "ada" })); // { name: "ada", id: 1 }
    * ```
    *
    * @param method The method's name.
@@ -543,11 +605,23 @@ export class RpcClient<T = unknown> implements AsyncDisposable, RpcCaller<T> {
    * deadline, an `AbortSignal` that cancels the call on both sides, and `idempotent`.
    *
    * @example Cancel a call, or give it a deadline
-   * ```ts ignore
+   * ```ts
+   * import { connect } from "./client.ts";
+   * import { serve } from "./server.ts";
+   *
+   * const read = (name: string) => Deno.readTextFile(new URL(`./testdata/${name}`, import.meta.url));
+   * await using server = await serve({ wait: (ms: number) => new Promise((done) => setTimeout(done, ms, ms)) }, {
+   *   port: 0,
+   *   cert: await read("server.pem"),
+   *   key: await read("server.key"),
+   *   onListen: () => {},
+   * });
+   * await using client = await connect({ port: server.addr.port, caCerts: [await read("ca.pem")] });
    * const controller = new AbortController();
-   * const report = client.withOptions({ signal: controller.signal }).proxy.buildReport();
-   * controller.abort(); // report rejects now; the handler's callContext().signal aborts
-   * await client.withOptions({ timeout: 500, idempotent: true }).call("search", "tls");
+   * const waiting = client.withOptions({ signal: controller.signal }).proxy.wait(50);
+   * controller.abort(new Error("no longer needed")); // rejects now; the server is told
+   * await waiting.catch((error: Error) => console.log(error.message)); // "no longer needed"
+   * console.log(await client.withOptions({ timeout: 1000 }).call("wait", 10)); // 10
    * ```
    *
    * @param options The timeout, signal and idempotence of every call made through the result.
@@ -570,8 +644,20 @@ export class RpcClient<T = unknown> implements AsyncDisposable, RpcCaller<T> {
    * Sends a notification: a call that gets no response, so its outcome is never known.
    *
    * @example Notify
-   * ```ts ignore
+   * ```ts
+   * import { connect } from "./client.ts";
+   * import { serve } from "./server.ts";
+   *
+   * const read = (name: string) => Deno.readTextFile(new URL(`./testdata/${name}`, import.meta.url));
+   * await using server = await serve({ log: (line: string) => console.log(`server log: ${line}`), ping: () => "pong" }, {
+   *   port: 0,
+   *   cert: await read("server.pem"),
+   *   key: await read("server.key"),
+   *   onListen: () => {},
+   * });
+   * await using client = await connect({ port: server.addr.port, caCerts: [await read("ca.pem")] });
    * client.notify("log", "started");
+   * await client.call("ping"); // frames are in order: the notification has been handled
    * ```
    *
    * @param method The method's name.
@@ -596,9 +682,26 @@ export class RpcClient<T = unknown> implements AsyncDisposable, RpcCaller<T> {
    * handler's `callContext().notify(method, ...params)`).
    *
    * @example Follow the progress of a call
-   * ```ts ignore
+   * ```ts
+   * import { callContext } from "./context.ts";
+   * import { connect } from "./client.ts";
+   * import { serve } from "./server.ts";
+   *
+   * const read = (name: string) => Deno.readTextFile(new URL(`./testdata/${name}`, import.meta.url));
+   * await using server = await serve({
+   *   import(rows: number): number {
+   *     for (let done = 1; done <= rows; done++) callContext()?.notify("progress", done, rows);
+   *     return rows;
+   *   },
+   * }, {
+   *   port: 0,
+   *   cert: await read("server.pem"),
+   *   key: await read("server.key"),
+   *   onListen: () => {},
+   * });
+   * await using client = await connect({ port: server.addr.port, caCerts: [await read("ca.pem")] });
    * const stop = client.on("progress", (done, total) => console.log(`${done}/${total}`));
-   * await client.call("import", "data.csv");
+   * await client.call("import", 3); // prints 1/3, 2/3, 3/3
    * stop();
    * ```
    *

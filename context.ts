@@ -26,7 +26,7 @@
  * @module
  */
 
-import { AsyncLocalStorage } from "node:async_hooks";
+import { currentContext } from "./_context.ts";
 
 /** What a handler can learn about the call it is serving. */
 export interface CallContext {
@@ -55,11 +55,6 @@ export interface CallContext {
   notify(method: string, ...params: unknown[]): void;
 }
 
-const storage = new AsyncLocalStorage<CallContext>();
-
-/** The context of the plain (not `async`) handler running now, if any. */
-let current: CallContext | undefined;
-
 /**
  * The context of the call being served, or `undefined` outside a handler.
  *
@@ -77,27 +72,5 @@ let current: CallContext | undefined;
  * @returns The current call's context.
  */
 export function callContext(): CallContext | undefined {
-  return current ?? storage.getStore();
-}
-
-/**
- * Runs `fn` with `thisArg` and `args` as the call of `context`: through AsyncLocalStorage when
- * `keep` (an `async` handler, which awaits), else by setting the current context while it runs.
- * Used by the dispatcher.
- */
-export function runInContext(
-  context: CallContext,
-  fn: (...args: unknown[]) => unknown,
-  thisArg: unknown,
-  args: unknown[],
-  keep: boolean,
-): unknown {
-  if (keep) return storage.run(context, Reflect.apply, fn, thisArg, args);
-  const previous = current;
-  current = context;
-  try {
-    return Reflect.apply(fn, thisArg, args);
-  } finally {
-    current = previous;
-  }
+  return currentContext();
 }

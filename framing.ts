@@ -94,15 +94,27 @@ export interface FrameReaderOptions {
 /**
  * Reads frames from a byte stream.
  *
- * @example Read frames from a TLS connection
- * ```ts ignore
+ * @example Read frames from a stream, whatever its chunks
+ * ```ts
  * import { FrameReader } from "./framing.ts";
+ * import assert from "node:assert/strict";
  *
- * const conn = await Deno.connectTls({ hostname: "localhost", port: 7443 });
- * const reader = new FrameReader(conn);
+ * // Two frames, "hi" and "there", arriving cut at arbitrary places, as TCP may deliver them.
+ * const chunks = [[0, 0, 0], [2, 104, 105, 0, 0], [0, 5, 116, 104, 101, 114, 101]];
+ * const reader = new FrameReader({
+ *   read(into) {
+ *     const chunk = chunks.shift();
+ *     if (chunk === undefined) return Promise.resolve(null);
+ *     into.set(chunk);
+ *     return Promise.resolve(chunk.length);
+ *   },
+ * });
+ * const texts: string[] = [];
  * for (let frames = await reader.read(); frames !== null; frames = await reader.read()) {
- *   for (const frame of frames) console.log(new TextDecoder().decode(frame));
+ *   // A frame is a view of the read buffer: decode it before the next read.
+ *   for (const frame of frames) texts.push(new TextDecoder().decode(frame));
  * }
+ * assert.deepEqual(texts, ["hi", "there"]);
  * ```
  */
 export class FrameReader {
@@ -255,14 +267,22 @@ const encoder = new TextEncoder();
  * Queues frames and writes them: at once when the sink is idle, else together with every other
  * frame queued while the previous write was under way.
  *
- * @example Write a frame to a TLS connection
- * ```ts ignore
+ * @example Frames queued in one turn go out in one write
+ * ```ts
  * import { FrameWriter } from "./framing.ts";
+ * import assert from "node:assert/strict";
  *
- * const conn = await Deno.connectTls({ hostname: "localhost", port: 7443 });
- * const writer = new FrameWriter(conn);
- * writer.writeText('{"jsonrpc":"2.0","method":"ping"}');
+ * const writes: number[] = [];
+ * const writer = new FrameWriter({
+ *   write(bytes) {
+ *     writes.push(bytes.length);
+ *     return Promise.resolve(bytes.length);
+ *   },
+ * });
+ * writer.writeText('{"jsonrpc":"2.0","method":"ping"}'); // 4 + 33 bytes
+ * writer.writeFrame(new Uint8Array([1, 2, 3])); // 4 + 3 bytes
  * await writer.flushed();
+ * assert.deepEqual(writes, [44]);
  * ```
  */
 export class FrameWriter {
