@@ -107,3 +107,21 @@ export class RawClient implements AsyncDisposable {
     return Promise.resolve();
   }
 }
+
+/**
+ * Resolves as `promise` does, or rejects once `ms` have passed: a guard so that a broken behaviour
+ * fails the test instead of hanging it. Not a timing assertion; the limit is far above any real wait.
+ */
+export async function within<T>(promise: Promise<T>, what: string, ms = 5_000): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`Gave up waiting: ${what} (${ms} ms)`)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -6,7 +6,7 @@ import { connect, type ConnectOptions, type RpcClient } from "./client.ts";
 import { ConnectionError, RpcError, TimeoutError } from "./errors.ts";
 import { FrameReader, FrameWriter } from "./framing.ts";
 import { type RpcServer, serve, type ServeOptions } from "./server.ts";
-import { certs, serverOptions } from "./_test_util.ts";
+import { certs, serverOptions, within as settles } from "./_test_util.ts";
 import * as AttrWrapper from "./attr_wrapper.ts";
 
 const decoder = new TextDecoder();
@@ -26,24 +26,6 @@ async function startServer(
 /** Connects to `port` on 127.0.0.1 trusting the test CA. */
 function connectTo(port: number, options: ConnectOptions = {}): Promise<RpcClient> {
   return connect({ hostname: "127.0.0.1", port, caCerts: [certs.ca], ...options });
-}
-
-/**
- * Rejects if `promise` has not settled within `ms`: a guard so that a broken client fails the
- * test instead of hanging it. Not a timing assertion; the limit is far above any real wait.
- */
-async function settles<T>(promise: Promise<T>, what: string, ms = 5_000): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`${what} did not settle within ${ms} ms`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 /** Asserts that `promise` rejects with a ConnectionError, without hanging, and returns it. */

@@ -3,25 +3,10 @@ import { connect, type RpcClient } from "./client.ts";
 import { type CallContext, callContext } from "./context.ts";
 import { CancelledError, ConnectionError, TimeoutError } from "./errors.ts";
 import { type RpcServer, serve } from "./server.ts";
-import { certs, RawClient, serverOptions } from "./_test_util.ts";
+import { certs, RawClient, serverOptions, within } from "./_test_util.ts";
 
 function connectTo(server: RpcServer): Promise<RpcClient> {
   return connect({ hostname: "127.0.0.1", port: server.addr.port, caCerts: [certs.ca] });
-}
-
-/** Resolves with `promise`, or rejects once `ms` have passed: a bound, not a timing assertion. */
-async function within<T>(promise: Promise<T>, what: string, ms = 5000): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`Gave up waiting: ${what}`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 /** A handler that records its context and waits until its signal aborts, then reports why. */

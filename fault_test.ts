@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import { serve, type ServeOptions } from "./server.ts";
 import { connect, type RpcClient } from "./client.ts";
 import { ConnectionError, ErrorCode } from "./errors.ts";
-import { certs, RawClient, serverOptions } from "./_test_util.ts";
+import { certs, RawClient, serverOptions, within } from "./_test_util.ts";
 
 type Transport = NonNullable<ServeOptions["transport"]>;
 
@@ -57,21 +57,6 @@ function request(id: unknown, method: string, params?: unknown): Record<string, 
 /** Resolves after `ms`. */
 function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** Rejects when `promise` has not settled within `ms`, so that a broken test fails, not hangs. */
-async function within<T>(promise: Promise<T>, what: string, ms = 5000): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`Gave up waiting: ${what}`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 /** Whether `promise` settles within `ms`; it is not awaited for its outcome. */

@@ -9,30 +9,12 @@ import { ConnectionError, RpcError, TimeoutError } from "./errors.ts";
 import { FrameReader, FrameWriter } from "./framing.ts";
 import { type RpcServer, serve, type ServeOptions } from "./server.ts";
 import { callContext } from "./context.ts";
-import { certs, serverOptions } from "./_test_util.ts";
+import { certs, serverOptions, within as settles } from "./_test_util.ts";
 
 const decoder = new TextDecoder();
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-/**
- * Rejects if `promise` has not settled within `ms`: a guard so that a broken client fails the
- * test instead of hanging it. Not a timing assertion; the limit is far above any real wait.
- */
-async function settles<T>(promise: Promise<T>, what: string, ms = 5_000): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`${what} did not settle within ${ms} ms`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /** The outcome of a promise, caught at once so that no rejection goes unhandled while we wait. */
 type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };

@@ -9,7 +9,7 @@ import { RpcError } from "./errors.ts";
 import { FrameReader, FrameWriter } from "./framing.ts";
 import { type RpcServer, serve, type ServeOptions } from "./server.ts";
 import { decodeFrame, DEFAULT_MAX_DEPTH } from "./_codec.ts";
-import { certs, RawClient, serverOptions } from "./_test_util.ts";
+import { certs, RawClient, serverOptions, within } from "./_test_util.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -32,24 +32,6 @@ function startServer(handlers: object, options: Partial<ServeOptions> = {}): Pro
  */
 function connectTo(port: number, options: ConnectOptions = {}): Promise<RpcClient> {
   return connect({ hostname: "127.0.0.1", port, caCerts: [certs.ca], timeout: 5_000, ...options });
-}
-
-/**
- * Resolves with `promise`, or rejects once `ms` have passed: a guard so that a broken peer fails
- * the test instead of hanging it, not a timing assertion.
- */
-async function within<T>(promise: Promise<T>, what: string, ms = 5_000): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`Gave up waiting: ${what}`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 /** Bytes 0, 1, 2... modulo 251, so that a shifted or truncated copy never looks right. */

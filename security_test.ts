@@ -9,7 +9,7 @@ import { type RpcServer, serve, type ServeOptions } from "./server.ts";
 import { callContext } from "./context.ts";
 import { MAX_AUTH_FAILURES } from "./_auth.ts";
 import { type DevCertificates, generateDevCertificates } from "./dev_cert.ts";
-import { certs, RawClient, serverOptions } from "./_test_util.ts";
+import { certs, RawClient, serverOptions, within as settles } from "./_test_util.ts";
 
 /** The token of these tests: distinctive, so that finding it in a log or a message means a leak. */
 const TOKEN = "s3cr3t-token-value";
@@ -21,24 +21,6 @@ const decoder = new TextDecoder();
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-/**
- * Rejects if `promise` has not settled within `ms`: a guard so that a broken peer fails the test
- * instead of hanging it. Not a timing assertion; the limit is far above any real wait.
- */
-async function settles<T>(promise: Promise<T>, what: string, ms = 5_000): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`${what} did not settle within ${ms} ms`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /** The error `promise` rejects with, within the guard; fails if it resolves. */
 async function rejection(promise: Promise<unknown>, what: string): Promise<unknown> {

@@ -3,7 +3,7 @@ import { callContext } from "./context.ts";
 import { type RpcServer, serve, type ServeOptions } from "./server.ts";
 import { connect, type RpcClient } from "./client.ts";
 import { ConnectionError, ErrorCode, RpcError } from "./errors.ts";
-import { certs, RawClient, serverOptions } from "./_test_util.ts";
+import { certs, RawClient, serverOptions, within } from "./_test_util.ts";
 import * as calc from "./examples/calc.ts";
 
 const encoder = new TextEncoder();
@@ -27,21 +27,6 @@ function framed(payload: string | Uint8Array): Uint8Array {
 /** A request object. */
 function request(id: unknown, method: string, params?: unknown): Record<string, unknown> {
   return { jsonrpc: "2.0", id, method, ...(params === undefined ? {} : { params }) };
-}
-
-/** Rejects when `promise` has not settled within `ms`, so that a broken test fails, not hangs. */
-async function within<T>(promise: Promise<T>, what: string, ms = 3000): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`Gave up waiting: ${what}`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 /** A client of `server` made with `connect()`, trusting the test CA. */
