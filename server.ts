@@ -452,10 +452,14 @@ class ServerConnection implements Session {
     try {
       for (let frames = await this.#reader.read(); frames; frames = await this.#reader.read()) {
         this.#lastActive = Date.now();
-        for (const frame of frames) this.#dispatch(frame);
-        // Backpressure: read no more until calls finish; the peer's sends queue up in TCP.
-        while (this.#inFlight >= this.#limits.maxInFlight && !this.#closed) await this.#wait();
-        if (this.#closed) return;
+        for (const frame of frames) {
+          // Backpressure: at the limit, dispatch and read no more until calls finish; the peer's
+          // sends queue up in TCP. The frames stay valid: the read buffer is not touched before
+          // the next read.
+          while (this.#inFlight >= this.#limits.maxInFlight && !this.#closed) await this.#wait();
+          if (this.#closed) return;
+          this.#dispatch(frame);
+        }
       }
       // The end of the stream is a disconnect, as in Go's net/http: the calls in flight are
       // aborted and their results dropped. What is already queued still goes out.
