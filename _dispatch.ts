@@ -234,7 +234,7 @@ export interface Session {
   authenticated: boolean;
   /** Failed `rpc.auth` attempts so far. */
   authFailures: number;
-  /** Closes the connection once what is queued has been written. */
+  /** Closes the connection once the reply to the current message has been written. */
   closeSoon(why: string): void;
   /** Whether the peer announced rich values (`rpc.hello`), so that it may get extended frames. */
   rich: boolean;

@@ -385,6 +385,7 @@ class ServerConnection implements Session {
   #waiters: (() => void)[] = [];
   #lastActive = Date.now();
   #closed = false;
+  #closeAfterReply = false;
   #finished: Promise<void> | undefined;
 
   constructor(
@@ -516,8 +517,12 @@ class ServerConnection implements Session {
 
   closeSoon(why: string): void {
     this.#log.report(undefined, `closing ${this.#peer}: ${why}`);
-    // A macrotask later, the reply that prompted this is queued and its write under way.
-    setTimeout(() => void this.#writer.flushed().then(() => this.close()), 0);
+    this.#closeAfterReply = true;
+  }
+
+  /** After a reply is queued (or dropped): closes once it is written, when closeSoon() asked. */
+  #closeIfAsked(): void {
+    if (this.#closeAfterReply) void this.#writer.flushed().then(() => this.close());
   }
 
   #abortCalls(why: string): void {
@@ -550,9 +555,10 @@ class ServerConnection implements Session {
       this.#log.report(error, `cannot answer ${this.#peer}: ${reason(error)}`);
       return;
     }
-    if (reply === undefined) return;
-    if (!(reply instanceof Promise)) this.#send(reply);
-    else {
+    if (!(reply instanceof Promise)) {
+      if (reply !== undefined) this.#send(reply);
+      this.#closeIfAsked();
+    } else {
       this.#inFlight++;
       reply.then(
         (text) => this.#finish(text),
@@ -568,6 +574,7 @@ class ServerConnection implements Session {
     this.#inFlight--;
     this.#lastActive = Date.now();
     if (text !== undefined && !this.#closed) this.#send(text);
+    this.#closeIfAsked();
     if (this.#waiters.length > 0) this.#wake();
   }
 
