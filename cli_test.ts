@@ -370,3 +370,64 @@ Deno.test("cli call --get prints the value at a dotted path, and exits 1 naming 
     });
   }
 });
+
+Deno.test("cli cert makes a CA, a server and a client certificate, keys 0600, and reuses them", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const args = ["cert", "--dir", dir, "--host", "api.example.test", "--client", "worker-1"];
+    const first = await run(args);
+    assert.equal(first.code, 0, first.stderr);
+    const names = ["ca.pem", "ca.key", "cert.pem", "key.pem", "client.pem", "client.key"];
+    assert.deepEqual(
+      first.stdout.trim().split("\n").map((line) => line.split(/\s+/)),
+      names.map((name) => ["created", `${dir}/${name}`]),
+    );
+    assert.match(first.stderr, /For development only/);
+    for (const key of ["ca.key", "key.pem", "client.key"]) {
+      assert.equal((await Deno.stat(`${dir}/${key}`)).mode! & 0o777, 0o600, key);
+    }
+    const caKey = await Deno.readTextFile(`${dir}/ca.key`);
+    const again = await run(args);
+    assert.equal(again.code, 0, again.stderr);
+    assert.deepEqual(
+      again.stdout.trim().split("\n").map((line) => line.split(/\s+/)[0]),
+      names.map(() => "reused"),
+    );
+    assert.equal(
+      await Deno.readTextFile(`${dir}/ca.key`),
+      caKey,
+      "an existing key is never rewritten",
+    );
+    const bad = await run(["cert", "--dir", dir, "--bogus"]);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /^error: Cannot parse arguments: Unknown option '--bogus'\n$/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("cli serve warns on stderr when its certificate expires within 7 days", async () => {
+  const { generateDevCertificates } = await import("./dev_cert.ts");
+  // A certificate issued 822 days ago: the leaf lasts 825 days, so 3 are left.
+  const issued = new Date(Date.now() - 822 * 86_400_000);
+  const made = await generateDevCertificates({ now: issued });
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/cert.pem`, made.cert);
+    await Deno.writeTextFile(`${dir}/key.pem`, made.key);
+    const server = await startServe([
+      path("examples/calc.ts"),
+      "--port",
+      "0",
+      "--cert",
+      `${dir}/cert.pem`,
+      "--key",
+      `${dir}/key.pem`,
+    ]);
+    const done = await server.stop();
+    assert.equal(done.code, 0, done.stderr);
+    assert.match(done.stderr, /warning: the server certificate expires on \d{4}-\d\d-\d\dT/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
