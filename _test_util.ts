@@ -125,3 +125,33 @@ export async function within<T>(promise: Promise<T>, what: string, ms = 5_000): 
     clearTimeout(timer);
   }
 }
+
+/**
+ * A real ClientHello: the first TLS record `Deno.connectTls` sends, caught by a plain TCP
+ * listener. Fault tests and the soak corrupt or cut it.
+ */
+export async function recordClientHello(): Promise<Uint8Array> {
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const connecting = Deno.connectTls({
+    hostname: "127.0.0.1",
+    port: listener.addr.port,
+    caCerts: [certs.ca],
+  });
+  using server = await listener.accept();
+  using client = await connecting;
+  const handshake = client.handshake().catch(() => {});
+  const bytes = new Uint8Array(16 * 1024);
+  let length = 0;
+  const recordLength = () => length < 5 ? Infinity : 5 + ((bytes[3]! << 8) | bytes[4]!);
+  for (let reads = 0; reads < 64 && length < recordLength(); reads++) {
+    const count = await server.read(bytes.subarray(length));
+    if (count === null) break;
+    length += count;
+  }
+  client.close();
+  await handshake;
+  if (bytes[0] !== 0x16 || bytes[5] !== 0x01) {
+    throw new Error("Cannot record a ClientHello: the first record is not one");
+  }
+  return bytes.slice(0, recordLength());
+}

@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import { serve, type ServeOptions } from "./server.ts";
 import { connect, type RpcClient } from "./client.ts";
 import { ConnectionError, ErrorCode } from "./errors.ts";
-import { certs, RawClient, serverOptions, within } from "./_test_util.ts";
+import { certs, RawClient, recordClientHello, serverOptions, within } from "./_test_util.ts";
 
 type Transport = NonNullable<ServeOptions["transport"]>;
 
@@ -247,35 +247,6 @@ class Tcp implements AsyncDisposable {
     }
     await this.closed.catch(() => {});
   }
-}
-
-/**
- * A real ClientHello: what `Deno.connectTls` sends first, caught by a plain TCP listener. Only
- * the first TLS record, the ClientHello, is kept.
- */
-async function recordClientHello(): Promise<Uint8Array> {
-  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const connecting = Deno.connectTls({
-    hostname: "127.0.0.1",
-    port: listener.addr.port,
-    caCerts: [certs.ca],
-  });
-  using server = await listener.accept();
-  using client = await connecting;
-  const handshake = client.handshake().catch(() => {});
-  const bytes = new Uint8Array(16 * 1024);
-  let length = 0;
-  const recordLength = () => length < 5 ? Infinity : 5 + ((bytes[3]! << 8) | bytes[4]!);
-  for (let reads = 0; reads < 64 && length < recordLength(); reads++) {
-    const count = await server.read(bytes.subarray(length));
-    if (count === null) break;
-    length += count;
-  }
-  client.close();
-  await handshake;
-  assert.equal(bytes[0], 0x16, "the first record is not a handshake record");
-  assert.equal(bytes[5], 0x01, "the first handshake message is not a ClientHello");
-  return bytes.slice(0, recordLength());
 }
 
 /** A partial TLS ClientHello: the record header promises 512 bytes, and 11 arrive. */

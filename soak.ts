@@ -18,7 +18,7 @@
 import { isDeepStrictEqual, parseArgs } from "node:util";
 import { serve } from "./server.ts";
 import { connect, type RpcClient } from "./client.ts";
-import { certs, RawClient } from "./_test_util.ts";
+import { certs, RawClient, recordClientHello } from "./_test_util.ts";
 
 /**
  * How much the process RSS may grow from the end of the warm-up (a tenth of the run under full
@@ -195,32 +195,6 @@ function closeQuietly(closer: { close(): void }): void {
 async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
   let offset = 0;
   while (offset < bytes.length) offset += await conn.write(bytes.subarray(offset));
-}
-
-/** What `Deno.connectTls` sends first: a real ClientHello record, caught by a TCP listener. */
-async function recordClientHello(): Promise<Uint8Array> {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const connecting = Deno.connectTls({
-    hostname: "127.0.0.1",
-    port: listener.addr.port,
-    caCerts: [certs.ca],
-  });
-  const server = await listener.accept();
-  const client = await connecting;
-  const handshake = client.handshake().catch(() => {});
-  const bytes = new Uint8Array(16 * 1024);
-  let length = 0;
-  const recordLength = () => length < 5 ? Infinity : 5 + ((bytes[3]! << 8) | bytes[4]!);
-  for (let reads = 0; reads < 64 && length < recordLength(); reads++) {
-    const count = await server.read(bytes.subarray(length));
-    if (count === null) break;
-    length += count;
-  }
-  client.close();
-  await handshake;
-  server.close();
-  listener.close();
-  return bytes.slice(0, recordLength());
 }
 
 // --- the server ----------------------------------------------------------------------------------
