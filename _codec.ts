@@ -235,19 +235,6 @@ export function errorText(idText: string, code: number, message: string, data?: 
   }${dataText}}}`;
 }
 
-/** JSON text of a request, or of a notification when `id` is undefined. */
-export function requestText(
-  id: number | undefined,
-  method: string,
-  params: unknown,
-  timeout?: number,
-): string {
-  const idText = id === undefined ? "" : `"id":${id},`;
-  const paramsText = params === undefined ? "" : `,"params":${JSON.stringify(params)}`;
-  const timeoutText = timeout === undefined ? "" : `,"timeout":${timeout}`;
-  return `{"jsonrpc":"2.0",${idText}"method":${JSON.stringify(method)}${paramsText}${timeoutText}}`;
-}
-
 /** `Object.prototype.hasOwnProperty`, which a wire object may shadow with a key of that name. */
 export const hasOwn: (object: object, key: PropertyKey) => boolean = Object.hasOwn;
 
