@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
-import { connect, type RpcClient } from "./client.ts";
-import { type CallContext, callContext } from "./context.ts";
-import { CancelledError, ConnectionError, TimeoutError } from "./errors.ts";
-import { type RpcServer, serve } from "./server.ts";
-import { certs, RawClient, serverOptions, within } from "./_test_util.ts";
+import { connect, type RpcClient } from "../client.ts";
+import { type CallContext, callContext } from "../context.ts";
+import { CancelledError, ConnectionError, TimeoutError } from "../errors.ts";
+import { type RpcServer, serve } from "../server.ts";
+import { certs, RawClient, serverOptions, within } from "./_util.ts";
 
 function connectTo(server: RpcServer): Promise<RpcClient> {
   return connect({ hostname: "127.0.0.1", port: server.addr.port, caCerts: [certs.ca] });

@@ -3,18 +3,18 @@
 // CLI flags for both, on real sockets and real subprocesses.
 
 import assert from "node:assert/strict";
-import { connect, type ConnectOptions, type RpcClient } from "./client.ts";
-import { ConnectionError, ErrorCode, RpcError } from "./errors.ts";
-import { type RpcServer, serve, type ServeOptions } from "./server.ts";
-import { callContext } from "./context.ts";
-import { MAX_AUTH_FAILURES } from "./_auth.ts";
-import { type DevCertificates, generateDevCertificates } from "./dev_cert.ts";
-import { certs, RawClient, serverOptions, within as settles } from "./_test_util.ts";
+import { connect, type ConnectOptions, type RpcClient } from "../client.ts";
+import { ConnectionError, ErrorCode, RpcError } from "../errors.ts";
+import { type RpcServer, serve, type ServeOptions } from "../server.ts";
+import { callContext } from "../context.ts";
+import { MAX_AUTH_FAILURES } from "../_auth.ts";
+import { type DevCertificates, generateDevCertificates } from "../dev_cert.ts";
+import { certs, RawClient, serverOptions, within as settles } from "./_util.ts";
 
 /** The token of these tests: distinctive, so that finding it in a log or a message means a leak. */
 const TOKEN = "s3cr3t-token-value";
 
-const root = new URL("./", import.meta.url);
+const root = new URL("../", import.meta.url);
 const path = (relative: string) => new URL(relative, root).pathname;
 const cli = path("cli.ts");
 const decoder = new TextDecoder();

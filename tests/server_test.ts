@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
-import { callContext } from "./context.ts";
-import { type RpcServer, serve, type ServeOptions } from "./server.ts";
-import { connect, type RpcClient } from "./client.ts";
-import { ConnectionError, ErrorCode, RpcError } from "./errors.ts";
-import { certs, RawClient, serverOptions, within } from "./_test_util.ts";
-import * as calc from "./examples/calc.ts";
+import { callContext } from "../context.ts";
+import { type RpcServer, serve, type ServeOptions } from "../server.ts";
+import { connect, type RpcClient } from "../client.ts";
+import { ConnectionError, ErrorCode, RpcError } from "../errors.ts";
+import { certs, RawClient, serverOptions, within } from "./_util.ts";
+import * as calc from "../examples/calc.ts";
 
 const encoder = new TextEncoder();
 

@@ -28,7 +28,7 @@ import {
   utcTime,
   utf8String,
   x509Time,
-} from "./_der.ts";
+} from "../_der.ts";
 
 function hex(bytes: Uint8Array): string {
   return Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0")).join(" ");

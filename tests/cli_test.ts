@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
-import { serve } from "./server.ts";
-import * as calc from "./examples/calc.ts";
-import { serverOptions } from "./_test_util.ts";
+import { serve } from "../server.ts";
+import * as calc from "../examples/calc.ts";
+import { serverOptions } from "./_util.ts";
 
-const root = new URL("./", import.meta.url);
+const root = new URL("../", import.meta.url);
 const path = (relative: string) => new URL(relative, root).pathname;
 const cli = path("cli.ts");
 const ca = path("testdata/ca.pem");
@@ -407,7 +407,7 @@ Deno.test("cli cert makes a CA, a server and a client certificate, keys 0600, an
 });
 
 Deno.test("cli serve warns on stderr when its certificate expires within 7 days", async () => {
-  const { generateDevCertificates } = await import("./dev_cert.ts");
+  const { generateDevCertificates } = await import("../dev_cert.ts");
   // A certificate issued 822 days ago: the leaf lasts 825 days, so 3 are left.
   const issued = new Date(Date.now() - 822 * 86_400_000);
   const made = await generateDevCertificates({ now: issued });

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { inspect as nodeInspect } from "node:util";
-import { isEmpty, isWrapped, type Untyped, unwrap, wrap } from "./attr_wrapper.ts";
+import { isEmpty, isWrapped, type Untyped, unwrap, wrap } from "../attr_wrapper.ts";
 
 /** Wraps `value` as a result of unknown shape, the way RPC results arrive. */
 function view(value: unknown): Untyped {
@@ -605,7 +605,7 @@ Deno.test({
   name: "console.log() shows a view as it shows the data",
   ignore: Deno.permissions.querySync({ name: "run" }).state !== "granted",
   async fn() {
-    const module = new URL("./attr_wrapper.ts", import.meta.url).href;
+    const module = new URL("../attr_wrapper.ts", import.meta.url).href;
     const code = `
       import { wrap } from ${JSON.stringify(module)};
       const data = { a: 1, b: [1, { c: "x", d: [1, [2, [3]]] }] };

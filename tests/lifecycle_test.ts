@@ -4,12 +4,12 @@
 // asserts how long anything took.
 
 import assert from "node:assert/strict";
-import { connect, type ConnectOptions, type RpcClient } from "./client.ts";
-import { ConnectionError, RpcError, TimeoutError } from "./errors.ts";
-import { FrameReader, FrameWriter } from "./framing.ts";
-import { type RpcServer, serve, type ServeOptions } from "./server.ts";
-import { callContext } from "./context.ts";
-import { certs, serverOptions, within as settles } from "./_test_util.ts";
+import { connect, type ConnectOptions, type RpcClient } from "../client.ts";
+import { ConnectionError, RpcError, TimeoutError } from "../errors.ts";
+import { FrameReader, FrameWriter } from "../framing.ts";
+import { type RpcServer, serve, type ServeOptions } from "../server.ts";
+import { callContext } from "../context.ts";
+import { certs, serverOptions, within as settles } from "./_util.ts";
 
 const decoder = new TextDecoder();
 

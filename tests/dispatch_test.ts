@@ -5,9 +5,9 @@ import {
   detachedSession,
   Dispatcher,
   parameterNames,
-} from "./_dispatch.ts";
-import { ErrorCode, RpcError } from "./errors.ts";
-import * as calc from "./examples/calc.ts";
+} from "../_dispatch.ts";
+import { ErrorCode, RpcError } from "../errors.ts";
+import * as calc from "../examples/calc.ts";
 
 // deno-lint-ignore no-explicit-any
 type AnyFunction = (...args: any[]) => unknown;

@@ -11,7 +11,7 @@ Deno.test("deno task bench runs every measurement in its smoke version and print
       "bench/bench.ts",
       "--smoke",
     ],
-    cwd: new URL("../", import.meta.url).pathname,
+    cwd: new URL("../../", import.meta.url).pathname,
     stdin: "null",
   }).output();
   const out = new TextDecoder().decode(stdout);

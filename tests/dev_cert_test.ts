@@ -14,7 +14,7 @@ import {
   readTime,
   readUnsigned,
   Tag,
-} from "./_der.ts";
+} from "../_der.ts";
 import {
   certificateNotAfter,
   defaultDevCertDir,
@@ -25,7 +25,7 @@ import {
   ensureDevCertificates,
   generateDevCertificates,
   writeDevCertificates,
-} from "./dev_cert.ts";
+} from "../dev_cert.ts";
 
 const DAY_MS = 24 * 60 * 60 * 1000;
 const NOW = new Date("2026-01-15T12:00:00Z");

@@ -3,11 +3,11 @@
 // also run each typed call against a real server.
 
 import assert from "node:assert/strict";
-import { connect, type Remote, type RpcClient } from "./client.ts";
-import { serve } from "./server.ts";
-import type * as calc from "./examples/calc.ts";
-import * as calcModule from "./examples/calc.ts";
-import { certs, serverOptions } from "./_test_util.ts";
+import { connect, type Remote, type RpcClient } from "../client.ts";
+import { serve } from "../server.ts";
+import type * as calc from "../examples/calc.ts";
+import * as calcModule from "../examples/calc.ts";
+import { certs, serverOptions } from "./_util.ts";
 
 /** Exact type equality: `true` only when A and B are the same type. */
 type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ? 1 : 2 ? true

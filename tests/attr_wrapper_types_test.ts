@@ -2,7 +2,7 @@
 // `@ts-expect-error` line fails the check if that use ever compiles. The test also runs every
 // statement, so the types are checked against what the views do.
 import assert from "node:assert/strict";
-import * as AttrWrapper from "./attr_wrapper.ts";
+import * as AttrWrapper from "../attr_wrapper.ts";
 import {
   isEmpty,
   isWrapped,
@@ -13,7 +13,7 @@ import {
   type Wrapped,
   type WrappedArray,
   type WrappedObject,
-} from "./attr_wrapper.ts";
+} from "../attr_wrapper.ts";
 
 /** True if `A` and `B` are the same type, not merely assignable to each other. */
 type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends (<T>() => T extends B ? 1 : 2) ? true

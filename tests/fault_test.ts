@@ -8,10 +8,10 @@
 // for stalled handshakes only "node" is held to the close; "deno" is held to serving good clients.
 
 import assert from "node:assert/strict";
-import { serve, type ServeOptions } from "./server.ts";
-import { connect, type RpcClient } from "./client.ts";
-import { ConnectionError, ErrorCode } from "./errors.ts";
-import { certs, RawClient, recordClientHello, serverOptions, within } from "./_test_util.ts";
+import { serve, type ServeOptions } from "../server.ts";
+import { connect, type RpcClient } from "../client.ts";
+import { ConnectionError, ErrorCode } from "../errors.ts";
+import { certs, RawClient, recordClientHello, serverOptions, within } from "./_util.ts";
 
 type Transport = NonNullable<ServeOptions["transport"]>;
 
@@ -595,7 +595,7 @@ Deno.test({
   name: "cli serve recovers from running out of file descriptors at accept (EMFILE)",
   ignore: !hasBash,
   async fn() {
-    const root = new URL("./", import.meta.url).pathname;
+    const root = new URL("../", import.meta.url).pathname;
     const decoder = new TextDecoder();
     const child = new Deno.Command("bash", {
       args: [

@@ -3,13 +3,13 @@
 // what a hostile peer's malformed extended frames get.
 
 import assert from "node:assert/strict";
-import { connect, type ConnectOptions, type RpcClient } from "./client.ts";
-import { callContext } from "./context.ts";
-import { RpcError } from "./errors.ts";
-import { FrameReader, FrameWriter } from "./framing.ts";
-import { type RpcServer, serve, type ServeOptions } from "./server.ts";
-import { decodeFrame, DEFAULT_MAX_DEPTH } from "./_codec.ts";
-import { certs, RawClient, serverOptions, within } from "./_test_util.ts";
+import { connect, type ConnectOptions, type RpcClient } from "../client.ts";
+import { callContext } from "../context.ts";
+import { RpcError } from "../errors.ts";
+import { FrameReader, FrameWriter } from "../framing.ts";
+import { type RpcServer, serve, type ServeOptions } from "../server.ts";
+import { decodeFrame, DEFAULT_MAX_DEPTH } from "../_codec.ts";
+import { certs, RawClient, serverOptions, within } from "./_util.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();

@@ -1,7 +1,7 @@
 // Tests of FrameReader and FrameWriter over in-memory byte sources and sinks: no sockets.
 
 import assert from "node:assert/strict";
-import { ProtocolError } from "./errors.ts";
+import { ProtocolError } from "../errors.ts";
 import {
   type ByteSink,
   type ByteSource,
@@ -9,7 +9,7 @@ import {
   FrameReader,
   FrameWriter,
   HEADER_BYTES,
-} from "./framing.ts";
+} from "../framing.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();

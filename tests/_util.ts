@@ -1,8 +1,8 @@
 // Helpers for the tests: the test certificates and a raw frame-level TLS client.
 
-import { FrameReader, FrameWriter } from "./framing.ts";
+import { FrameReader, FrameWriter } from "../framing.ts";
 
-const testdata = new URL("./testdata/", import.meta.url);
+const testdata = new URL("../testdata/", import.meta.url);
 
 /** The test CA and the server certificate for localhost, 127.0.0.1 and ::1. */
 export const certs: { ca: string; cert: string; key: string } = {

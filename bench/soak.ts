@@ -5,7 +5,7 @@
  * wrongly, and memory must not grow without bound.
  *
  * ```sh
- * deno run -A soak.ts [--seconds 30] [--clients 200]
+ * deno run -A bench/soak.ts [--seconds 30] [--clients 200]
  * ```
  *
  * Prints the calls made, lost and mismatched, what the chaos did, and the process RSS at start, after
@@ -16,9 +16,9 @@
  */
 
 import { isDeepStrictEqual, parseArgs } from "node:util";
-import { serve } from "./server.ts";
-import { connect, type RpcClient } from "./client.ts";
-import { certs, RawClient, recordClientHello } from "./_test_util.ts";
+import { serve } from "../server.ts";
+import { connect, type RpcClient } from "../client.ts";
+import { certs, RawClient, recordClientHello } from "../tests/_util.ts";
 
 /**
  * How much the process RSS may grow from the end of the warm-up (a tenth of the run under full
@@ -56,7 +56,7 @@ const MIB = 1024 * 1024;
 // --- command line --------------------------------------------------------------------------------
 
 function usage(message: string): never {
-  console.error(`error: ${message}\nUsage: deno run -A soak.ts [--seconds N] [--clients N]`);
+  console.error(`error: ${message}\nUsage: deno run -A bench/soak.ts [--seconds N] [--clients N]`);
   Deno.exit(2);
 }
 

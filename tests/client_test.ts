@@ -2,12 +2,12 @@
 // TLS and TCP servers that misbehave in ways the real server never would.
 
 import assert from "node:assert/strict";
-import { connect, type ConnectOptions, type RpcClient } from "./client.ts";
-import { ConnectionError, RpcError, TimeoutError } from "./errors.ts";
-import { FrameReader, FrameWriter } from "./framing.ts";
-import { type RpcServer, serve, type ServeOptions } from "./server.ts";
-import { certs, serverOptions, within as settles } from "./_test_util.ts";
-import * as AttrWrapper from "./attr_wrapper.ts";
+import { connect, type ConnectOptions, type RpcClient } from "../client.ts";
+import { ConnectionError, RpcError, TimeoutError } from "../errors.ts";
+import { FrameReader, FrameWriter } from "../framing.ts";
+import { type RpcServer, serve, type ServeOptions } from "../server.ts";
+import { certs, serverOptions, within as settles } from "./_util.ts";
+import * as AttrWrapper from "../attr_wrapper.ts";
 
 const decoder = new TextDecoder();
 

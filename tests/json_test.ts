@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { parseJson } from "./_json.ts";
-import { serve } from "./server.ts";
-import { RawClient, serverOptions } from "./_test_util.ts";
+import { parseJson } from "../_json.ts";
+import { serve } from "../server.ts";
+import { RawClient, serverOptions } from "./_util.ts";
 
 const escapes = ["\\\\", '\\"', "\\/", "\\b", "\\f", "\\n", "\\r", "\\t", "\\u0041", "\\u00e9"];
 

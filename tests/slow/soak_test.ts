@@ -2,7 +2,7 @@
 
 import assert from "node:assert/strict";
 
-const soak = new URL("./soak.ts", import.meta.url).pathname;
+const soak = new URL("../../bench/soak.ts", import.meta.url).pathname;
 const decoder = new TextDecoder();
 
 async function runSoak(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -45,7 +45,7 @@ Deno.test("soak.ts exits 2 on a usage error", async (t) => {
     await t.step(name, async () => {
       const { code, stderr } = await runSoak(args);
       assert.equal(code, 2, stderr);
-      assert.match(stderr, /^error: .*\nUsage: deno run -A soak\.ts/);
+      assert.match(stderr, /^error: .*\nUsage: deno run -A bench\/soak\.ts/);
     });
   }
 });

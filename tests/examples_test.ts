@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
-import { serve } from "./server.ts";
-import { connect, RpcError } from "./client.ts";
-import * as calc from "./examples/calc.ts";
-import { certs, serverOptions } from "./_test_util.ts";
+import { serve } from "../server.ts";
+import { connect, RpcError } from "../client.ts";
+import * as calc from "../examples/calc.ts";
+import { certs, serverOptions } from "./_util.ts";
 
-const root = new URL("./", import.meta.url);
+const root = new URL("../", import.meta.url);
 
 function has(command: string): boolean {
   try {
@@ -95,7 +95,7 @@ async function runDeno(args: string[], env: Record<string, string> = {}) {
 }
 
 Deno.test("examples/service.ts, a class with a namespace, serves its methods and coded errors", async () => {
-  const { default: Inventory, InventoryErrors } = await import("./examples/service.ts");
+  const { default: Inventory, InventoryErrors } = await import("../examples/service.ts");
   await using server = await serve(new Inventory(), serverOptions());
   assert.deepEqual([...server.methods.keys()].sort(), [
     "add",
