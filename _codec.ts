@@ -1,4 +1,7 @@
-// Frames to JSON-RPC 2.0 messages and back. The server and the client share it.
+// Frames to JSON-RPC 2.0 messages and back: a Codec per connection, made once with its settings
+// (rich values, depth), with methods for requests, results and errors. Every outgoing message
+// carries the id it answers, so that one too large to send can still be answered by an error.
+// The server and the client share it.
 
 import { ErrorCode } from "./errors.ts";
 import { parseJson } from "./_json.ts";
@@ -13,11 +16,9 @@ import {
   splitExtended,
 } from "./_rich.ts";
 
-/**
- * The deepest nesting of arrays and objects a message may have: 128 is far beyond any sensible API
- * and far below what would overflow a recursive handler or encoder.
- */
-export const DEFAULT_MAX_DEPTH = 128;
+import { DEFAULT_MAX_DEPTH } from "./_limits.ts";
+
+export { DEFAULT_MAX_DEPTH };
 
 /** A JSON-RPC id: the spec allows a string, a number or null. */
 export type Id = string | number | null;
@@ -61,7 +62,54 @@ export function decodeFrame(frame: Uint8Array, maxDepth: number): unknown {
     );
   }
   checkDepth(frame, value, maxDepth);
+  if (hasInexactId(value)) recordIdTexts(text, value);
   return value;
+}
+
+/** The exact JSON text of ids that a JS number cannot hold (64-bit integers), by request object. */
+const RAW_IDS = new WeakMap<object, string>();
+
+/**
+ * The JSON text of a request's id, to answer with: exactly as the peer wrote it when a number
+ * would change it (an id of 9223372036854775807 is answered as that, not 9223372036854776000).
+ */
+export function idTextOf(request: { id?: unknown }): string {
+  const id = request.id;
+  if (typeof id === "number") return RAW_IDS.get(request) ?? String(id);
+  return id === undefined ? "null" : JSON.stringify(id);
+}
+
+function hasInexactId(value: unknown): boolean {
+  if (Array.isArray(value)) return value.some((item) => inexact(item));
+  return inexact(value);
+}
+
+function inexact(message: unknown): boolean {
+  if (message === null || typeof message !== "object") return false;
+  const id = (message as { id?: unknown }).id;
+  return typeof id === "number" && !Number.isSafeInteger(id);
+}
+
+/** Parses `text` again for the source text of its ids: rare, only for ids a number changed. */
+function recordIdTexts(text: string, value: unknown): void {
+  const sources = new Map<object, string>();
+  const again = JSON.parse(
+    text,
+    function (this: object, key, parsed, context?: { source?: string }) {
+      if (key === "id" && typeof parsed === "number" && context?.source !== undefined) {
+        sources.set(this, context.source);
+      }
+      return parsed;
+    },
+  );
+  // The holders above belong to the second parse: match them to `value` by position.
+  const pairs: [unknown, unknown][] = Array.isArray(value) && Array.isArray(again)
+    ? value.map((item, i) => [item, again[i]])
+    : [[value, again]];
+  for (const [mine, theirs] of pairs) {
+    const source = sources.get(theirs as object);
+    if (source !== undefined && inexact(mine)) RAW_IDS.set(mine as object, source);
+  }
 }
 
 /**
@@ -258,4 +306,90 @@ export function exceedsDepth(value: unknown, max: number): boolean {
     if (exceedsDepth((value as Record<string, unknown>)[key], max - 1)) return true;
   }
   return false;
+}
+
+/** An outgoing message: its payload and the JSON text of the id it carries (`"null"` if none). */
+export class Outgoing {
+  /** The JSON text of the message's id, `"null"` for none: the reply to send if the body fails. */
+  readonly idText: string;
+  /** JSON text (a plain frame), or the parts of an extended frame. */
+  readonly body: Encoded;
+  constructor(idText: string, body: Encoded) {
+    this.idText = idText;
+    this.body = body;
+  }
+}
+
+/** Options for {@linkcode Codec}. */
+export interface CodecOptions {
+  /** Whether the peer takes rich values (extended frames); it may change after `rpc.hello`. */
+  rich?: boolean;
+  /** The deepest nesting of arrays and objects a message may have. */
+  maxDepth?: number;
+}
+
+/** One connection's codec: frames to messages and messages to frames, with its settings. */
+export class Codec {
+  /** Whether the peer took rich values (`rpc.hello`), so that it may get extended frames. */
+  rich: boolean;
+  /** The deepest nesting of arrays and objects a message may have. */
+  readonly maxDepth: number;
+  #plain: Codec | undefined;
+
+  constructor(options: CodecOptions = {}) {
+    this.rich = options.rich ?? false;
+    this.maxDepth = options.maxDepth ?? DEFAULT_MAX_DEPTH;
+  }
+
+  /** These settings without rich values: a batch's answer is one plain JSON array. */
+  get plain(): Codec {
+    if (!this.rich) return this;
+    this.#plain ??= new Codec({ rich: false, maxDepth: this.maxDepth });
+    return this.#plain;
+  }
+
+  /**
+   * The message in `frame`.
+   *
+   * @throws {DecodeError} When the frame is not a message, with the code to answer with.
+   */
+  decode(frame: Uint8Array): unknown {
+    return decodeFrame(frame, this.maxDepth);
+  }
+
+  /**
+   * A success response.
+   *
+   * @throws {NotPlainError} When the result needs rich values the peer has not taken.
+   * @throws {RangeError} When the result nests too deeply or is circular.
+   * @throws {TypeError} When the result holds something that cannot be sent at all.
+   */
+  result(idText: string, result: unknown): Outgoing {
+    return new Outgoing(idText, resultMessage(idText, result, this.rich, this.maxDepth));
+  }
+
+  /** An error response; `data`, when given, may need rich values (throws as `result` does). */
+  error(idText: string, code: number, message: string, data?: unknown): Outgoing {
+    return new Outgoing(
+      idText,
+      errorMessage(idText, code, message, data, this.rich, this.maxDepth),
+    );
+  }
+
+  /**
+   * A request, or a notification when `id` is undefined.
+   *
+   * @throws As `result` does, for the params.
+   */
+  request(
+    id: number | undefined,
+    method: string,
+    params: unknown,
+    timeout?: number,
+  ): Outgoing {
+    return new Outgoing(
+      id === undefined ? "null" : String(id),
+      requestMessage(id, method, params, timeout, this.rich, this.maxDepth),
+    );
+  }
 }

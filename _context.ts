@@ -1,7 +1,41 @@
 // Where the current call's context lives. Private: handlers read it through context.ts.
 
 import { AsyncLocalStorage } from "node:async_hooks";
-import type { CallContext } from "./context.ts";
+
+/** What a handler can learn about the call it is serving. */
+export interface CallContext {
+  /** The address of the client that made the call. */
+  readonly peer: { readonly hostname: string; readonly port: number };
+  /**
+   * Who the client proved to be: what its token stands for when it presented one, else its
+   * certificate's identity (mutual TLS), else `undefined`.
+   */
+  readonly identity: unknown;
+  /**
+   * The verified client certificate's identity (mutual TLS), whether or not a token was also
+   * presented; `undefined` without one. Its shape is `CertificateIdentity` (see `server.ts`).
+   */
+  readonly certificate: unknown;
+  /** The request's id; `undefined` for a notification, which gets no response. */
+  readonly id: string | number | null | undefined;
+  /** The method's name as called, dotted for namespaces. */
+  readonly method: string;
+  /**
+   * Aborts when the caller cancels the call, its deadline passes, the connection drops or the
+   * server stops waiting for it; its `reason` says which. A result produced after that is dropped.
+   */
+  readonly signal: AbortSignal;
+  /** When the caller stops waiting, in `Date.now()` milliseconds, or `undefined` for no deadline. */
+  readonly deadline: number | undefined;
+  /**
+   * Sends a notification to the client that made this call, on its connection: progress reports
+   * or events. Does nothing once that connection has closed.
+   *
+   * @param method The notification's method name, which the client subscribes to.
+   * @param params The params.
+   */
+  notify(method: string, ...params: unknown[]): void;
+}
 
 /** The context of `async` handlers, across every `await`. */
 const storage = new AsyncLocalStorage<CallContext>();

@@ -25,84 +25,26 @@
  * @module
  */
 
-import { type Call, Dispatcher, type Session } from "./_dispatch.ts";
-import { extendedJsonText } from "./_rich.ts";
-import { DEFAULT_MAX_DEPTH, type Encoded, errorText, requestMessage } from "./_codec.ts";
+import { Dispatcher } from "./_dispatch.ts";
 import { fixedToken } from "./_auth.ts";
-import { ConnectionError, ErrorCode, ProtocolError } from "./errors.ts";
-import { FrameReader, FrameWriter } from "./framing.ts";
-import { formatAddr, isDisconnect, reason } from "./_util.ts";
+import { type Limits, resolveLimits, sweepInterval } from "./_limits.ts";
+import { RateLimitedLog } from "./_log.ts";
+import { ServerConnection } from "./_server_connection.ts";
+import { FrameReader } from "./framing.ts";
+import { formatAddr } from "./_util.ts";
 import { type Connection, listen, type Listener } from "./_transport.ts";
+import type { MethodInfo } from "./_introspect.ts";
+
 export type { CertificateIdentity } from "./_transport.ts";
-import { DEFAULT_MAX_FRAME_BYTES } from "./framing.ts";
-
-/**
- * The limits a server enforces unless told otherwise, each with the reason for its value. Every one
- * of them bounds what a single client can cost the server.
- */
-export const DEFAULT_LIMITS = {
-  /**
-   * Milliseconds a client has to complete the TLS handshake: a handshake takes a few round trips,
-   * and 10 s covers a slow network while a client that connects and says nothing holds its socket
-   * only that long.
-   */
-  handshakeTimeout: 10_000,
-  /**
-   * Milliseconds a connection may stay without a frame while no call is in flight: 5 min keeps
-   * pooled clients connected between bursts and still reclaims abandoned sockets. 0 disables.
-   */
-  idleTimeout: 300_000,
-  /**
-   * Milliseconds a frame may take from its first byte to its last: 30 s is ample for 16 MiB on a
-   * slow link and stops a client that sends one byte a second (slowloris). 0 disables.
-   */
-  frameTimeout: 30_000,
-  /**
-   * Open connections, handshaking ones included: 10 000 stays well under common open-file limits
-   * (and about 200 MiB of buffers) while serving any realistic number of service clients.
-   */
-  maxConnections: 10_000,
-  /**
-   * Calls in flight per connection before the server stops reading from it: 1 024 keeps a pipelining
-   * client fast while bounding the memory one connection can pin. Backpressure, not errors.
-   */
-  maxInFlight: 1_024,
-  /**
-   * Bytes of replies queued for a client that does not read them before it is closed: 64 MiB is
-   * four maximal frames, room for a burst, not for a client that never reads.
-   */
-  maxQueuedBytes: 64 * 1024 * 1024,
-  /**
-   * Milliseconds a write may make no progress before the connection is closed: 30 s outlasts a
-   * congested link, not a peer that stopped reading.
-   */
-  writeTimeout: 30_000,
-  /** Nesting of arrays and objects in a message, checked without recursion: 128. */
-  maxDepth: DEFAULT_MAX_DEPTH,
-  /** The largest frame accepted or sent: see {@linkcode DEFAULT_MAX_FRAME_BYTES}. */
-  maxFrameBytes: DEFAULT_MAX_FRAME_BYTES,
-  /** Milliseconds `shutdown()` lets calls in flight finish before it closes their connections. */
-  shutdownTimeout: 10_000,
-} as const;
-
-/** The names of the limits in {@linkcode DEFAULT_LIMITS}. */
-export type Limits = { -readonly [K in keyof typeof DEFAULT_LIMITS]: number };
+export type { MethodInfo } from "./_introspect.ts";
+export { DEFAULT_LIMITS } from "./_limits.ts";
+export type { Limits } from "./_limits.ts";
 
 /** The port a server listens on unless told otherwise: 443 is HTTPS's, 7443 its common alternate. */
 export const DEFAULT_PORT = 7443;
 
 /** At most this many connection errors are logged a second; the rest are counted in a summary. */
 const LOG_LINES_PER_SECOND = 5;
-
-/** An exposed method, as introspection found it. */
-export interface MethodInfo {
-  /** The name callers use, dotted for namespaces (`"math.add"`). */
-  readonly name: string;
-  /** The parameter names, read from the function's source; destructured ones are `argN`. */
-  readonly params: readonly string[];
-  /** Whether the last parameter is a rest parameter, so that any number of params fits. */
-  readonly rest: boolean;
-}
 
 /** Options for {@linkcode serve}; each limit defaults to its value in {@linkcode DEFAULT_LIMITS}. */
 export interface ServeOptions extends Partial<Limits> {
@@ -243,15 +185,7 @@ class Server implements RpcServer {
   #onAbort = () => void this.shutdown();
 
   constructor(handlers: object, options: ServeOptions) {
-    const limits = { ...DEFAULT_LIMITS } as Limits;
-    for (const name of Object.keys(DEFAULT_LIMITS) as (keyof Limits)[]) {
-      const value = options[name];
-      if (value === undefined) continue;
-      if (!Number.isInteger(value) || value < 0) {
-        throw new RangeError(`Cannot serve: ${name} must be a whole number, got ${value}`);
-      }
-      limits[name] = value;
-    }
+    const limits = resolveLimits(options);
     this.#limits = limits;
     this.#options = options;
     if (options.token !== undefined && options.authenticate !== undefined) {
@@ -259,17 +193,17 @@ class Server implements RpcServer {
     }
     const authenticate = options.authenticate ??
       (options.token === undefined ? undefined : fixedToken(options.token));
+    const onError = options.onError ?? ((_: unknown, line: string) => console.error(line));
+    this.#log = new RateLimitedLog(onError, LOG_LINES_PER_SECOND);
     this.#dispatcher = new Dispatcher(handlers, {
       ...(authenticate && { authenticate }),
       exposeStack: options.exposeStack ?? false,
-      maxDepth: limits.maxDepth,
-      maxBatch: limits.maxInFlight,
+      maxBatch: limits.maxBatch,
       ...(options.info && { info: options.info }),
+      log: (error, line) => this.#log.report(error, line),
     });
     // Checked here so that a bad value fails at startup, not at the first connection.
     new FrameReader({ read: () => Promise.resolve(null) }, { maxFrameBytes: limits.maxFrameBytes });
-    const onError = options.onError ?? ((_: unknown, line: string) => console.error(line));
-    this.#log = new RateLimitedLog(onError, LOG_LINES_PER_SECOND);
   }
 
   async listen(): Promise<void> {
@@ -341,10 +275,8 @@ class Server implements RpcServer {
 
   /** Serves one connection whose handshake completed, in a task of its own. */
   #accept(conn: Connection): void {
-    const peer = formatAddr(conn.remoteAddr);
     if (this.#closing) return conn.close();
-    const connection = new ServerConnection(conn, peer, this.#dispatcher, this.#limits, this.#log);
-    connection.authenticated = !this.#dispatcher.requiresToken;
+    const connection = new ServerConnection(conn, this.#dispatcher, this.#limits, this.#log);
     this.#connections.add(connection);
     connection.run(() => !this.#closing).finally(() => this.#connections.delete(connection));
   }
@@ -353,312 +285,5 @@ class Server implements RpcServer {
     const now = Date.now();
     for (const connection of this.#connections) connection.checkDeadlines(now);
     this.#log.flush(false);
-  }
-}
-
-/** How often deadlines are checked: a quarter of the shortest, between 10 ms and 1 s. */
-function sweepInterval(limits: Limits): number {
-  const enabled = [limits.idleTimeout, limits.frameTimeout, limits.writeTimeout].filter((t) =>
-    t > 0
-  );
-  if (enabled.length === 0) return 0;
-  return Math.min(Math.max(Math.min(...enabled) / 4, 10), 1000);
-}
-
-/** One accepted connection after its handshake: reads frames, dispatches, writes replies. */
-class ServerConnection implements Session {
-  readonly peer: { readonly hostname: string; readonly port: number };
-  identity: unknown;
-  authenticated = true;
-  authFailures = 0;
-  readonly calls: Map<string, Call> = new Map();
-  rich = false;
-  #accepting: () => boolean = () => true;
-  #conn: Connection;
-  #peer: string;
-  #dispatcher: Dispatcher;
-  #limits: Limits;
-  #log: RateLimitedLog;
-  #reader: FrameReader;
-  #writer: FrameWriter;
-  #inFlight = 0;
-  #waiters: (() => void)[] = [];
-  #lastActive = Date.now();
-  #closed = false;
-  #closeAfterReply = false;
-  #finished: Promise<void> | undefined;
-
-  constructor(
-    conn: Connection,
-    peer: string,
-    dispatcher: Dispatcher,
-    limits: Limits,
-    log: RateLimitedLog,
-  ) {
-    this.#conn = conn;
-    this.#peer = peer;
-    this.peer = conn.remoteAddr;
-    this.identity = conn.peerCertificate;
-    this.#dispatcher = dispatcher;
-    this.#limits = limits;
-    this.#log = log;
-    this.#reader = new FrameReader(conn, { maxFrameBytes: limits.maxFrameBytes });
-    this.#writer = new FrameWriter(conn, {
-      maxFrameBytes: limits.maxFrameBytes,
-      onError: (error) => {
-        if (!isDisconnect(error)) {
-          this.#log.report(error, `write to ${this.#peer} failed: ${reason(error)}`);
-        }
-        this.close();
-      },
-    });
-  }
-
-  /** Resolves once `run` has ended. */
-  get finished(): Promise<void> {
-    return this.#finished ?? Promise.resolve();
-  }
-
-  /** Serves frames until the peer leaves or the connection breaks; never rejects. */
-  run(accepting: () => boolean): Promise<void> {
-    this.#accepting = accepting;
-    this.#finished = this.#run();
-    return this.#finished;
-  }
-
-  /** False while the server shuts down. */
-  get accepting(): boolean {
-    return this.#accepting();
-  }
-
-  notify(method: string, params: unknown[]): void {
-    if (this.#closed) return;
-    let message;
-    try {
-      message = requestMessage(
-        undefined,
-        method,
-        params,
-        undefined,
-        this.rich,
-        this.#limits.maxDepth,
-      );
-    } catch (error) {
-      throw new TypeError(`Cannot notify "${method}": ${reason(error)}`, { cause: error });
-    }
-    this.#send(message);
-  }
-
-  async #run(): Promise<void> {
-    try {
-      for (let frames = await this.#reader.read(); frames; frames = await this.#reader.read()) {
-        this.#lastActive = Date.now();
-        for (const frame of frames) {
-          // Backpressure: at the limit, dispatch and read no more until calls finish; the peer's
-          // sends queue up in TCP. The frames stay valid: the read buffer is not touched before
-          // the next read.
-          while (this.#inFlight >= this.#limits.maxInFlight && !this.#closed) await this.#wait();
-          if (this.#closed) return;
-          this.#dispatch(frame);
-        }
-      }
-      // The end of the stream is a disconnect, as in Go's net/http: the calls in flight are
-      // aborted and their results dropped. What is already queued still goes out.
-      this.#abortCalls(`client ${this.#peer} closed the connection`);
-      await this.#writer.flushed();
-    } catch (error) {
-      if (this.#closed) return;
-      if (error instanceof ProtocolError) {
-        this.#log.report(error, `protocol error from ${this.#peer}: ${error.message}`);
-        this.#send(
-          errorText("null", ErrorCode.InvalidRequest, `Invalid Request: ${error.message}`),
-        );
-        await this.#writer.flushed();
-      } else if (!isDisconnect(error)) {
-        this.#log.report(error, `read from ${this.#peer} failed: ${reason(error)}`);
-      }
-    } finally {
-      this.close();
-    }
-  }
-
-  /** Resolves when no call is in flight and every reply is written, or the connection closed. */
-  async drain(): Promise<void> {
-    while (this.#inFlight > 0 && !this.#closed) await this.#wait();
-    await this.#writer.flushed();
-  }
-
-  /** Closes the connection when a deadline has passed. */
-  checkDeadlines(now: number): void {
-    const { frameTimeout, idleTimeout, writeTimeout } = this.#limits;
-    const frameStarted = this.#reader.frameStartedAt;
-    const writeStarted = this.#writer.writeStartedAt;
-    if (frameTimeout > 0 && frameStarted !== undefined && now - frameStarted > frameTimeout) {
-      this.#abandon(`a frame took more than ${frameTimeout} ms to arrive`);
-    } else if (
-      writeTimeout > 0 && writeStarted !== undefined && now - writeStarted > writeTimeout
-    ) {
-      this.#abandon(`it read none of our replies for ${writeTimeout} ms`);
-    } else if (
-      idleTimeout > 0 && this.#inFlight === 0 && frameStarted === undefined &&
-      writeStarted === undefined && now - this.#lastActive > idleTimeout
-    ) {
-      this.#abandon(`idle for ${idleTimeout} ms`);
-    }
-  }
-
-  close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    this.#conn.close();
-    this.#wake();
-    this.#abortCalls(`client ${this.#peer} disconnected`);
-  }
-
-  closeSoon(why: string): void {
-    this.#log.report(undefined, `closing ${this.#peer}: ${why}`);
-    this.#closeAfterReply = true;
-  }
-
-  /** After a reply is queued (or dropped): closes once it is written, when closeSoon() asked. */
-  #closeIfAsked(): void {
-    if (this.#closeAfterReply) void this.#writer.flushed().then(() => this.close());
-  }
-
-  #abortCalls(why: string): void {
-    if (this.calls.size === 0) return;
-    const gone = new ConnectionError(`Cannot finish call: ${why}`);
-    for (const call of this.calls.values()) call.abort(gone);
-  }
-
-  #abandon(why: string): void {
-    if (this.#closed) return;
-    this.#log.report(undefined, `closed ${this.#peer}: ${why}`);
-    this.close();
-  }
-
-  #wait(): Promise<void> {
-    return new Promise((resolve) => this.#waiters.push(resolve));
-  }
-
-  #wake(): void {
-    const waiters = this.#waiters;
-    this.#waiters = [];
-    for (const resolve of waiters) resolve();
-  }
-
-  #dispatch(frame: Uint8Array): void {
-    let reply;
-    try {
-      reply = this.#dispatcher.handleFrame(frame, this);
-    } catch (error) {
-      this.#log.report(error, `cannot answer ${this.#peer}: ${reason(error)}`);
-      return;
-    }
-    if (!(reply instanceof Promise)) {
-      if (reply !== undefined) this.#send(reply);
-      this.#closeIfAsked();
-    } else {
-      this.#inFlight++;
-      reply.then(
-        (text) => this.#finish(text),
-        (error) => {
-          this.#log.report(error, `cannot answer ${this.#peer}: ${reason(error)}`);
-          this.#finish(undefined);
-        },
-      );
-    }
-  }
-
-  #finish(text: Encoded | undefined): void {
-    this.#inFlight--;
-    this.#lastActive = Date.now();
-    if (text !== undefined && !this.#closed) this.#send(text);
-    this.#closeIfAsked();
-    if (this.#waiters.length > 0) this.#wake();
-  }
-
-  #send(message: Encoded): void {
-    try {
-      if (typeof message === "string") this.#writer.writeText(message);
-      else this.#writer.writeParts(message);
-    } catch (error) {
-      // The reply is over the frame limit: the caller still gets an answer if one fits.
-      const id = replyId(typeof message === "string" ? message : extendedJsonText(message[0]!));
-      try {
-        this.#writer.writeText(
-          errorText(id, ErrorCode.InternalError, `Cannot send reply: ${reason(error)}`),
-        );
-      } catch {
-        this.#abandon(`not even an error reply fits in ${this.#limits.maxFrameBytes} bytes`);
-        return;
-      }
-    }
-    if (this.#writer.queuedBytes > this.#limits.maxQueuedBytes) {
-      this.#abandon(
-        `it left more than ${this.#limits.maxQueuedBytes} bytes of replies unread`,
-      );
-    }
-  }
-}
-
-/** The id of a reply this server wrote, as JSON text: it always comes second. */
-function replyId(text: string): string {
-  return /^\{"jsonrpc":"2.0","id":((?:"(?:[^"\\]|\\.)*"|[^,]*)),/.exec(text)?.[1] ?? "null";
-}
-
-/**
- * Passes on at most `perSecond` lines a second and counts the rest, so that an attack cannot turn
- * the log into a second attack; `flush` writes the count as one summary line.
- */
-class RateLimitedLog {
-  #emit: (error: unknown, line: string) => void;
-  #perSecond: number;
-  #windowStart = 0;
-  #lines = 0;
-  #suppressed = 0;
-
-  constructor(emit: (error: unknown, line: string) => void, perSecond: number) {
-    this.#emit = emit;
-    this.#perSecond = perSecond;
-  }
-
-  report(error: unknown, line: string): void {
-    const now = Date.now();
-    if (now - this.#windowStart >= 1000) this.#roll(now);
-    if (this.#lines < this.#perSecond) {
-      this.#lines++;
-      this.#write(error, line);
-    } else {
-      this.#suppressed++;
-    }
-  }
-
-  /** Writes the summary of suppressed lines once their second is over, or now when `force`. */
-  flush(force: boolean): void {
-    const now = Date.now();
-    if (force || now - this.#windowStart >= 1000) this.#roll(now);
-  }
-
-  #roll(now: number): void {
-    if (this.#suppressed > 0) {
-      const seconds = Math.max(1, Math.round((now - this.#windowStart) / 1000));
-      this.#write(
-        undefined,
-        `${this.#suppressed} more connection errors in the last ${seconds} s ` +
-          `(at most ${this.#perSecond} are logged a second)`,
-      );
-    }
-    this.#windowStart = now;
-    this.#lines = 0;
-    this.#suppressed = 0;
-  }
-
-  #write(error: unknown, line: string): void {
-    try {
-      this.#emit(error, line);
-    } catch {
-      // A failing log hook must not take a connection task down with it.
-    }
   }
 }

@@ -1,11 +1,7 @@
 import assert from "node:assert/strict";
-import {
-  buildMethodTable,
-  describeError,
-  detachedSession,
-  Dispatcher,
-  parameterNames,
-} from "../_dispatch.ts";
+import { describeError, Dispatcher } from "../_dispatch.ts";
+import { buildMethodTable, parameterNames } from "../_introspect.ts";
+import { detachedSession } from "../_call.ts";
 import { ErrorCode, RpcError } from "../errors.ts";
 import * as calc from "../examples/calc.ts";
 
@@ -22,10 +18,10 @@ function fromSource(params: string, body = "return 0"): AnyFunction {
 /** Answers one frame of text and parses the response, `undefined` when there is none. */
 async function answer(dispatcher: Dispatcher, text: string, accept = true): Promise<unknown> {
   const reply = await dispatcher.handleFrame(encoder.encode(text), detachedSession(accept));
-  if (typeof reply !== "string" && reply !== undefined) {
+  if (reply !== undefined && typeof reply.body !== "string") {
     assert.fail("a plain peer got an extended frame");
   }
-  return reply === undefined ? undefined : JSON.parse(reply);
+  return reply === undefined ? undefined : JSON.parse(reply.body as string);
 }
 
 Deno.test("parameterNames() reads the parameter names of every kind of function", async (t) => {
@@ -767,8 +763,11 @@ Deno.test("Dispatcher.handleFrame() validates requests and maps outcomes to resp
   }
   await t.step("invalid UTF-8 is a parse error", async () => {
     const reply = await dispatcher.handleFrame(new Uint8Array([0x7b, 0xff, 0xfe, 0x7d]));
-    assert.equal(typeof reply, "string");
-    assert.deepEqual(normalize(JSON.parse(reply as string), specMessages), error(-32700, null));
+    assert.equal(typeof reply?.body, "string");
+    assert.deepEqual(
+      normalize(JSON.parse(reply?.body as string), specMessages),
+      error(-32700, null),
+    );
   });
   await t.step("handler errors carry code, message and data", async () => {
     assert.deepEqual(await answer(dispatcher, '{"jsonrpc":"2.0","id":1,"method":"fail"}'), {

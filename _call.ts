@@ -1,0 +1,122 @@
+// One call being served (its context, deadline and abort) and the connection it came on, as the
+// dispatcher sees them.
+
+import type { CallContext } from "./_context.ts";
+import { Codec, type Id } from "./_codec.ts";
+import { TimeoutError } from "./errors.ts";
+
+/** The connection a message came on, as the dispatcher sees it. */
+export interface Session {
+  /** False while the server shuts down: requests are answered with ShuttingDown. */
+  readonly accepting: boolean;
+  /** The peer's address. */
+  readonly peer: { readonly hostname: string; readonly port: number };
+  /** The verified client certificate's identity (mutual TLS), if any. */
+  readonly certificate: unknown;
+  /** What an accepted token stands for, if any. */
+  tokenIdentity: unknown;
+  /** Whether the peer may call methods: true from the start unless the server wants a token. */
+  authenticated: boolean;
+  /** `rpc.auth` requests checked so far: every guess counts, right or wrong. */
+  authAttempts: number;
+  /** Set by `closeSoon`: nothing more is dispatched. */
+  readonly closing: boolean;
+  /** Closes the connection once the reply to the current message has been written. */
+  closeSoon(why: string): void;
+  /** The connection's codec; `rpc.hello` turns its rich values on. */
+  readonly codec: Codec;
+  /** The calls in flight on this connection, by the JSON text of their id, for `rpc.cancel`. */
+  readonly calls: Map<string, Call>;
+  /** Handler calls (notifications included) and checks that have not settled yet. */
+  inFlight: number;
+  /** Called when a call that counted in `inFlight` settles. */
+  settled(): void;
+  /** Sends a notification to the peer. */
+  notify(method: string, params: unknown[]): void;
+}
+
+/** A session for messages that come on no connection (tests, other transports). */
+export function detachedSession(accepting = true): Session {
+  return {
+    accepting,
+    peer: { hostname: "", port: 0 },
+    certificate: undefined,
+    tokenIdentity: undefined,
+    authenticated: true,
+    authAttempts: 0,
+    closing: false,
+    closeSoon() {},
+    codec: new Codec(),
+    calls: new Map(),
+    inFlight: 0,
+    settled() {},
+    notify() {},
+  };
+}
+
+/** The longest deadline honoured, in ms: what setTimeout can wait (about 24.8 days). */
+export const MAX_TIMEOUT = 2 ** 31 - 1;
+
+/** One call being served: its context, and the abort that cancellation, deadline or close fire. */
+export class Call implements CallContext {
+  readonly peer: { readonly hostname: string; readonly port: number };
+  readonly identity: unknown;
+  readonly certificate: unknown;
+  readonly id: string | number | null | undefined;
+  readonly method: string;
+  readonly deadline: number | undefined;
+  #session: Session;
+  #controller: AbortController | undefined;
+  #reason: unknown;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+
+  constructor(session: Session, id: Id | undefined, method: string, timeout: number | undefined) {
+    this.#session = session;
+    this.peer = session.peer;
+    this.identity = session.tokenIdentity ?? session.certificate;
+    this.certificate = session.certificate;
+    this.id = id;
+    this.method = method;
+    this.deadline = timeout === undefined ? undefined : Date.now() + timeout;
+  }
+
+  /** Created on first use: most handlers never look, and an AbortController is not free. */
+  get signal(): AbortSignal {
+    if (this.#controller === undefined) {
+      this.#controller = new AbortController();
+      if (this.#reason !== undefined) this.#controller.abort(this.#reason);
+    }
+    return this.#controller.signal;
+  }
+
+  /** Whether the call was aborted, so that its result is to be dropped. */
+  get aborted(): boolean {
+    return this.#reason !== undefined;
+  }
+
+  notify(method: string, ...params: unknown[]): void {
+    this.#session.notify(method, params);
+  }
+
+  /** Aborts the handler's signal with `reason`; the first reason wins. */
+  abort(reason: unknown): void {
+    if (this.#reason !== undefined) return;
+    this.#reason = reason;
+    this.#controller?.abort(reason);
+    clearTimeout(this.#timer);
+  }
+
+  /** Aborts the call with a TimeoutError once its deadline passes. */
+  startDeadline(timeout: number): void {
+    this.#timer = setTimeout(() => {
+      this.abort(
+        new TimeoutError(`Cannot finish "${this.method}": its deadline of ${timeout} ms passed`),
+      );
+    }, timeout);
+  }
+
+  /** The handler settled: no timer may outlive it. */
+  settle(): void {
+    clearTimeout(this.#timer);
+  }
+}

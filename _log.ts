@@ -1,0 +1,59 @@
+// The server's log of connection errors, rate-limited so that an attack cannot turn the log into
+// a second attack.
+
+/**
+ * Passes on at most `perSecond` lines a second and counts the rest; `flush` writes the count as
+ * one summary line.
+ */
+export class RateLimitedLog {
+  #emit: (error: unknown, line: string) => void;
+  #perSecond: number;
+  #windowStart = 0;
+  #lines = 0;
+  #suppressed = 0;
+
+  constructor(emit: (error: unknown, line: string) => void, perSecond: number) {
+    this.#emit = emit;
+    this.#perSecond = perSecond;
+  }
+
+  /** Logs `line` (about `error`, if any) unless this second's lines are used up. */
+  report(error: unknown, line: string): void {
+    const now = Date.now();
+    if (now - this.#windowStart >= 1000) this.#roll(now);
+    if (this.#lines < this.#perSecond) {
+      this.#lines++;
+      this.#write(error, line);
+    } else {
+      this.#suppressed++;
+    }
+  }
+
+  /** Writes the summary of suppressed lines once their second is over, or now when `force`. */
+  flush(force: boolean): void {
+    const now = Date.now();
+    if (force || now - this.#windowStart >= 1000) this.#roll(now);
+  }
+
+  #roll(now: number): void {
+    if (this.#suppressed > 0) {
+      const seconds = Math.max(1, Math.round((now - this.#windowStart) / 1000));
+      this.#write(
+        undefined,
+        `${this.#suppressed} more connection errors in the last ${seconds} s ` +
+          `(at most ${this.#perSecond} are logged a second)`,
+      );
+    }
+    this.#windowStart = now;
+    this.#lines = 0;
+    this.#suppressed = 0;
+  }
+
+  #write(error: unknown, line: string): void {
+    try {
+      this.#emit(error, line);
+    } catch {
+      // A failing log hook must not take a connection task down with it.
+    }
+  }
+}

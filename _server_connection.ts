@@ -1,0 +1,277 @@
+// One accepted connection after its handshake, on the server: reads frames, dispatches them with
+// backpressure and in fair slices, enforces its deadlines, and writes the replies. The glue between
+// framing (framing.ts) and dispatch (_dispatch.ts).
+
+import type { Call, Session } from "./_call.ts";
+import { Codec, type Outgoing } from "./_codec.ts";
+import type { Dispatcher } from "./_dispatch.ts";
+import type { Limits } from "./_limits.ts";
+import type { RateLimitedLog } from "./_log.ts";
+import type { Connection } from "./_transport.ts";
+import { ConnectionError, ErrorCode, ProtocolError } from "./errors.ts";
+import { FrameReader, FrameWriter } from "./framing.ts";
+import { formatAddr, isDisconnect, reason } from "./_util.ts";
+
+/**
+ * Milliseconds of dispatching one connection's frames before it yields to the others: a client
+ * that pipelines thousands of calls is served in slices, and the calls of other connections flow
+ * in between. 5 ms keeps the yield's own cost (one macrotask) under 1 % of the work.
+ */
+const SLICE_MS = 5;
+
+/** Serves one connection: reads frames, dispatches, writes replies. */
+export class ServerConnection implements Session {
+  readonly peer: { readonly hostname: string; readonly port: number };
+  readonly certificate: unknown;
+  readonly codec: Codec;
+  readonly calls: Map<string, Call> = new Map();
+  tokenIdentity: unknown;
+  authenticated: boolean;
+  authAttempts = 0;
+  inFlight = 0;
+  #accepting: () => boolean = () => true;
+  #conn: Connection;
+  #peer: string;
+  #dispatcher: Dispatcher;
+  #limits: Limits;
+  #log: RateLimitedLog;
+  #reader: FrameReader;
+  #writer: FrameWriter;
+  #waiters: (() => void)[] = [];
+  #openedAt = Date.now();
+  #lastActive = this.#openedAt;
+  #closed = false;
+  #closeAfterReply = false;
+  #finished: Promise<void> | undefined;
+
+  constructor(conn: Connection, dispatcher: Dispatcher, limits: Limits, log: RateLimitedLog) {
+    this.#conn = conn;
+    this.peer = conn.remoteAddr;
+    this.#peer = formatAddr(conn.remoteAddr);
+    this.certificate = conn.peerCertificate;
+    this.#dispatcher = dispatcher;
+    this.authenticated = !dispatcher.requiresToken;
+    this.#limits = limits;
+    this.#log = log;
+    this.codec = new Codec({ maxDepth: limits.maxDepth });
+    this.#reader = new FrameReader(conn, { maxFrameBytes: limits.maxFrameBytes });
+    this.#writer = new FrameWriter(conn, {
+      maxFrameBytes: limits.maxFrameBytes,
+      onError: (error) => {
+        if (!isDisconnect(error)) {
+          this.#log.report(error, `write to ${this.#peer} failed: ${reason(error)}`);
+        }
+        this.close();
+      },
+    });
+  }
+
+  /** Resolves once `run` has ended. */
+  get finished(): Promise<void> {
+    return this.#finished ?? Promise.resolve();
+  }
+
+  /** False while the server shuts down. */
+  get accepting(): boolean {
+    return this.#accepting();
+  }
+
+  /** Whether the connection is closing or closed: nothing more is dispatched. */
+  get closing(): boolean {
+    return this.#closeAfterReply || this.#closed;
+  }
+
+  /** Serves frames until the peer leaves or the connection breaks; never rejects. */
+  run(accepting: () => boolean): Promise<void> {
+    this.#accepting = accepting;
+    this.#finished = this.#run();
+    return this.#finished;
+  }
+
+  notify(method: string, params: unknown[]): void {
+    if (this.#closed) return;
+    let message;
+    try {
+      message = this.codec.request(undefined, method, params);
+    } catch (error) {
+      throw new TypeError(`Cannot notify "${method}": ${reason(error)}`, { cause: error });
+    }
+    this.#send(message);
+  }
+
+  settled(): void {
+    this.inFlight--;
+    this.#lastActive = Date.now();
+    if (this.#waiters.length > 0) this.#wake();
+  }
+
+  async #run(): Promise<void> {
+    try {
+      let sliceStart = performance.now();
+      for (let frames = await this.#reader.read(); frames; frames = await this.#reader.read()) {
+        this.#lastActive = Date.now();
+        for (const frame of frames) {
+          // Backpressure: with its calls at the limit, a connection is neither dispatched nor read
+          // until calls finish; the peer's sends queue up in TCP. The frames stay valid: the read
+          // buffer is not touched before the next read.
+          while (this.inFlight >= this.#limits.maxInFlight && !this.closing) await this.#wait();
+          if (this.closing) return await this.#writer.flushed();
+          this.#dispatch(frame);
+          if (performance.now() - sliceStart > SLICE_MS) {
+            await yieldToOthers();
+            sliceStart = performance.now();
+          }
+        }
+      }
+      // The end of the stream is a disconnect, as in Go's net/http: the calls in flight are
+      // aborted and their results dropped. What is already queued still goes out.
+      this.#abortCalls(`client ${this.#peer} closed the connection`);
+      await this.#writer.flushed();
+    } catch (error) {
+      if (this.#closed) return;
+      if (error instanceof ProtocolError) {
+        this.#log.report(error, `protocol error from ${this.#peer}: ${error.message}`);
+        this.#send(
+          this.codec.plain.error(
+            "null",
+            ErrorCode.InvalidRequest,
+            `Invalid Request: ${error.message}`,
+          ),
+        );
+        await this.#writer.flushed();
+      } else if (!isDisconnect(error)) {
+        this.#log.report(error, `read from ${this.#peer} failed: ${reason(error)}`);
+      }
+    } finally {
+      this.close();
+    }
+  }
+
+  /** Resolves when no call is in flight and every reply is written, or the connection closed. */
+  async drain(): Promise<void> {
+    while (this.inFlight > 0 && !this.#closed) await this.#wait();
+    await this.#writer.flushed();
+  }
+
+  /** Closes the connection when a deadline has passed. */
+  checkDeadlines(now: number): void {
+    const { frameTimeout, idleTimeout, writeTimeout, authTimeout } = this.#limits;
+    const frameStarted = this.#reader.frameStartedAt;
+    const writeStarted = this.#writer.writeStartedAt;
+    if (frameTimeout > 0 && frameStarted !== undefined && now - frameStarted > frameTimeout) {
+      this.#abandon(`a frame took more than ${frameTimeout} ms to arrive`);
+    } else if (
+      writeTimeout > 0 && writeStarted !== undefined && now - writeStarted > writeTimeout
+    ) {
+      this.#abandon(`it read none of our replies for ${writeTimeout} ms`);
+    } else if (authTimeout > 0 && !this.authenticated && now - this.#openedAt > authTimeout) {
+      // Without a token, a connection may only ping: it must not hold its slot for ever.
+      this.#abandon(`it did not authenticate within ${authTimeout} ms`);
+    } else if (
+      idleTimeout > 0 && this.inFlight === 0 && frameStarted === undefined &&
+      writeStarted === undefined && now - this.#lastActive > idleTimeout
+    ) {
+      this.#abandon(`idle for ${idleTimeout} ms`);
+    }
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#conn.close();
+    this.#wake();
+    this.#abortCalls(`client ${this.#peer} disconnected`);
+  }
+
+  closeSoon(why: string): void {
+    if (this.#closeAfterReply) return;
+    this.#log.report(undefined, `closing ${this.#peer}: ${why}`);
+    this.#closeAfterReply = true;
+  }
+
+  /** After a reply is queued (or dropped): closes once it is written, when closeSoon() asked. */
+  #closeIfAsked(): void {
+    if (this.#closeAfterReply) void this.#writer.flushed().then(() => this.close());
+  }
+
+  #abortCalls(why: string): void {
+    if (this.calls.size === 0) return;
+    const gone = new ConnectionError(`Cannot finish call: ${why}`);
+    for (const call of this.calls.values()) call.abort(gone);
+  }
+
+  #abandon(why: string): void {
+    if (this.#closed) return;
+    this.#log.report(undefined, `closed ${this.#peer}: ${why}`);
+    this.close();
+  }
+
+  #wait(): Promise<void> {
+    return new Promise((resolve) => this.#waiters.push(resolve));
+  }
+
+  #wake(): void {
+    const waiters = this.#waiters;
+    this.#waiters = [];
+    for (const resolve of waiters) resolve();
+  }
+
+  #dispatch(frame: Uint8Array): void {
+    let reply;
+    try {
+      reply = this.#dispatcher.handleFrame(frame, this);
+    } catch (error) {
+      this.#log.report(error, `cannot answer ${this.#peer}: ${reason(error)}`);
+      return;
+    }
+    if (!(reply instanceof Promise)) {
+      if (reply !== undefined) this.#send(reply);
+      this.#closeIfAsked();
+      return;
+    }
+    reply.then(
+      (message) => this.#reply(message),
+      (error) => {
+        this.#log.report(error, `cannot answer ${this.#peer}: ${reason(error)}`);
+        this.#reply(undefined);
+      },
+    );
+  }
+
+  #reply(message: Outgoing | undefined): void {
+    this.#lastActive = Date.now();
+    if (message !== undefined && !this.#closed) this.#send(message);
+    this.#closeIfAsked();
+  }
+
+  #send(message: Outgoing): void {
+    const body = message.body;
+    try {
+      if (typeof body === "string") this.#writer.writeText(body);
+      else this.#writer.writeParts(body);
+    } catch (error) {
+      // The reply is over the frame limit: the caller still gets an answer if one fits.
+      try {
+        const fallback = this.codec.plain.error(
+          message.idText,
+          ErrorCode.InternalError,
+          `Cannot send reply: ${reason(error)}`,
+        );
+        this.#writer.writeText(fallback.body as string);
+      } catch {
+        this.#abandon(`not even an error reply fits in ${this.#limits.maxFrameBytes} bytes`);
+        return;
+      }
+    }
+    if (this.#writer.queuedBytes > this.#limits.maxQueuedBytes) {
+      this.#abandon(
+        `it left more than ${this.#limits.maxQueuedBytes} bytes of replies unread`,
+      );
+    }
+  }
+}
+
+/** Lets the event loop run I/O and timers for other connections before this one goes on. */
+function yieldToOthers(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, 0));
+}
