@@ -53,7 +53,7 @@ export class ServerConnection implements Session {
     this.authenticated = !dispatcher.requiresToken;
     this.#limits = limits;
     this.#log = log;
-    this.codec = new Codec({ maxDepth: limits.maxDepth });
+    this.codec = new Codec({ maxDepth: limits.maxDepth, maxJsonValues: limits.maxJsonValues });
     this.#reader = new FrameReader(conn, { maxFrameBytes: limits.maxFrameBytes });
     this.#writer = new FrameWriter(conn, {
       maxFrameBytes: limits.maxFrameBytes,
