@@ -48,7 +48,14 @@ export class Dispatcher {
         info: options.info ?? { title: "tlsrpc", version: "0.0.0" },
         methods: [...this.methods.values()].map((method) => ({
           name: method.name,
-          params: method.params.map((name) => ({ name, schema: {} })),
+          // OpenRPC's content descriptors; a rest parameter takes any number of params and is
+          // marked with the extension field "x-rest".
+          params: method.params.map((name, i) => ({
+            name,
+            schema: {},
+            required: i < method.required,
+            ...(method.rest && i === method.params.length - 1 && { "x-rest": true }),
+          })),
           result: { name: "result", schema: {} },
         })),
       },
@@ -166,19 +173,33 @@ export class Dispatcher {
     if (builtin) return builtin.handle({ params, idText, session, codec, batch }, this.#server);
     const entry = this.methods.get(method);
     if (entry === undefined) {
+      const near = nearestNames(method, this.methods.keys());
+      const hint = near.length === 0 ? "" : `; did you mean ${near.map(quote).join(" or ")}?`;
       return codec.error(
         idText,
         ErrorCode.MethodNotFound,
-        `Method not found: ${JSON.stringify(method)}`,
+        `Method not found: ${quote(method)}${hint}`,
       );
     }
-    const args = params === undefined ? [] : Array.isArray(params) ? params : [params];
-    // By-name params are one object whatever the function declares; only by-position ones count.
-    if (Array.isArray(params) && !entry.rest && args.length > entry.params.length) {
+    const args = Array.isArray(params) ? params : argumentsByName(entry, params);
+    if (typeof args === "string") {
+      return codec.error(idText, ErrorCode.InvalidParams, `Invalid params: "${method}" ${args}`);
+    }
+    if (!entry.rest && args.length > entry.params.length) {
       return codec.error(
         idText,
         ErrorCode.InvalidParams,
         `Invalid params: "${method}" takes at most ${entry.params.length} params, got ${args.length}`,
+      );
+    }
+    if (args.length < entry.required) {
+      const missing = entry.params.slice(args.length, entry.required).map((name) => `"${name}"`);
+      return codec.error(
+        idText,
+        ErrorCode.InvalidParams,
+        `Invalid params: "${method}" needs ${entry.required} params, got ${args.length} (missing ${
+          missing.join(", ")
+        })`,
       );
     }
     const timeout = request.timeout as number | undefined;
@@ -252,6 +273,85 @@ export class Dispatcher {
       return codec.plain.error(idText, code, message, { name: safeName(error) });
     }
   }
+}
+
+/**
+ * By-name params as the handler's arguments (JSON-RPC 2.0 section 4.2): matched to its declared
+ * parameter names when every name given is one of them; else, for a handler of one parameter (an
+ * options object, destructured or not), the object itself. A string says what is wrong.
+ */
+function argumentsByName(entry: Method, params: object | undefined): unknown[] | string {
+  if (params === undefined) return [];
+  const names = Object.keys(params);
+  if (names.length === 0) return [];
+  const declared = entry.rest ? entry.params.slice(0, -1) : entry.params;
+  const known = names.every((name) => declared.includes(name) && !/^arg\d+$/.test(name));
+  if (known) {
+    const args = declared.map((name) => (params as Record<string, unknown>)[name]);
+    // Trailing params not given stay absent, so that default values apply.
+    let length = args.length;
+    while (length > 0 && !Object.hasOwn(params, declared[length - 1]!)) length--;
+    const missing = declared.slice(0, entry.required).filter((name) =>
+      !Object.hasOwn(params, name)
+    );
+    if (missing.length > 0) return `misses required params ${missing.map(quote).join(", ")}`;
+    return args.slice(0, length);
+  }
+  // An options object: the one parameter, or the rest of a function that declares nothing else.
+  if (entry.takesObject || (entry.rest && entry.params.length === 1)) return [params];
+  const unknown = names.filter((name) => !declared.includes(name));
+  return unknown.length > 0
+    ? `has no params named ${unknown.slice(0, 5).map(quote).join(", ")} (it takes ${
+      declared.map(quote).join(", ") || "none"
+    })`
+    : "cannot take by-name params";
+}
+
+/** Names longer than this get no suggestions: the edit distance costs their length squared. */
+const MAX_SUGGESTED_LENGTH = 64;
+
+/** Candidates compared at most, so that an unknown name costs a bounded 4 million steps. */
+const MAX_SUGGESTION_CANDIDATES = 1000;
+
+/** Up to 3 exposed names within a small edit distance of `name`, nearest first. */
+function nearestNames(name: string, names: Iterable<string>): string[] {
+  if (name.length > MAX_SUGGESTED_LENGTH) return [];
+  const limit = Math.max(1, Math.floor(name.length / 3));
+  const found: [number, string][] = [];
+  let compared = 0;
+  for (const candidate of names) {
+    if (Math.abs(candidate.length - name.length) > limit) continue;
+    if (++compared > MAX_SUGGESTION_CANDIDATES) break;
+    const distance = editDistance(name.toLowerCase(), candidate.toLowerCase());
+    if (distance <= limit) found.push([distance, candidate]);
+  }
+  return found.sort((a, b) => a[0] - b[0] || a[1].localeCompare(b[1])).slice(0, 3).map(([, n]) =>
+    n
+  );
+}
+
+/** Levenshtein distance, with adjacent transpositions counted as one edit. */
+function editDistance(a: string, b: string): number {
+  let before = Array.from({ length: b.length + 1 }, (_, i) => i);
+  let previous = before;
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let best = Math.min(previous[j]! + 1, row[j - 1]! + 1, previous[j - 1]! + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) {
+        best = Math.min(best, before[j - 2]! + 1);
+      }
+      row.push(best);
+    }
+    before = previous;
+    previous = row;
+  }
+  return previous[b.length]!;
+}
+
+function quote(name: string): string {
+  return JSON.stringify(name.length > 64 ? `${name.slice(0, 64)}…` : name);
 }
 
 function invalid(codec: Codec, idText: string, reason: string): Outgoing {

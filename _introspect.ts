@@ -19,6 +19,10 @@ type AnyFunction = (...args: any[]) => unknown;
 export interface Method extends MethodInfo {
   readonly fn: AnyFunction;
   readonly thisArg: unknown;
+  /** By-position params it needs at least; by-name params must name these. */
+  readonly required: number;
+  /** Whether it takes one object (a single parameter): by-name params may be that object. */
+  readonly takesObject: boolean;
   /** An `async` function or generator: its context must survive `await`. */
   readonly async: boolean;
 }
@@ -74,7 +78,10 @@ function addNamespace(
       }
       const fn = value as AnyFunction;
       const async = fn instanceof AsyncFunction || fn instanceof AsyncGeneratorFunction;
-      table.set(name, { name, fn, thisArg: target, async, ...parameterNames(fn) });
+      const { params, rest } = parameterNames(fn);
+      const { required } = parameterShape(fn);
+      const takesObject = params.length === 1 && !rest;
+      table.set(name, { name, fn, thisArg: target, async, params, rest, required, takesObject });
     } else if (isPlainObject(value)) {
       addNamespace(table, value, `${name}.`, seen, depth + 1);
     }
@@ -200,6 +207,50 @@ export function parameterNames(fn: AnyFunction): { params: string[]; rest: boole
     params.push(/^[A-Za-z_$][\w$]*/.exec(text)?.[0] ?? `arg${i}`);
   }
   return { params, rest };
+}
+
+/** What by-name params and arity checks need to know of a function's parameters. */
+export interface ParameterShape {
+  /** Parameters before the first one with a default value or the rest parameter. */
+  readonly required: number;
+  /** Whether each parameter is destructured (`{ a, b }` or `[a, b]`). */
+  readonly destructured: readonly boolean[];
+}
+
+/**
+ * Reads which parameters are required and which are destructured from a function's source text.
+ * TypeScript's `?` leaves no trace at run time: a parameter is optional only with a default value.
+ * Native and bound functions, whose source hides them, require `length` params.
+ */
+export function parameterShape(fn: AnyFunction): ParameterShape {
+  const list = parameterList(Function.prototype.toString.call(fn));
+  if (list === undefined) {
+    return { required: fn.length, destructured: Array.from({ length: fn.length }, () => false) };
+  }
+  let required = -1;
+  const destructured: boolean[] = [];
+  for (const part of splitTopLevel(list)) {
+    const text = part.trim();
+    if (text === "") continue;
+    if (required < 0 && (text.startsWith("...") || hasTopLevelDefault(text))) {
+      required = destructured.length;
+    }
+    destructured.push(/^(?:\.\.\.\s*)?[[{]/.test(text));
+  }
+  return { required: required < 0 ? destructured.length : required, destructured };
+}
+
+/** Whether a parameter's text has a default value: an `=` outside brackets and strings. */
+function hasTopLevelDefault(text: string): boolean {
+  let depth = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '"' || c === "'" || c === "`") i = skipString(text, i);
+    else if (c === "(" || c === "[" || c === "{") depth++;
+    else if (c === ")" || c === "]" || c === "}") depth--;
+    else if (c === "=" && depth === 0 && text[i + 1] !== ">") return true;
+  }
+  return false;
 }
 
 /** The text between a function's parameter parentheses, or the lone parameter of `x => ...`. */

@@ -586,6 +586,8 @@ Deno.test("Dispatcher.handleFrame() validates requests and maps outcomes to resp
     add: (a: number, b: number) => a + b,
     none: () => "none",
     echo: (value: unknown) => value,
+    pair: (a: unknown, b: unknown) => [a, b],
+    withDefault: (a: unknown, b: unknown = "b") => [a, b],
     all: (...values: unknown[]) => values,
     named: (params: Record<string, unknown>) => Object.keys(params),
     slow: async (x: number) => {
@@ -632,14 +634,52 @@ Deno.test("Dispatcher.handleFrame() validates requests and maps outcomes to resp
       response: { jsonrpc: "2.0", id: 1, result: "none" },
     },
     {
-      name: "fewer params than declared",
+      name: "fewer params than required is -32602 naming the missing one",
       request: '{"jsonrpc":"2.0","id":1,"method":"echo","params":[]}',
-      response: { jsonrpc: "2.0", id: 1, result: null },
+      response: {
+        jsonrpc: "2.0",
+        id: 1,
+        error: {
+          code: -32602,
+          message: 'Invalid params: "echo" needs 1 params, got 0 (missing "value")',
+        },
+      },
     },
     {
       name: "by-name params as one object",
       request: '{"jsonrpc":"2.0","id":1,"method":"named","params":{"b":1,"a":2}}',
       response: { jsonrpc: "2.0", id: 1, result: ["b", "a"] },
+    },
+    {
+      name: "by-name params matched to the declared names, in any order",
+      request: '{"jsonrpc":"2.0","id":1,"method":"pair","params":{"b":2,"a":1}}',
+      response: { jsonrpc: "2.0", id: 1, result: [1, 2] },
+    },
+    {
+      name: "by-name params leave a param with a default value to its default",
+      request: '{"jsonrpc":"2.0","id":1,"method":"withDefault","params":{"a":1}}',
+      response: { jsonrpc: "2.0", id: 1, result: [1, "b"] },
+    },
+    {
+      name: "by-name params missing a required name are -32602 naming it",
+      request: '{"jsonrpc":"2.0","id":1,"method":"pair","params":{"a":1}}',
+      response: {
+        jsonrpc: "2.0",
+        id: 1,
+        error: { code: -32602, message: 'Invalid params: "pair" misses required params "b"' },
+      },
+    },
+    {
+      name: "by-name params with an unknown name are -32602 naming it",
+      request: '{"jsonrpc":"2.0","id":1,"method":"pair","params":{"a":1,"c":3}}',
+      response: {
+        jsonrpc: "2.0",
+        id: 1,
+        error: {
+          code: -32602,
+          message: 'Invalid params: "pair" has no params named "c" (it takes "a", "b")',
+        },
+      },
     },
     {
       name: "by-name params to a method that declares none",

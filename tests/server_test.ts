@@ -1,38 +1,25 @@
 import assert from "node:assert/strict";
 import { callContext } from "../context.ts";
-import { type RpcServer, serve, type ServeOptions } from "../server.ts";
-import { connect, type RpcClient } from "../client.ts";
+import { serve } from "../server.ts";
+import { connect } from "../client.ts";
 import { ConnectionError, ErrorCode, RpcError } from "../errors.ts";
-import { certs, RawClient, serverOptions, within } from "./_util.ts";
+import {
+  certs,
+  connectTo,
+  framed,
+  gate,
+  header,
+  PARTIAL_CLIENT_HELLO,
+  RawClient,
+  request,
+  serverOptions,
+  TcpClient,
+  watchedOptions,
+  within,
+} from "./_util.ts";
 import * as calc from "../examples/calc.ts";
 
 const encoder = new TextEncoder();
-
-/** A frame's 4-byte length prefix. */
-function header(length: number): Uint8Array {
-  const bytes = new Uint8Array(4);
-  new DataView(bytes.buffer).setUint32(0, length);
-  return bytes;
-}
-
-/** The bytes of one frame holding `payload`. */
-function framed(payload: string | Uint8Array): Uint8Array {
-  const body = typeof payload === "string" ? encoder.encode(payload) : payload;
-  const bytes = new Uint8Array(4 + body.length);
-  bytes.set(header(body.length));
-  bytes.set(body, 4);
-  return bytes;
-}
-
-/** A request object. */
-function request(id: unknown, method: string, params?: unknown): Record<string, unknown> {
-  return { jsonrpc: "2.0", id, method, ...(params === undefined ? {} : { params }) };
-}
-
-/** A client of `server` made with `connect()`, trusting the test CA. */
-function connectTo(server: RpcServer): Promise<RpcClient> {
-  return connect({ hostname: "127.0.0.1", port: server.addr.port, caCerts: [certs.ca] });
-}
 
 /** The next frame, or null once the server has closed the connection (cleanly or by reset). */
 async function receiveOrClosed(raw: RawClient): Promise<unknown> {
@@ -42,64 +29,6 @@ async function receiveOrClosed(raw: RawClient): Promise<unknown> {
     if (error instanceof Error && error.message.startsWith("Gave up")) throw error;
     return null;
   }
-}
-
-/** Resolves when the peer closes a plain TCP connection, reading (and ignoring) what it sends. */
-async function readUntilClosed(conn: Deno.Conn): Promise<void> {
-  const buffer = new Uint8Array(4096);
-  // A TLS alert or two may come before the close; a few dozen reads is plenty.
-  for (let i = 0; i < 64; i++) {
-    try {
-      if (await conn.read(buffer) === null) return;
-    } catch {
-      return;
-    }
-  }
-  throw new Error("The server kept the connection open");
-}
-
-/** Server options whose `onError` lines can be awaited. */
-function watchedOptions(extra: Partial<ServeOptions> = {}): {
-  options: ServeOptions;
-  lines: string[];
-  waitFor(predicate: (lines: string[]) => boolean, what: string): Promise<void>;
-} {
-  const lines: string[] = [];
-  let wake: (() => void) | undefined;
-  const options: ServeOptions = {
-    ...serverOptions(),
-    ...extra,
-    onError: (_error, line) => {
-      lines.push(line);
-      wake?.();
-    },
-  };
-  async function waitFor(predicate: (lines: string[]) => boolean, what: string): Promise<void> {
-    // Each turn waits for one more line; the number of lines a test causes bounds the loop.
-    for (let turns = 0; !predicate(lines); turns++) {
-      if (turns > 100) throw new Error(`Gave up waiting: ${what}`);
-      await within(new Promise<void>((resolve) => wake = resolve), what);
-    }
-  }
-  return { options, lines, waitFor };
-}
-
-/**
- * A promise handlers wait on until the test opens it; `entered` resolves once `expected` calls
- * have reached it.
- */
-function gate(expected = 1): { promise: Promise<void>; open(): void; entered: Promise<void> } {
-  const opened = Promise.withResolvers<void>();
-  const entered = Promise.withResolvers<void>();
-  let count = 0;
-  return {
-    get promise() {
-      if (++count >= expected) entered.resolve();
-      return opened.promise;
-    },
-    open: () => opened.resolve(),
-    entered: entered.promise,
-  };
 }
 
 Deno.test("serve() exposes the allowed members of each kind of handlers, in methods and on the wire", async (t) => {
@@ -220,7 +149,7 @@ Deno.test("serve() exposes the allowed members of each kind of handlers, in meth
   }
   await t.step("a class instance's methods run on the instance", async () => {
     await using server = await serve(new Service(), serverOptions());
-    await using client = await connectTo(server);
+    await using client = await connectTo(server.addr.port);
     assert.deepEqual(
       await Promise.all([client.call("overridden"), client.call("inherited"), client.call("own")]),
       ["service", "base", "own"],
@@ -252,7 +181,7 @@ Deno.test("serve() answers rpc.discover with every exposed method and its params
     ...serverOptions(),
     info: { title: "calc", version: "1.0.0" },
   });
-  await using client = await connectTo(server);
+  await using client = await connectTo(server.addr.port);
   const document = await client.call("rpc.discover") as {
     openrpc: string;
     info: unknown;
@@ -324,18 +253,18 @@ Deno.test("serve() passes by-position params as arguments and by-name params as 
     ...calc,
     args: (...values: unknown[]) => values,
     pair: (a: unknown, b: unknown) => [a, b],
+    pairOr: (a: unknown, b: unknown = "b") => [a, b],
     ping: () => "pong",
   }, serverOptions());
-  await using client = await connectTo(server);
+  await using client = await connectTo(server.addr.port);
   const cases: { name: string; call: () => Promise<unknown>; result: unknown }[] = [
     { name: "by position", call: () => client.call("subtract", 5, 3), result: 2 },
     { name: "no params", call: () => client.call("args"), result: [] },
-    // A tlsrpc client has rich values, so the missing param comes back as undefined, exactly
-    // (a plain JSON-RPC client gets null: see rich_test.ts).
+    // An optional param needs a default value: TypeScript's `?` leaves no trace at run time.
     {
-      name: "fewer params than declared",
-      call: () => client.call("pair", 1),
-      result: [1, undefined],
+      name: "fewer params than declared, the rest with default values",
+      call: () => client.call("pairOr", 1),
+      result: [1, "b"],
     },
     {
       name: "by name",
@@ -380,7 +309,7 @@ Deno.test("serve() passes by-position params as arguments and by-name params as 
 Deno.test("serve() sends each response when its call finishes, so a slow call never delays a fast one", async (t) => {
   await using server = await serve(calc, serverOptions());
   await t.step("through connect()", async () => {
-    await using client = await connectTo(server);
+    await using client = await connectTo(server.addr.port);
     const order: string[] = [];
     await Promise.all([
       client.call("sleep", 300).then(() => order.push("sleep")),
@@ -400,7 +329,7 @@ Deno.test("serve() sends each response when its call finishes, so a slow call ne
     assert.deepEqual(await raw.receive(), { jsonrpc: "2.0", id: 1, result: 300 });
   });
   await t.step("many calls in flight at once", async () => {
-    await using client = await connectTo(server);
+    await using client = await connectTo(server.addr.port);
     const calls = Array.from(
       { length: 200 },
       (_, i) => i % 10 === 0 ? client.call("sleep", i % 30) : client.call("add", i, i),
@@ -589,7 +518,7 @@ Deno.test("serve() maps handler errors to code, message and data, without stacks
   }
   await t.step("exposeStack puts the stack in data", async () => {
     await using server = await serve(handlers, { ...serverOptions(), exposeStack: true });
-    await using client = await connectTo(server);
+    await using client = await connectTo(server.addr.port);
     const error = await client.call("typed").catch((e) => e);
     assert.ok(error instanceof RpcError);
     const data = error.data as { name: string; stack: string };
@@ -699,17 +628,17 @@ Deno.test("serve() closes a connection whose peer stops mid-frame and keeps serv
   for (const { name, leave } of cases) {
     await t.step(name, async () => {
       await using server = await serve(calc, serverOptions());
-      await using client = await connectTo(server);
+      await using client = await connectTo(server.addr.port);
       await using raw = await RawClient.connect(server.addr.port);
       await leave(raw);
       assert.equal(await client.call("add", 2, 3), 5);
-      await using other = await connectTo(server);
+      await using other = await connectTo(server.addr.port);
       assert.equal(await other.call("subtract", 2, 3), -1);
     });
   }
   await t.step("peer stops writing mid-frame: the server closes", async () => {
     await using server = await serve(calc, serverOptions());
-    await using client = await connectTo(server);
+    await using client = await connectTo(server.addr.port);
     await using raw = await RawClient.connect(server.addr.port);
     await raw.sendBytes(new Uint8Array([...header(100), ...encoder.encode('{"jsonrpc"')]));
     await raw.conn.closeWrite();
@@ -728,7 +657,7 @@ Deno.test("serve() answers a reply larger than maxFrameBytes with -32603", async
     maxFrameBytes: 1024,
   });
   await t.step("through connect()", async () => {
-    await using client = await connectTo(server);
+    await using client = await connectTo(server.addr.port);
     await assert.rejects(
       client.call("text", 2000),
       (error) => error instanceof RpcError && error.code === ErrorCode.InternalError,
@@ -752,23 +681,7 @@ Deno.test("serve() answers a reply larger than maxFrameBytes with -32603", async
   });
 });
 
-/** A partial TLS ClientHello: the record header promises 512 bytes, and 11 arrive. */
-const PARTIAL_CLIENT_HELLO = new Uint8Array([
-  0x16,
-  0x03,
-  0x01,
-  0x02,
-  0x00, // handshake record, TLS 1.0 record version, 512 bytes
-  0x01,
-  0x00,
-  0x01,
-  0xfc,
-  0x03,
-  0x03, // ClientHello of 508 bytes, client version TLS 1.2
-]);
-
 Deno.test("serve() isolates a failed or stalled TLS handshake from other clients", async (t) => {
-  const tcp = (port: number) => Deno.connect({ hostname: "127.0.0.1", port });
   const cases: {
     name: string;
     /**
@@ -780,40 +693,36 @@ Deno.test("serve() isolates a failed or stalled TLS handshake from other clients
     {
       name: "plaintext client",
       async misbehave(port) {
-        const conn = await tcp(port);
-        await conn.write(encoder.encode("hello\r\n"));
-        return { closed: readUntilClosed(conn), close: () => conn.close() };
+        const tcp = await TcpClient.connect(port);
+        await tcp.write(encoder.encode("hello\r\n"));
+        return tcp;
       },
     },
     {
       name: "plaintext HTTP request",
       async misbehave(port) {
-        const conn = await tcp(port);
-        await conn.write(encoder.encode("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"));
-        return { closed: readUntilClosed(conn), close: () => conn.close() };
+        const tcp = await TcpClient.connect(port);
+        await tcp.write(encoder.encode("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"));
+        return tcp;
       },
     },
     {
       name: "client that connects and says nothing",
-      async misbehave(port) {
-        const conn = await tcp(port);
-        return { closed: readUntilClosed(conn), close: () => conn.close() };
-      },
+      misbehave: (port) => TcpClient.connect(port),
     },
     {
       name: "partial ClientHello, then silence",
       async misbehave(port) {
-        const conn = await tcp(port);
-        await conn.write(PARTIAL_CLIENT_HELLO);
-        return { closed: readUntilClosed(conn), close: () => conn.close() };
+        const tcp = await TcpClient.connect(port);
+        await tcp.write(PARTIAL_CLIENT_HELLO);
+        return tcp;
       },
     },
     {
       name: "partial ClientHello, then close",
       async misbehave(port) {
-        const conn = await tcp(port);
-        await conn.write(PARTIAL_CLIENT_HELLO);
-        conn.close();
+        await using tcp = await TcpClient.connect(port);
+        await tcp.write(PARTIAL_CLIENT_HELLO);
         return { closed: Promise.resolve(), close: () => {} };
       },
     },
@@ -840,7 +749,7 @@ Deno.test("serve() isolates a failed or stalled TLS handshake from other clients
       await using server = await serve(calc, watched.options);
       const bad = await misbehave(server.addr.port);
       using _bad = { [Symbol.dispose]: () => bad.close() };
-      await using client = await connectTo(server);
+      await using client = await connectTo(server.addr.port);
       assert.deepEqual(
         await Promise.all([client.call("add", 1, 2), client.call("stats.mean", [2, 4])]),
         [3, 3],
@@ -866,13 +775,13 @@ Deno.test("shutdown() lets calls in flight finish, answers new requests with -32
     add: (a: number, b: number) => a + b,
   }, serverOptions());
   await using raw = await RawClient.connect(server.addr.port);
-  await using client = await connectTo(server);
+  await using client = await connectTo(server.addr.port);
   const clientCall = client.call("wait", "client");
   await raw.send(request(1, "wait", ["raw"]));
   await within(held.entered, "both calls to start");
 
   const stopping = server.shutdown();
-  await assert.rejects(connectTo(server), ConnectionError);
+  await assert.rejects(connectTo(server.addr.port), ConnectionError);
   assert.deepEqual(withoutMessages(await raw.exchange(request(2, "add", [1, 2]))), {
     jsonrpc: "2.0",
     id: 2,
@@ -897,16 +806,14 @@ Deno.test("shutdown() does not wait for a client stalled in its TLS handshake", 
     handshakeTimeout: 4000,
     shutdownTimeout: 200,
   });
-  const silent = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
-  using _silent = { [Symbol.dispose]: () => silent.close() };
-  const closed = readUntilClosed(silent);
+  await using silent = await TcpClient.connect(server.addr.port);
   {
     // Connections are accepted in order: once this one is served, the silent one was accepted.
-    await using client = await connectTo(server);
+    await using client = await connectTo(server.addr.port);
     assert.equal(await client.call("add", 1, 1), 2);
   }
   await within(server.shutdown(), "shutdown() to resolve", 2000);
-  await within(closed, "the server to close the stalled connection", 1000);
+  await within(silent.closed, "the server to close the stalled connection", 1000);
 });
 
 Deno.test("a peer that ends its stream is a disconnect: its calls in flight are aborted and the connection closes", async () => {
@@ -923,7 +830,7 @@ Deno.test("a peer that ends its stream is a disconnect: its calls in flight are 
     add: (a: number, b: number) => a + b,
   }, serverOptions());
   await using raw = await RawClient.connect(server.addr.port);
-  await using client = await connectTo(server);
+  await using client = await connectTo(server.addr.port);
   await raw.send(request(1, "wait"));
   await within(entered.promise, "the call to start");
   await raw.conn.closeWrite();
@@ -940,7 +847,7 @@ Deno.test("shutdown() closes connections after shutdownTimeout when a handler ne
     never: () => held.promise,
   }, { ...serverOptions(), shutdownTimeout: 200 });
   await using raw = await RawClient.connect(server.addr.port);
-  await using client = await connectTo(server);
+  await using client = await connectTo(server.addr.port);
   // Handled from the start: the rejection comes while shutdown() is awaited.
   const pending = assert.rejects(client.call("never"), ConnectionError);
   await raw.send(request(1, "never"));
@@ -962,12 +869,12 @@ Deno.test("serve() shuts down when its signal aborts", async (t) => {
       if (abortBefore) controller.abort();
       await using server = await serve(calc, { ...serverOptions(), signal: controller.signal });
       if (!abortBefore) {
-        await using client = await connectTo(server);
+        await using client = await connectTo(server.addr.port);
         assert.equal(await client.call("add", 1, 1), 2);
         controller.abort();
       }
       await within(server.finished, "finished to resolve");
-      await assert.rejects(connectTo(server), ConnectionError);
+      await assert.rejects(connectTo(server.addr.port), ConnectionError);
     });
   }
 });
@@ -979,7 +886,7 @@ Deno.test("serve() stops when disposed with await using", async () => {
     await using server = await serve(calc, serverOptions());
     port = server.addr.port;
     void server.finished.then(() => finished = true);
-    await using client = await connectTo(server);
+    await using client = await connectTo(server.addr.port);
     assert.equal(await client.call("add", 2, 2), 4);
   }
   assert.equal(finished, true);
