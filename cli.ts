@@ -9,8 +9,13 @@
  * ```
  *
  * Exit codes: 0 success, 1 the server answered with an error (or serving failed), 2 a usage
- * error (a bad flag, a missing file), 3 the server could not be reached or the TLS handshake
- * failed.
+ * error (a bad flag, a missing file, a token that cannot be read), 3 the server could not be
+ * reached or the TLS handshake failed.
+ *
+ * Tokens fail closed: `serve`, `call` and `list` take theirs from `--token-file`, else from
+ * `TLSRPC_TOKEN`, and stop with exit 2 rather than go without one they cannot read; without
+ * permission to read `TLSRPC_TOKEN`, pass `--no-token` to mean none. What a server (or, in the
+ * logs of `serve`, a client) sends is printed with control and bidi characters escaped.
  *
  * @example Run the CLI from code
  * ```ts
@@ -32,14 +37,10 @@
  * @module
  */
 
-import { parseArgs, type ParseArgsConfig } from "node:util";
-import { connect, type RpcClient } from "./client.ts";
+import { connect, DEFAULT_CLIENT_OPTIONS, type RpcClient } from "./client.ts";
 import { ConnectionError, RpcError, TimeoutError } from "./errors.ts";
 import { DEFAULT_LIMITS, DEFAULT_PORT, type Limits, serve, type ServeOptions } from "./server.ts";
-import { formatAddr, reason } from "./_util.ts";
 import { unwrap, wrap } from "./attr_wrapper.ts";
-import { DEFAULT_MAX_DEPTH } from "./_codec.ts";
-import { jsonOnlyProblem, RichEncoder } from "./_rich.ts";
 import {
   certificateNotAfter,
   defaultDevCertDir,
@@ -47,27 +48,151 @@ import {
   ensureDevCertificates,
   writeDevCertificates,
 } from "./dev_cert.ts";
+import { formatAddr, reason } from "./_util.ts";
+import { escapeText, formatMethod, formatValue, rawJson } from "./_format.ts";
+import {
+  CliError,
+  ExitCode,
+  type FlagTable,
+  formatFlags,
+  HELP_FLAG,
+  integer,
+  parseArg,
+  parseFlags,
+  parseNamedParams,
+  readFile,
+  switchFlag,
+  usage,
+  valueFlag,
+} from "./_cli_flags.ts";
+import { readToken, TOKEN_VARIABLE } from "./_cli_token.ts";
+import { loadHandlers } from "./_cli_module.ts";
 
-/** Exit codes of the CLI. */
-export const ExitCode = {
-  /** The command did what it was asked. */
-  Ok: 0,
-  /** The server answered with an error, or the server could not start. */
-  Failure: 1,
-  /** The command line is wrong: a bad flag, a missing argument or file. */
-  Usage: 2,
-  /** The server could not be reached, the TLS handshake failed, or the call timed out. */
-  Connection: 3,
-} as const;
+export { ExitCode };
 
-class CliError extends Error {
-  readonly exitCode: number;
-  constructor(exitCode: number, message: string) {
-    super(message);
-    this.name = "CliError";
-    this.exitCode = exitCode;
-  }
-}
+/** The default time `call` and `list` wait for connecting and for the response. */
+const DEFAULT_CALL_TIMEOUT = 30_000;
+
+/** The address `serve` listens on: local connections only, as `serve()` does by default. */
+const DEFAULT_SERVE_HOSTNAME = "127.0.0.1";
+
+const CONNECTION_FLAGS = {
+  hostname: valueFlag("HOST", "server host", DEFAULT_CLIENT_OPTIONS.hostname),
+  port: valueFlag("PORT", "server port", DEFAULT_PORT),
+  ca: valueFlag(
+    "FILE",
+    "CA certificate to verify the server with, PEM",
+    "the system roots and the development CA, when there is one",
+  ),
+  timeout: valueFlag(
+    "MS",
+    "time to wait for the connection, and for the response",
+    DEFAULT_CALL_TIMEOUT,
+  ),
+  "token-file": valueFlag(
+    "FILE",
+    "present this token (the file's first line)",
+    `$${TOKEN_VARIABLE} when it is set`,
+  ),
+  "no-token": switchFlag(`present no token, even when ${TOKEN_VARIABLE} cannot be read`),
+  cert: valueFlag("FILE", "client certificate for mutual TLS, PEM"),
+  key: valueFlag("FILE", "the private key of --cert, PEM"),
+} as const satisfies FlagTable;
+
+const SERVE_FLAGS = {
+  hostname: valueFlag("HOST", "address to listen on", DEFAULT_SERVE_HOSTNAME),
+  port: valueFlag("PORT", "port to listen on, 0 for any free one", DEFAULT_PORT),
+  cert: valueFlag("FILE", "certificate chain, PEM", "the development certificate"),
+  key: valueFlag("FILE", "private key, PEM", "the development key"),
+  "expose-stack": switchFlag("send handlers' error stacks to clients"),
+  "token-file": valueFlag(
+    "FILE",
+    "require this token (the file's first line) from every client",
+    `$${TOKEN_VARIABLE} when it is set`,
+  ),
+  "no-token": switchFlag(`require no token, even when ${TOKEN_VARIABLE} cannot be read`),
+  "client-ca": valueFlag("FILE", "require client certificates signed by this CA (mutual TLS)"),
+  ...HELP_FLAG,
+} as const satisfies FlagTable;
+
+/** The `serve` flags that set a limit: the limit, the least value that works, the help. */
+const LIMITS = {
+  "handshake-timeout": ["handshakeTimeout", 1, "time a client has for the TLS handshake"],
+  "auth-timeout": [
+    "authTimeout",
+    0,
+    "time a client has to present the token, when one is required; 0 disables",
+  ],
+  "idle-timeout": [
+    "idleTimeout",
+    0,
+    "close a connection with no frame and no call for this long; 0 disables",
+  ],
+  "frame-timeout": [
+    "frameTimeout",
+    0,
+    "a frame must arrive whole within this of its first byte; 0 disables",
+  ],
+  "write-timeout": [
+    "writeTimeout",
+    0,
+    "close a client that reads none of its replies for this long; 0 disables",
+  ],
+  "shutdown-timeout": ["shutdownTimeout", 0, "time calls in flight get on shutdown"],
+  "max-connections": ["maxConnections", 1, "open connections; more are closed at once"],
+  "max-in-flight": ["maxInFlight", 1, "calls in flight per connection before reading pauses"],
+  "max-batch": ["maxBatch", 1, "requests in one batch; a larger batch is refused"],
+  "max-queued-bytes": ["maxQueuedBytes", 1, "unread reply bytes before a client is closed"],
+  "max-frame-bytes": ["maxFrameBytes", 1, "largest frame accepted or sent"],
+  "max-depth": ["maxDepth", 1, "deepest nesting of arrays and objects in a message"],
+  "max-json-values": [
+    "maxJsonValues",
+    1,
+    "JSON values (numbers, strings, arrays, objects...) in a message",
+  ],
+} as const satisfies Record<
+  string,
+  readonly [limit: keyof Limits, min: 0 | 1, description: string]
+>;
+
+/** The limit flags as parseArgs and the help take them, each default from DEFAULT_LIMITS. */
+const LIMIT_FLAGS = Object.fromEntries(
+  Object.entries(LIMITS).map(([flag, [limit, , description]]) => {
+    const arg = limit.endsWith("Timeout") ? "MS" : "N";
+    return [flag, valueFlag(arg, description, DEFAULT_LIMITS[limit])];
+  }),
+) as Record<keyof typeof LIMITS, ReturnType<typeof valueFlag>>;
+
+const CALL_FLAGS = {
+  ...CONNECTION_FLAGS,
+  params: valueFlag("JSON", "by-name params, a JSON object, instead of ARGs"),
+  raw: switchFlag("print the exact JSON of the wire, rich values as their tags"),
+  get: valueFlag(
+    "PATH",
+    "print only the value at a dotted path of the result, e.g. 2.dd.ee or items.-1.name " +
+      "(exit 1 naming the first missing step)",
+  ),
+  ...HELP_FLAG,
+} as const satisfies FlagTable;
+
+const LIST_FLAGS = { ...CONNECTION_FLAGS, ...HELP_FLAG } as const satisfies FlagTable;
+
+const CERT_FLAGS = {
+  dir: valueFlag("DIR", "folder for the files", "the state folder that serve uses"),
+  host: {
+    ...valueFlag("NAME", "another DNS name or IP address for the server certificate; repeatable"),
+    multiple: true,
+  },
+  client: valueFlag("NAME", "also make a client certificate with this common name"),
+  ...HELP_FLAG,
+} as const satisfies FlagTable;
+
+const CLIENT_TOKENS =
+  `The token comes from --token-file, else from ${TOKEN_VARIABLE} when it is set. A token
+that cannot be read is an error (exit 2), never a call without it: an empty or unreadable
+--token-file, an empty ${TOKEN_VARIABLE}, ${TOKEN_VARIABLE} set along with --no-token, or no
+permission to read ${TOKEN_VARIABLE} (run with --allow-env=${TOKEN_VARIABLE}, or pass
+--token-file FILE, or --no-token to call without a token).`;
 
 const HELP = {
   main: `tlsrpc: JSON-RPC 2.0 over TLS
@@ -91,51 +216,31 @@ Without --cert and --key it uses development certificates from the state folder
 ($TLSRPC_HOME/dev-certs, else ~/.local/state/tlsrpc/dev-certs), made on first use; call and
 list trust their CA when no --ca is given. They are for development only.
 
+Token authentication: with --token-file FILE, else with ${TOKEN_VARIABLE} set, every client
+must present that token, and serve says so on stderr (never the token). serve will not start
+(exit 2) when it cannot read a token it may be meant to require: an empty or unreadable
+--token-file, an empty ${TOKEN_VARIABLE}, ${TOKEN_VARIABLE} set along with --no-token, or no
+permission to read ${TOKEN_VARIABLE}, since it cannot tell then whether it is set. Run with
+--allow-env=${TOKEN_VARIABLE}, or pass --token-file FILE, or --no-token to serve without a
+token: deno run --allow-net --allow-read cli.ts serve MODULE --cert FILE --key FILE --no-token
+
 Options:
-  --hostname HOST          address to listen on (default 127.0.0.1)
-  --port PORT              port to listen on, 0 for any free one (default 7443)
-  --cert FILE              certificate chain, PEM (default: development certificate)
-  --key FILE               private key, PEM (default: development key)
-  --expose-stack           send handlers' error stacks to clients
-  --token-file FILE        require this token (the file's first line) from every client;
-                           default: $TLSRPC_TOKEN when set
-  --client-ca FILE         require client certificates signed by this CA (mutual TLS)
-  -h, --help               show this help
+${formatFlags(SERVE_FLAGS)}
 
 Limits (each bounds what one client can cost the server):
-  --handshake-timeout MS   time a client has for the TLS handshake (default 10000)
-  --idle-timeout MS        close a connection with no frame and no call for this long;
-                           0 disables (default 300000)
-  --frame-timeout MS       a frame must arrive whole within this of its first byte;
-                           0 disables (default 30000)
-  --write-timeout MS       close a client that reads none of its replies for this long;
-                           0 disables (default 30000)
-  --shutdown-timeout MS    time calls in flight get on shutdown (default 10000)
-  --max-connections N      open connections; more are closed at once (default 10000)
-  --max-in-flight N        calls in flight per connection before reading pauses (default 1024)
-  --max-queued-bytes N     unread reply bytes before a client is closed (default 67108864)
-  --max-frame-bytes N      largest frame accepted or sent (default 16777216)
-  --max-depth N            deepest nesting of arrays and objects in a message (default 128)`,
+${formatFlags(LIMIT_FLAGS)}`,
   call: `Usage: deno run -A cli.ts call [options] METHOD [ARG...]
 
 Calls METHOD and prints its result as JSON on stdout; rich values (bytes, BigInt, Date, Map,
 Set, NaN...) print as themselves, e.g. 12n or Uint8Array(3 bytes) <01 02 03>. Each ARG is parsed
 as JSON when it is valid JSON, else taken as a string: call greet ada, call add 2 3,
-call sum '[1,2]'.
+call sum '[1,2]'. An error answer prints its code, message and data on stderr. Control and bidi
+characters from the server print as escapes (\\x1b, \\u{202e}; \\u001b inside JSON).
+
+${CLIENT_TOKENS}
 
 Options:
-  --hostname HOST    server host (default localhost)
-  --port PORT        server port (default 7443)
-  --ca FILE          CA certificate to verify the server with, PEM (default: system roots
-                     and the development CA, when there is one)
-  --timeout MS       time to wait for the response (default 30000)
-  --token-file FILE  present this token (the file's first line); default: $TLSRPC_TOKEN
-  --cert FILE        client certificate for mutual TLS, PEM, with --key FILE
-  --params JSON      by-name params, a JSON object, instead of ARGs
-  --raw              print the exact JSON of the wire, rich values as their tags
-  --get PATH         print only the value at a dotted path of the result, e.g. 2.dd.ee
-                     or items.-1.name (exit 1 naming the first missing step)
-  -h, --help         show this help
+${formatFlags(CALL_FLAGS)}
 
 Exit codes: 0 ok, 1 the server answered with an error, 2 usage, 3 connection or timeout.`,
   cert: `Usage: deno run -A cli.ts cert [--dir DIR] [--host NAME ...] [--client NAME]
@@ -150,59 +255,17 @@ These certificates are for development only: anyone who reads ca.key can imperso
 to whoever trusts ca.pem.
 
 Options:
-  --dir DIR          folder for the files (default: the state folder that serve uses)
-  --host NAME        another DNS name or IP address for the server certificate; repeatable
-  --client NAME      also make a client certificate with this common name
-  -h, --help         show this help`,
+${formatFlags(CERT_FLAGS)}`,
   list: `Usage: deno run -A cli.ts list [options]
 
-Prints the methods the server exposes, one per line, as name(params).
+Prints the methods the server exposes, one per line, as name(params), control and bidi
+characters as escapes.
+
+${CLIENT_TOKENS}
 
 Options:
-  --hostname HOST    server host (default localhost)
-  --port PORT        server port (default 7443)
-  --ca FILE          CA certificate to verify the server with, PEM (default: system roots
-                     and the development CA, when there is one)
-  --timeout MS       time to wait for the response (default 30000)
-  --token-file FILE  present this token (the file's first line); default: $TLSRPC_TOKEN
-  --cert FILE        client certificate for mutual TLS, PEM, with --key FILE
-  -h, --help         show this help`,
+${formatFlags(LIST_FLAGS)}`,
 } as const;
-
-/** The default time `call` and `list` wait for connecting and for the response. */
-const DEFAULT_CALL_TIMEOUT = 30_000;
-
-const connectionFlags = {
-  hostname: { type: "string" },
-  port: { type: "string" },
-  ca: { type: "string" },
-  timeout: { type: "string" },
-  "token-file": { type: "string" },
-  cert: { type: "string" },
-  key: { type: "string" },
-  help: { type: "boolean", short: "h" },
-} as const satisfies ParseArgsConfig["options"];
-
-/** The environment variable that holds a token when no --token-file is given. */
-const TOKEN_VARIABLE = "TLSRPC_TOKEN";
-
-/** The token from --token-file (its first line) or $TLSRPC_TOKEN; never printed. */
-async function readToken(file: string | undefined): Promise<string | undefined> {
-  let token: string | undefined;
-  if (file !== undefined) {
-    token = (await readFile("--token-file", file)).split(/\r?\n/)[0]?.trim();
-    if (!token) {
-      throw new CliError(ExitCode.Usage, `Cannot use --token-file "${file}": it is empty`);
-    }
-  } else {
-    try {
-      token = Deno.env.get(TOKEN_VARIABLE) || undefined;
-    } catch {
-      token = undefined; // no --allow-env: no token from the environment
-    }
-  }
-  return token;
-}
 
 /**
  * Runs the CLI with `args` (without the program name) and resolves with the exit code. Output
@@ -244,52 +307,17 @@ export async function main(args: string[]): Promise<number> {
     }
   } catch (error) {
     if (error instanceof CliError) {
-      console.error(`error: ${error.message}`);
+      // Messages carry what a server sent (an error's message, a refusal): escaped, as all else.
+      console.error(`error: ${escapeText(error.message)}`);
+      if (error.data !== undefined) console.error(`data: ${formatValue(error.data)}`);
       return error.exitCode;
     }
     throw error;
   }
 }
 
-/** The `serve` flags that set a limit, and the limit each sets. */
-const LIMIT_FLAGS = {
-  "handshake-timeout": "handshakeTimeout",
-  "idle-timeout": "idleTimeout",
-  "frame-timeout": "frameTimeout",
-  "write-timeout": "writeTimeout",
-  "shutdown-timeout": "shutdownTimeout",
-  "max-connections": "maxConnections",
-  "max-in-flight": "maxInFlight",
-  "max-queued-bytes": "maxQueuedBytes",
-  "max-frame-bytes": "maxFrameBytes",
-  "max-depth": "maxDepth",
-} as const satisfies Record<string, keyof Limits>;
-
-/** Limits that 0 would make useless rather than unlimited. */
-const POSITIVE_LIMITS: ReadonlySet<keyof Limits> = new Set([
-  "maxConnections",
-  "maxInFlight",
-  "maxQueuedBytes",
-  "maxFrameBytes",
-  "maxDepth",
-  "handshakeTimeout",
-]);
-
 async function serveCommand(args: string[]): Promise<number> {
-  const limitOptions = Object.fromEntries(
-    Object.keys(LIMIT_FLAGS).map((flag) => [flag, { type: "string" }] as const),
-  ) as Record<keyof typeof LIMIT_FLAGS, { type: "string" }>;
-  const { values, positionals } = parse(args, {
-    hostname: { type: "string" },
-    port: { type: "string" },
-    cert: { type: "string" },
-    key: { type: "string" },
-    "token-file": { type: "string" },
-    "client-ca": { type: "string" },
-    ...limitOptions,
-    "expose-stack": { type: "boolean" },
-    help: { type: "boolean", short: "h" },
-  });
+  const { values, positionals } = parseFlags(args, { ...SERVE_FLAGS, ...LIMIT_FLAGS });
   if (values.help) return help("serve");
   const [specifier, ...extra] = positionals;
   if (specifier === undefined) usage("serve", "a MODULE is required");
@@ -297,32 +325,30 @@ async function serveCommand(args: string[]): Promise<number> {
   if ((values.cert === undefined) !== (values.key === undefined)) {
     usage("serve", "give both --cert and --key, or neither for development certificates");
   }
+  const token = await readToken("serve", values);
   const { cert, key } = values.cert !== undefined && values.key !== undefined
     ? { cert: await readFile("--cert", values.cert), key: await readFile("--key", values.key) }
     : await developmentCertificate();
   warnIfExpiring(cert);
   const options: ServeOptions = {
-    hostname: values.hostname ?? "127.0.0.1",
+    hostname: values.hostname ?? DEFAULT_SERVE_HOSTNAME,
     port: integer("--port", values.port, DEFAULT_PORT, 65535),
     cert,
     key,
     exposeStack: values["expose-stack"] ?? false,
     onListen: (addr) => console.log(`listening on ${formatAddr(addr)}`),
+    // Log lines may quote what a client sent: a client must not drive the operator's terminal.
+    onError: (_error, line) => console.error(escapeText(line)),
   };
-  const token = await readToken(values["token-file"]);
-  if (token !== undefined) options.token = token;
+  if (token !== undefined) options.token = token.token;
   if (values["client-ca"] !== undefined) {
     options.clientCa = await readFile("--client-ca", values["client-ca"]);
   }
-  for (
-    const [flag, limit] of Object.entries(LIMIT_FLAGS) as [keyof typeof LIMIT_FLAGS, keyof Limits][]
-  ) {
-    const value = values[flag];
+  for (const [flag, [limit, min]] of Object.entries(LIMITS)) {
+    const value = values[flag as keyof typeof LIMITS];
     if (value === undefined) continue;
     options[limit] = integer(`--${flag}`, value, DEFAULT_LIMITS[limit], 0xffff_ffff);
-    if (options[limit] === 0 && POSITIVE_LIMITS.has(limit)) {
-      usage("serve", `--${flag} must be at least 1`);
-    }
+    if (options[limit] < min) usage("serve", `--${flag} must be at least ${min}`);
   }
   const handlers = await loadHandlers(specifier);
   // Listen for signals before "listening on" is printed: whoever reads that line may stop us next.
@@ -337,6 +363,11 @@ async function serveCommand(args: string[]): Promise<number> {
     } catch (error) {
       throw new CliError(ExitCode.Failure, `Cannot serve "${specifier}": ${reason(error)}`);
     }
+    if (token !== undefined) {
+      console.error(
+        `token authentication is on: clients must present the token from ${token.source}`,
+      );
+    }
     await server.finished;
   } finally {
     for (const signal of signals) Deno.removeSignalListener(signal, stop);
@@ -345,12 +376,7 @@ async function serveCommand(args: string[]): Promise<number> {
 }
 
 async function callCommand(args: string[]): Promise<number> {
-  const { values, positionals } = parse(args, {
-    ...connectionFlags,
-    params: { type: "string" },
-    get: { type: "string" },
-    raw: { type: "boolean" },
-  });
+  const { values, positionals } = parseFlags(args, CALL_FLAGS);
   if (values.help) return help("call");
   const [method, ...rawParams] = positionals;
   if (method === undefined) usage("call", "a METHOD is required");
@@ -360,6 +386,7 @@ async function callCommand(args: string[]): Promise<number> {
     named = parseNamedParams(values.params);
   }
   const result = await withClient(
+    "call",
     values,
     (client) =>
       named === undefined
@@ -367,7 +394,8 @@ async function callCommand(args: string[]): Promise<number> {
         : client.callNamed(method, named),
   );
   const value = values.get === undefined ? result : pick(result, values.get);
-  console.log(values.raw ? rawJson(value) : formatValue(value));
+  const indent = Deno.stdout.isTerminal() ? 2 : undefined;
+  console.log(values.raw ? rawJson(value) : formatValue(value, indent));
   return ExitCode.Ok;
 }
 
@@ -397,10 +425,10 @@ function pick(value: unknown, path: string): unknown {
 }
 
 async function listCommand(args: string[]): Promise<number> {
-  const { values, positionals } = parse(args, connectionFlags);
+  const { values, positionals } = parseFlags(args, LIST_FLAGS);
   if (values.help) return help("list");
   if (positionals.length > 0) usage("list", `unexpected argument "${positionals[0]}"`);
-  const document = await withClient(values, (client) => client.call("rpc.discover"));
+  const document = await withClient("list", values, (client) => client.call("rpc.discover"));
   const methods = (document as { methods?: unknown })?.methods;
   if (!Array.isArray(methods)) {
     throw new CliError(
@@ -408,12 +436,7 @@ async function listCommand(args: string[]): Promise<number> {
       "Cannot list methods: the server's rpc.discover answer has no methods",
     );
   }
-  for (const method of methods) {
-    const params = Array.isArray(method?.params)
-      ? method.params.map((param: { name?: unknown }) => String(param?.name)).join(", ")
-      : "";
-    console.log(`${method?.name}(${params})`);
-  }
+  for (const method of methods) console.log(formatMethod(method));
   return ExitCode.Ok;
 }
 
@@ -423,11 +446,13 @@ type ConnectionValues = {
   ca?: string | undefined;
   timeout?: string | undefined;
   "token-file"?: string | undefined;
+  "no-token"?: boolean | undefined;
   cert?: string | undefined;
   key?: string | undefined;
 };
 
 async function withClient<T>(
+  command: string,
   values: ConnectionValues,
   use: (client: RpcClient) => Promise<T>,
 ): Promise<T> {
@@ -444,17 +469,17 @@ async function withClient<T>(
   }
   const cert = values.cert === undefined ? undefined : await readFile("--cert", values.cert);
   const key = values.key === undefined ? undefined : await readFile("--key", values.key);
-  const token = await readToken(values["token-file"]);
+  const token = await readToken(command, values);
   let client: RpcClient;
   try {
     client = await connect({
-      hostname: values.hostname ?? "localhost",
+      hostname: values.hostname ?? DEFAULT_CLIENT_OPTIONS.hostname,
       port,
       timeout,
       connectTimeout: timeout,
       ...(caCerts && { caCerts }),
       ...(cert !== undefined && key !== undefined && { cert, key }),
-      ...(token !== undefined && { token }),
+      ...(token !== undefined && { token: token.token }),
     });
   } catch (error) {
     throw new CliError(ExitCode.Connection, reason(error));
@@ -463,7 +488,7 @@ async function withClient<T>(
     return await use(client);
   } catch (error) {
     if (error instanceof RpcError) {
-      throw new CliError(ExitCode.Failure, `${error.code} ${error.message}`);
+      throw new CliError(ExitCode.Failure, `${error.code} ${error.message}`, { data: error.data });
     }
     if (error instanceof ConnectionError || error instanceof TimeoutError) {
       throw new CliError(ExitCode.Connection, error.message);
@@ -478,12 +503,7 @@ async function withClient<T>(
 }
 
 async function certCommand(args: string[]): Promise<number> {
-  const { values, positionals } = parse(args, {
-    dir: { type: "string" },
-    host: { type: "string", multiple: true },
-    client: { type: "string" },
-    help: { type: "boolean", short: "h" },
-  });
+  const { values, positionals } = parseFlags(args, CERT_FLAGS);
   if (values.help) return help("cert");
   if (positionals.length > 0) usage("cert", `unexpected argument "${positionals[0]}"`);
   let files;
@@ -564,181 +584,9 @@ function warnIfExpiring(cert: string): void {
   }
 }
 
-async function loadHandlers(specifier: string): Promise<object> {
-  const url = /^[a-z][a-z0-9+.-]*:/i.test(specifier) && !/^[a-z]:[\\/]/i.test(specifier)
-    ? specifier
-    : new URL(specifier, `file://${Deno.cwd()}/`).href;
-  if (url.startsWith("file:")) {
-    try {
-      await Deno.stat(new URL(url));
-    } catch (error) {
-      const why = error instanceof Deno.errors.NotFound ? "file not found" : reason(error);
-      throw new CliError(ExitCode.Usage, `Cannot load module "${specifier}": ${why}`);
-    }
-  }
-  let module: Record<string, unknown>;
-  try {
-    module = await import(url);
-  } catch (error) {
-    const first = reason(error).split("\n")[0];
-    throw new CliError(ExitCode.Failure, `Cannot load module "${specifier}": ${first}`);
-  }
-  const fallback = module.default;
-  if (
-    typeof fallback === "function" && /^class\b/.test(Function.prototype.toString.call(fallback))
-  ) {
-    return new (fallback as new () => object)();
-  }
-  if (fallback !== null && typeof fallback === "object") return fallback;
-  return module;
-}
-
-async function readFile(flag: string, path: string): Promise<string> {
-  try {
-    return await Deno.readTextFile(path);
-  } catch (error) {
-    const why = error instanceof Deno.errors.NotFound ? "file not found" : reason(error);
-    throw new CliError(ExitCode.Usage, `Cannot read ${flag} "${path}": ${why}`);
-  }
-}
-
-/** Parses flags; arguments that look like negative numbers are positionals, not short options. */
-function parse<T extends NonNullable<ParseArgsConfig["options"]>>(args: string[], options: T) {
-  const negatives: string[] = [];
-  const masked = args.map((arg) => {
-    if (!/^-[\d.]/.test(arg)) return arg;
-    negatives.push(arg);
-    return `\u0000${negatives.length - 1}`;
-  });
-  const unmask = (value: string) =>
-    value.startsWith("\u0000") ? negatives[Number(value.slice(1))] ?? value : value;
-  let parsed;
-  try {
-    parsed = parseArgs({ args: masked, options, allowPositionals: true, strict: true });
-  } catch (error) {
-    const message = unmask(reason(error)).split(". To specify")[0];
-    throw new CliError(ExitCode.Usage, `Cannot parse arguments: ${message}`);
-  }
-  const values = parsed.values as Record<string, unknown>;
-  for (const [key, value] of Object.entries(values)) {
-    if (typeof value === "string") values[key] = unmask(value);
-  }
-  return { values: parsed.values, positionals: parsed.positionals.map(unmask) };
-}
-
-function integer(
-  flag: string,
-  value: string | undefined,
-  fallback: number,
-  max = 2 ** 31 - 1,
-): number {
-  if (value === undefined) return fallback;
-  const number = Number(value);
-  if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(number) || number > max) {
-    throw new CliError(
-      ExitCode.Usage,
-      `Cannot use ${flag} "${value}": it must be a whole number from 0 to ${max}`,
-    );
-  }
-  return number;
-}
-
-function parseArg(arg: string): unknown {
-  try {
-    return JSON.parse(arg);
-  } catch {
-    return arg;
-  }
-}
-
-function parseNamedParams(text: string): Record<string, unknown> {
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch (error) {
-    throw new CliError(ExitCode.Usage, `Cannot use --params: ${reason(error)}`);
-  }
-  if (value === null || typeof value !== "object" || Array.isArray(value)) {
-    throw new CliError(ExitCode.Usage, "Cannot use --params: it must be a JSON object");
-  }
-  return value as Record<string, unknown>;
-}
-
-/**
- * The result for a human: JSON when plain JSON carries it, else JSON-like text in which rich
- * values read as themselves: `12345678901234567890n`, `Date(2024-01-01T00:00:00.000Z)`,
- * `Uint8Array(1048576) <00 01 02 ... ff>`, `Map { "a" => 1 }`, `Set [1, 2]`, `undefined`, `NaN`.
- */
-function formatValue(value: unknown): string {
-  const indent = Deno.stdout.isTerminal() ? 2 : undefined;
-  if (jsonOnlyProblem(value, DEFAULT_MAX_DEPTH, true) === undefined) {
-    return JSON.stringify(value, null, indent) ?? "null";
-  }
-  return readable(value, indent === undefined ? "" : "\n", indent ?? 0, 0);
-}
-
-/** Bytes shown of a binary value, in hex. */
-const BYTES_PREVIEW = 16;
-
-function readable(value: unknown, newline: string, indent: number, level: number): string {
-  const pad = (n: number) => newline === "" ? "" : newline + " ".repeat(indent * n);
-  const list = (open: string, items: string[], close: string) =>
-    items.length === 0
-      ? `${open}${close}`
-      : `${open}${items.map((item) => pad(level + 1) + item).join(newline === "" ? ", " : ",")}${
-        pad(level)
-      }${close}`;
-  const inner = (v: unknown) => readable(v, newline, indent, level + 1);
-  switch (typeof value) {
-    case "bigint":
-      return `${value}n`;
-    case "undefined":
-      return "undefined";
-    case "number":
-      return Object.is(value, -0) ? "-0" : String(value);
-    case "string":
-    case "boolean":
-      return JSON.stringify(value);
-    case "object": {
-      if (value === null) return "null";
-      if (value instanceof Date) {
-        return Number.isNaN(value.getTime()) ? "Date(invalid)" : `Date(${value.toISOString()})`;
-      }
-      if (value instanceof ArrayBuffer || ArrayBuffer.isView(value)) {
-        const bytes = value instanceof ArrayBuffer
-          ? new Uint8Array(value)
-          : new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
-        const hex = [...bytes.subarray(0, BYTES_PREVIEW)].map((b) =>
-          b.toString(16).padStart(2, "0")
-        );
-        const more = bytes.length > BYTES_PREVIEW ? " ..." : "";
-        return `${value.constructor.name}(${bytes.length} bytes) <${hex.join(" ")}${more}>`;
-      }
-      if (value instanceof Map) {
-        return list("Map {", [...value].map(([k, v]) => `${inner(k)} => ${inner(v)}`), "}");
-      }
-      if (value instanceof Set) return list("Set [", [...value].map(inner), "]");
-      if (Array.isArray(value)) return list("[", value.map(inner), "]");
-      const entries = Object.entries(value).map(([k, v]) => `${JSON.stringify(k)}: ${inner(v)}`);
-      return list("{", entries, "}");
-    }
-    default:
-      return String(value);
-  }
-}
-
-/** The value as the exact JSON of the wire: rich values as their tags (PROTOCOL.md section 8). */
-function rawJson(value: unknown): string {
-  return JSON.stringify(new RichEncoder(DEFAULT_MAX_DEPTH).encode(value)) ?? "null";
-}
-
 function help(command: keyof typeof HELP): number {
   console.log(HELP[command]);
   return ExitCode.Ok;
-}
-
-function usage(command: string, message: string): never {
-  throw new CliError(ExitCode.Usage, `Cannot run "${command}": ${message} (see --help)`);
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));

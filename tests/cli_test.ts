@@ -1,7 +1,10 @@
 import assert from "node:assert/strict";
-import { serve } from "../server.ts";
+import { DEFAULT_CLIENT_OPTIONS } from "../client.ts";
+import { RpcError } from "../errors.ts";
+import { FrameReader, FrameWriter } from "../framing.ts";
+import { DEFAULT_LIMITS, DEFAULT_PORT, serve } from "../server.ts";
 import * as calc from "../examples/calc.ts";
-import { serverOptions } from "./_util.ts";
+import { certs, serverOptions } from "./_util.ts";
 
 const root = new URL("../", import.meta.url);
 const path = (relative: string) => new URL(relative, root).pathname;
@@ -17,12 +20,29 @@ interface Output {
   stderr: string;
 }
 
-async function run(args: string[], options: { cwd?: string } = {}): Promise<Output> {
-  const output = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", cli, ...args],
-    ...options,
+interface RunOptions {
+  cwd?: string;
+  /** Variables added to this process's environment, from which TLSRPC_TOKEN is always removed. */
+  env?: Record<string, string>;
+  /** Deno's permission flags for the CLI. */
+  permissions?: string[];
+}
+
+/** The CLI's command: this process's environment without TLSRPC_TOKEN, plus `env`. */
+function command(args: string[], options: RunOptions): Deno.CommandOptions {
+  const env = Deno.env.toObject();
+  delete env.TLSRPC_TOKEN;
+  return {
+    args: ["run", ...(options.permissions ?? ["-A"]), cli, ...args],
+    ...(options.cwd !== undefined && { cwd: options.cwd }),
+    clearEnv: true,
+    env: { ...env, ...options.env },
     stdin: "null",
-  }).output();
+  };
+}
+
+async function run(args: string[], options: RunOptions = {}): Promise<Output> {
+  const output = await new Deno.Command(Deno.execPath(), command(args, options)).output();
   return {
     code: output.code,
     stdout: decoder.decode(output.stdout),
@@ -31,10 +51,9 @@ async function run(args: string[], options: { cwd?: string } = {}): Promise<Outp
 }
 
 /** Starts `cli.ts serve` and reads its stdout up to the "listening on" line. */
-async function startServe(args: string[]) {
+async function startServe(args: string[], options: RunOptions = {}) {
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", cli, "serve", ...args],
-    stdin: "null",
+    ...command(["serve", ...args], options),
     stdout: "piped",
     stderr: "piped",
   }).spawn();
@@ -140,7 +159,7 @@ Deno.test("cli call and list against a running server", async (t) => {
     {
       args: ["call", "--port", port, "--ca", ca, "divide", "1", "0"],
       code: 1,
-      stderr: /^error: 1001 Cannot divide: the divisor is 0\n$/,
+      stderr: /^error: 1001 Cannot divide: the divisor is 0\ndata: \{"name":"RangeError"\}\n$/,
     },
     {
       args: ["call", "--port", port, "--ca", ca, "nope"],
@@ -429,5 +448,347 @@ Deno.test("cli serve warns on stderr when its certificate expires within 7 days"
     assert.match(done.stderr, /warning: the server certificate expires on \d{4}-\d\d-\d\dT/);
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/** Each flag of a help text with the default it shows, `(default: X)`, which never wraps. */
+function helpDefaults(help: string): Map<string, string> {
+  const defaults = new Map<string, string>();
+  let flag: string | undefined;
+  for (const line of help.split("\n")) {
+    const head = /^ {2}(?:-\w, )?--([\w-]+)/.exec(line);
+    if (head) flag = head[1];
+    else if (!/^ {4}/.test(line)) flag = undefined;
+    const fallback = /\(default: ([^)]*)\)/.exec(line);
+    if (flag !== undefined && fallback) defaults.set(flag, fallback[1]!);
+  }
+  return defaults;
+}
+
+Deno.test("cli serve --help shows every limit's default as DEFAULT_LIMITS has it", async (t) => {
+  const out = await run(["serve", "--help"]);
+  assert.equal(out.code, 0, out.stderr);
+  const defaults = helpDefaults(out.stdout);
+  for (const [limit, value] of Object.entries(DEFAULT_LIMITS)) {
+    const flag = limit.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+    await t.step(`--${flag} (default: ${value})`, () => {
+      assert.equal(defaults.get(flag), String(value));
+    });
+  }
+  await t.step("--port and --hostname", () => {
+    assert.equal(defaults.get("port"), String(DEFAULT_PORT));
+    assert.equal(defaults.get("hostname"), "127.0.0.1");
+  });
+});
+
+Deno.test("cli call --help and list --help show the same connection flags and the client's defaults", async () => {
+  const [call, list] = await Promise.all([run(["call", "--help"]), run(["list", "--help"])]);
+  const flags = (help: string) => help.split("\n").filter((line) => /^ {2}(-\w, )?--/.test(line));
+  const callDefaults = helpDefaults(call.stdout);
+  for (const line of flags(list.stdout)) assert.ok(flags(call.stdout).includes(line), line);
+  assert.deepEqual(
+    [callDefaults.get("hostname"), callDefaults.get("port"), callDefaults.get("timeout")],
+    [DEFAULT_CLIENT_OPTIONS.hostname, String(DEFAULT_PORT), "30000"],
+  );
+  assert.deepEqual(helpDefaults(list.stdout), callDefaults);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Tokens fail closed
+
+const SECRET = "s3cret-token-value";
+/** Deno's permissions for a CLI that may not read the environment. */
+const NO_ENV = ["--allow-net", "--allow-read"];
+
+/** Asserts a refusal: exit 2, nothing on stdout, one line on stderr, and never the token. */
+function assertRefused(out: Output, pattern: RegExp): void {
+  assert.equal(out.code, 2, JSON.stringify(out));
+  assert.equal(out.stdout, "");
+  assert.match(out.stderr, pattern);
+  assert.equal(out.stderr.trimEnd().split("\n").length, 1, JSON.stringify(out.stderr));
+  assert.ok(!out.stderr.includes(SECRET), "the token is printed");
+}
+
+Deno.test("cli serve refuses to start, exit 2 in one line, when a token it may need cannot be read", async (t) => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const empty = `${dir}/empty`;
+    const token = `${dir}/token`;
+    await Deno.writeTextFile(empty, "\n");
+    await Deno.writeTextFile(token, `${SECRET}\n`);
+    const base = [path("examples/calc.ts"), "--port", "0", "--cert", cert, "--key", key];
+    const unknown =
+      /^error: Cannot read TLSRPC_TOKEN: no env permission, so "serve" cannot tell whether it is set \(run with --allow-env=TLSRPC_TOKEN, or pass --token-file FILE or --no-token\)\n$/;
+    const cases: { name: string; args?: string[]; options?: RunOptions; stderr: RegExp }[] = [
+      { name: "no env permission", options: { permissions: NO_ENV }, stderr: unknown },
+      {
+        name: "no env permission, TLSRPC_TOKEN set",
+        options: { permissions: NO_ENV, env: { TLSRPC_TOKEN: SECRET } },
+        stderr: unknown,
+      },
+      {
+        name: "TLSRPC_TOKEN denied",
+        options: { permissions: ["-A", "--deny-env=TLSRPC_TOKEN"], env: { TLSRPC_TOKEN: SECRET } },
+        stderr: unknown,
+      },
+      {
+        name: "empty TLSRPC_TOKEN",
+        options: { env: { TLSRPC_TOKEN: "" } },
+        stderr: /^error: Cannot use TLSRPC_TOKEN: it is empty \(unset it for no token\)\n$/,
+      },
+      {
+        name: "blank TLSRPC_TOKEN",
+        options: { env: { TLSRPC_TOKEN: " \t" } },
+        stderr: /^error: Cannot use TLSRPC_TOKEN: it is empty/,
+      },
+      {
+        name: "TLSRPC_TOKEN set with --no-token",
+        args: ["--no-token"],
+        options: { env: { TLSRPC_TOKEN: SECRET } },
+        stderr:
+          /^error: Cannot use --no-token: TLSRPC_TOKEN is set \(unset it, or drop --no-token\)\n$/,
+      },
+      {
+        name: "--token-file with --no-token",
+        args: ["--token-file", token, "--no-token"],
+        stderr: /^error: Cannot run "serve": give --token-file or --no-token, not both/,
+      },
+      {
+        name: "empty --token-file",
+        args: ["--token-file", empty],
+        stderr: /^error: Cannot use --token-file ".*\/empty": it is empty\n$/,
+      },
+      {
+        name: "missing --token-file",
+        args: ["--token-file", `${dir}/missing`],
+        stderr: /^error: Cannot read --token-file ".*\/missing": file not found\n$/,
+      },
+      {
+        name: "--token-file is a folder",
+        args: ["--token-file", dir],
+        stderr: /^error: Cannot read --token-file ".*": /,
+      },
+      {
+        name: "--token-file without read permission",
+        args: ["--token-file", token],
+        options: { permissions: ["--allow-net", `--allow-read=${root.pathname}`, "--allow-env"] },
+        stderr: /^error: Cannot read --token-file ".*\/token": /,
+      },
+    ];
+    for (const c of cases) {
+      await t.step(c.name, async () => {
+        assertRefused(await run(["serve", ...base, ...c.args ?? []], c.options), c.stderr);
+      });
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("cli serve --no-token serves without env permission; with TLSRPC_TOKEN it says once that authentication is on, never the token", async (t) => {
+  const base = [path("examples/calc.ts"), "--port", "0", "--cert", cert, "--key", key];
+  await t.step("--no-token, no env permission", async () => {
+    const server = await startServe([...base, "--no-token"], { permissions: NO_ENV });
+    assert.ok(server.port > 0, server.firstLine);
+    const target = ["--port", String(server.port), "--ca", ca];
+    const call = await run(["call", ...target, "--no-token", "add", "1", "2"], {
+      permissions: NO_ENV,
+    });
+    const done = await server.stop();
+    assert.equal(call.stdout, "3\n", call.stderr);
+    assert.equal(done.code, 0, done.stderr);
+    assert.doesNotMatch(done.stderr, /token/);
+  });
+  await t.step("TLSRPC_TOKEN with --allow-env=TLSRPC_TOKEN", async () => {
+    const server = await startServe(base, {
+      permissions: [...NO_ENV, "--allow-env=TLSRPC_TOKEN"],
+      env: { TLSRPC_TOKEN: SECRET },
+    });
+    assert.ok(server.port > 0, server.firstLine);
+    const target = ["--port", String(server.port), "--ca", ca];
+    const [none, given] = await Promise.all([
+      run(["call", ...target, "add", "1", "2"]),
+      run(["call", ...target, "add", "1", "2"], { env: { TLSRPC_TOKEN: SECRET } }),
+    ]);
+    const done = await server.stop();
+    assert.equal(none.code, 1, none.stderr);
+    assert.match(none.stderr, /^error: -32004 /);
+    assert.equal(given.stdout, "3\n", given.stderr);
+    assert.equal(done.code, 0, done.stderr);
+    assert.deepEqual(
+      done.stderr.split("\n").filter((line) => /token/.test(line)),
+      ["token authentication is on: clients must present the token from TLSRPC_TOKEN"],
+    );
+    assert.ok(
+      !done.stdout.includes(SECRET) && !done.stderr.includes(SECRET),
+      "the token is printed",
+    );
+  });
+});
+
+Deno.test("cli call and list refuse, exit 2, a token they cannot read, and go without one only when told", async (t) => {
+  await using server = await serve(calc, serverOptions());
+  const target = ["--port", String(server.addr.port), "--ca", ca];
+  const unknown = (command: string) =>
+    new RegExp(`^error: Cannot read TLSRPC_TOKEN: no env permission, so "${command}" cannot tell`);
+  const cases: { args: string[]; options?: RunOptions; code: number; out: RegExp }[] = [
+    {
+      args: ["call", "add", "1", "2"],
+      options: { permissions: NO_ENV },
+      code: 2,
+      out: unknown("call"),
+    },
+    { args: ["list"], options: { permissions: NO_ENV }, code: 2, out: unknown("list") },
+    {
+      args: ["call", "add", "1", "2"],
+      options: { env: { TLSRPC_TOKEN: "" } },
+      code: 2,
+      out: /^error: Cannot use TLSRPC_TOKEN: it is empty/,
+    },
+    {
+      args: ["list"],
+      options: { env: { TLSRPC_TOKEN: "" } },
+      code: 2,
+      out: /^error: Cannot use TLSRPC_TOKEN: it is empty/,
+    },
+    {
+      args: ["call", "--no-token", "add", "1", "2"],
+      options: { env: { TLSRPC_TOKEN: SECRET } },
+      code: 2,
+      out: /^error: Cannot use --no-token: TLSRPC_TOKEN is set/,
+    },
+    {
+      args: ["list", "--no-token", "--token-file", cert],
+      code: 2,
+      out: /^error: Cannot run "list": give --token-file or --no-token, not both/,
+    },
+    {
+      args: ["call", "--no-token", "add", "1", "2"],
+      options: { permissions: NO_ENV },
+      code: 0,
+      out: /^3\n$/,
+    },
+    {
+      args: ["list", "--no-token"],
+      options: { permissions: NO_ENV },
+      code: 0,
+      out: /^add\(a, b\)$/m,
+    },
+    { args: ["call", "add", "1", "2"], code: 0, out: /^3\n$/ },
+  ];
+  for (const c of cases) {
+    const permissions = c.options?.permissions?.join(" ") ?? "-A";
+    const env = c.options?.env ? ` ${JSON.stringify(c.options.env)}` : "";
+    await t.step(`${c.args.join(" ")} (${permissions}${env}) exits ${c.code}`, async () => {
+      const [command, ...rest] = c.args;
+      const out = await run([command!, ...target, ...rest], c.options);
+      if (c.code === 2) assertRefused(out, c.out);
+      else {
+        assert.equal(out.code, c.code, out.stderr);
+        assert.match(out.stdout, c.out);
+      }
+    });
+  }
+});
+
+// ---------------------------------------------------------------------------------------------
+// A hostile server's text is escaped
+
+/** Retitles the terminal (OSC 0 ... BEL), clears it (ESC [2J, then CSI 2J), and turns text around. */
+const EVIL = "\x1b]0;pwned\x07\x1b[2J\u009b2J\u202e";
+/** EVIL in a line of text, as the CLI prints it. */
+const EVIL_TEXT = String.raw`\x1b]0;pwned\x07\x1b[2J\x9b2J\u{202e}`;
+/** EVIL as a JSON string, as the CLI prints it: every character a terminal acts on escaped. */
+const EVIL_JSON = String.raw`"\u001b]0;pwned\u0007\u001b[2J\u009b2J\u202e"`;
+
+/** Asserts that no character a terminal acts on (but the line ends) reached stdout or stderr. */
+function assertNoControls(out: Output): void {
+  // deno-lint-ignore no-control-regex -- looking for control characters is the point
+  const unsafe = /[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028-\u202e\u2066-\u2069]/;
+  assert.doesNotMatch(out.stdout, unsafe, JSON.stringify(out.stdout));
+  assert.doesNotMatch(out.stderr, unsafe, JSON.stringify(out.stderr));
+}
+
+Deno.test("cli call and list escape what a hostile server sends: errors, data, results, names", async (t) => {
+  await using server = await serve({
+    fail: () => {
+      throw new RpcError(4000, `bad ${EVIL}`, { data: { [EVIL]: EVIL } });
+    },
+    echo: () => EVIL,
+    rich: () => new Map([[EVIL, 1n]]),
+    [`evil${EVIL}`]: (a: unknown) => a,
+  }, serverOptions());
+  const target = ["--port", String(server.addr.port), "--ca", ca];
+  const cases: { args: string[]; code: number; stdout: string; stderr: string }[] = [
+    {
+      args: ["call", "fail"],
+      code: 1,
+      stdout: "",
+      stderr: `error: 4000 bad ${EVIL_TEXT}\ndata: {${EVIL_JSON}:${EVIL_JSON}}\n`,
+    },
+    { args: ["call", "echo"], code: 0, stdout: `${EVIL_JSON}\n`, stderr: "" },
+    { args: ["call", "echo", "--raw"], code: 0, stdout: `${EVIL_JSON}\n`, stderr: "" },
+    { args: ["call", "rich"], code: 0, stdout: `Map {${EVIL_JSON} => 1n}\n`, stderr: "" },
+    {
+      // The server puts the name in its message: what it echoes is escaped too.
+      args: ["call", `nope${EVIL}`],
+      code: 1,
+      stdout: "",
+      stderr: 'error: -32601 Method not found: "nope',
+    },
+    {
+      args: ["list"],
+      code: 0,
+      stdout: `fail()\necho()\nrich()\nevil${EVIL_TEXT}(a)\n`,
+      stderr: "",
+    },
+  ];
+  for (const c of cases) {
+    await t.step(c.args.join(" ").replace(EVIL, "EVIL"), async () => {
+      const [command, ...rest] = c.args;
+      const out = await run([command!, ...target, ...rest]);
+      assertNoControls(out);
+      assert.equal(out.code, c.code, out.stderr);
+      assert.equal(out.stdout, c.stdout);
+      if (c.code === 0) assert.equal(out.stderr, c.stderr);
+      else assert.ok(out.stderr.startsWith(c.stderr), JSON.stringify(out.stderr));
+    });
+  }
+  await t.step("the JSON printed parses back to what the server sent", async () => {
+    const out = await run(["call", ...target, "echo"]);
+    assert.equal(JSON.parse(out.stdout), EVIL);
+  });
+});
+
+Deno.test("cli call escapes a hostile server's error for a message it says it could not read (id null)", async () => {
+  const listener = Deno.listenTls({ hostname: "127.0.0.1", port: 0, ...certs });
+  const hostile = (async () => {
+    using conn = await listener.accept();
+    const reader = new FrameReader(conn);
+    const writer = new FrameWriter(conn);
+    for (let frames = await reader.read(); frames; frames = await reader.read()) {
+      for (const frame of frames) {
+        const { id, method } = JSON.parse(decoder.decode(frame));
+        // Answer the hello, so that the connection opens; then refuse the call with id null.
+        writer.writeText(JSON.stringify(
+          method === "rpc.hello"
+            ? { jsonrpc: "2.0", id, result: { extensions: [] } }
+            : { jsonrpc: "2.0", id: null, error: { code: -32600, message: `bad ${EVIL}` } },
+        ));
+        await writer.flushed();
+        if (method !== "rpc.hello") return;
+      }
+    }
+  })();
+  try {
+    const port = String(listener.addr.port);
+    const out = await run(["call", "--hostname", "127.0.0.1", "--port", port, "--ca", ca, "add"]);
+    assertNoControls(out);
+    assert.equal(out.code, 3, out.stderr);
+    assert.match(out.stderr, /^error: Cannot complete call: .*\n$/);
+    assert.ok(out.stderr.includes(`bad ${EVIL_TEXT}`), JSON.stringify(out.stderr));
+  } finally {
+    listener.close();
+    await hostile;
   }
 });

@@ -1,0 +1,196 @@
+// The CLI's command line: flag tables, from which both the parser's options and the help are made
+// (so that the help cannot drift from the defaults the code uses), the parser, and the usage
+// errors with their exit codes.
+
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import { reason } from "./_util.ts";
+
+/** Exit codes of the CLI. */
+export const ExitCode = {
+  /** The command did what it was asked. */
+  Ok: 0,
+  /** The server answered with an error, or the server could not start. */
+  Failure: 1,
+  /** The command line is wrong: a bad flag, a missing argument or file, a token it cannot read. */
+  Usage: 2,
+  /** The server could not be reached, the TLS handshake failed, or the call timed out. */
+  Connection: 3,
+} as const;
+
+/** A failure the CLI reports in one line on stderr (and a remote error's data on another). */
+export class CliError extends Error {
+  readonly exitCode: number;
+  /** A remote error's data. */
+  readonly data: unknown;
+  constructor(exitCode: number, message: string, options?: { data?: unknown }) {
+    super(message);
+    this.name = "CliError";
+    this.exitCode = exitCode;
+    this.data = options?.data;
+  }
+}
+
+/** One flag: its parseArgs configuration, and its help. */
+export interface FlagSpec {
+  /** How parseArgs reads it. */
+  readonly type: "string" | "boolean";
+  /** A one-letter alias, e.g. `h` for `-h`. */
+  readonly short?: string;
+  /** Whether the flag may be repeated. */
+  readonly multiple?: boolean;
+  /** The name of the flag's value in the help, e.g. `MS`; none for a boolean flag. */
+  readonly arg?: string;
+  /** What the flag does, for the help. */
+  readonly description: string;
+  /** The value used when the flag is not given, as the help shows it: `(default: 7443)`. */
+  readonly fallback?: string | number;
+}
+
+/** The flags of a command, in the order the help lists them. */
+export type FlagTable = Readonly<Record<string, FlagSpec>>;
+
+/** A flag that takes a value, named `arg` in the help. */
+export function valueFlag(arg: string, description: string, fallback?: string | number): {
+  readonly type: "string";
+  readonly arg: string;
+  readonly description: string;
+  readonly fallback?: string | number;
+} {
+  return fallback === undefined
+    ? { type: "string", arg, description }
+    : { type: "string", arg, description, fallback };
+}
+
+/** A flag that is on or off. */
+export function switchFlag(
+  description: string,
+): { readonly type: "boolean"; readonly description: string } {
+  return { type: "boolean", description };
+}
+
+/** `-h, --help`, which every command has. */
+export const HELP_FLAG = {
+  help: { type: "boolean", short: "h", description: "show this help" },
+} as const satisfies FlagTable;
+
+/** The width the help is wrapped to: readable in an 80-column terminal after the indent. */
+const HELP_WIDTH = 96;
+
+/**
+ * The help lines of `flags`: `  -h, --flag ARG` in a column as wide as the longest, and the
+ * description, then the default, wrapped beside it.
+ */
+export function formatFlags(flags: FlagTable): string {
+  const heads = Object.entries(flags).map(([name, spec]) =>
+    `  ${spec.short === undefined ? "" : `-${spec.short}, `}--${name}` +
+    (spec.arg === undefined ? "" : ` ${spec.arg}`)
+  );
+  const column = Math.max(...heads.map((head) => head.length)) + 2;
+  return Object.values(flags).map((spec, i) => {
+    const words = spec.description.split(" ");
+    // The default is one word, so that it stays on one line and reads (and parses) as one piece.
+    if (spec.fallback !== undefined) words.push(`(default: ${spec.fallback})`);
+    const lines: string[] = [];
+    let line = heads[i]!.padEnd(column);
+    let empty = true;
+    for (const word of words) {
+      if (!empty && line.length + 1 + word.length > HELP_WIDTH) {
+        lines.push(line);
+        line = " ".repeat(column);
+        empty = true;
+      }
+      line += empty ? word : ` ${word}`;
+      empty = false;
+    }
+    lines.push(line);
+    return lines.join("\n");
+  }).join("\n");
+}
+
+/** The values parseArgs gives for the flags `T`. */
+export type ParsedValues<T extends NonNullable<ParseArgsConfig["options"]>> = ReturnType<
+  typeof parseArgs<{ args: string[]; options: T; allowPositionals: true; strict: true }>
+>["values"];
+
+/** Parses flags; arguments that look like negative numbers are positionals, not short options. */
+export function parseFlags<T extends NonNullable<ParseArgsConfig["options"]>>(
+  args: string[],
+  options: T,
+): { values: ParsedValues<T>; positionals: string[] } {
+  const negatives: string[] = [];
+  const masked = args.map((arg) => {
+    if (!/^-[\d.]/.test(arg)) return arg;
+    negatives.push(arg);
+    return `\u0000${negatives.length - 1}`;
+  });
+  const unmask = (value: string) =>
+    value.startsWith("\u0000") ? negatives[Number(value.slice(1))] ?? value : value;
+  let parsed;
+  try {
+    parsed = parseArgs({ args: masked, options, allowPositionals: true, strict: true });
+  } catch (error) {
+    const message = unmask(reason(error)).split(". To specify")[0];
+    throw new CliError(ExitCode.Usage, `Cannot parse arguments: ${message}`);
+  }
+  const values = parsed.values as Record<string, unknown>;
+  for (const [key, value] of Object.entries(values)) {
+    if (typeof value === "string") values[key] = unmask(value);
+  }
+  return { values: parsed.values, positionals: parsed.positionals.map(unmask) };
+}
+
+/** The whole number a flag gives, from 0 to `max`, or `fallback` when it is not given. */
+export function integer(
+  flag: string,
+  value: string | undefined,
+  fallback: number,
+  max = 2 ** 31 - 1,
+): number {
+  if (value === undefined) return fallback;
+  const number = Number(value);
+  if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(number) || number > max) {
+    throw new CliError(
+      ExitCode.Usage,
+      `Cannot use ${flag} "${value}": it must be a whole number from 0 to ${max}`,
+    );
+  }
+  return number;
+}
+
+/** The text of the file a flag names; a file that cannot be read is a usage error. */
+export async function readFile(flag: string, path: string): Promise<string> {
+  try {
+    return await Deno.readTextFile(path);
+  } catch (error) {
+    const why = error instanceof Deno.errors.NotFound ? "file not found" : reason(error);
+    throw new CliError(ExitCode.Usage, `Cannot read ${flag} "${path}": ${why}`);
+  }
+}
+
+/** Throws the usage error of `command`. */
+export function usage(command: string, message: string): never {
+  throw new CliError(ExitCode.Usage, `Cannot run "${command}": ${message} (see --help)`);
+}
+
+/** An ARG of `call`: JSON when it is valid JSON, else the string itself. */
+export function parseArg(arg: string): unknown {
+  try {
+    return JSON.parse(arg);
+  } catch {
+    return arg;
+  }
+}
+
+/** The `--params` of `call`: a JSON object. */
+export function parseNamedParams(text: string): Record<string, unknown> {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (error) {
+    throw new CliError(ExitCode.Usage, `Cannot use --params: ${reason(error)}`);
+  }
+  if (value === null || typeof value !== "object" || Array.isArray(value)) {
+    throw new CliError(ExitCode.Usage, "Cannot use --params: it must be a JSON object");
+  }
+  return value as Record<string, unknown>;
+}
