@@ -147,6 +147,15 @@ export class ServerConnection implements Session {
     }
   }
 
+  /**
+   * Tells the peer that the server is shutting down (`rpc.goaway`): it should send its next calls
+   * on another connection, and close this one once its calls here are answered.
+   */
+  goAway(): void {
+    if (this.#closed) return;
+    this.#send(this.codec.plain.request(undefined, "rpc.goaway", []));
+  }
+
   /** Resolves when no call is in flight and every reply is written, or the connection closed. */
   async drain(): Promise<void> {
     while (this.inFlight > 0 && !this.#closed) await this.#wait();

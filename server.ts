@@ -43,6 +43,13 @@ export type { Limits } from "./_limits.ts";
 /** The port a server listens on unless told otherwise: 443 is HTTPS's, 7443 its common alternate. */
 export const DEFAULT_PORT = 7443;
 
+/**
+ * Milliseconds a shutting-down server waits, once a connection's calls are done, for its client to
+ * close it after `rpc.goaway`: a call that was on its way when the server said goodbye still gets
+ * its "shutting down" answer (which a tlsrpc client sends again elsewhere), not a cut connection.
+ */
+const GOAWAY_GRACE_MS = 1000;
+
 /** At most this many connection errors are logged a second; the rest are counted in a summary. */
 const LOG_LINES_PER_SECOND = 5;
 
@@ -258,14 +265,17 @@ class Server implements RpcServer {
     this.#closing = true;
     this.#options.signal?.removeEventListener("abort", this.#onAbort);
     this.#listener?.close();
-    const drained = Promise.all([...this.#connections].map((connection) => connection.drain()));
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<void>((resolve) => {
-      timer = setTimeout(resolve, this.#limits.shutdownTimeout);
-    });
-    await Promise.race([drained, timeout]);
-    clearTimeout(timer);
+    // Every client hears that it should send its next calls elsewhere; the running ones finish.
+    for (const connection of this.#connections) connection.goAway();
+    const deadline = Date.now() + this.#limits.shutdownTimeout;
+    await within(
+      Promise.all([...this.#connections].map((connection) => connection.drain())),
+      deadline - Date.now(),
+    );
+    // A client that heard rpc.goaway closes its side once its calls are answered, so that a call
+    // still on its way is never cut off; others are closed after a short grace.
     const running = [...this.#connections].map((connection) => connection.finished);
+    await within(Promise.all(running), Math.min(GOAWAY_GRACE_MS, deadline - Date.now()));
     for (const connection of this.#connections) connection.close();
     await Promise.all([this.#listener?.closed, ...running]);
     clearInterval(this.#sweeper);
@@ -285,5 +295,19 @@ class Server implements RpcServer {
     const now = Date.now();
     for (const connection of this.#connections) connection.checkDeadlines(now);
     this.#log.flush(false);
+  }
+}
+
+/** Resolves when `promise` settles or `ms` have passed, whichever comes first; never rejects. */
+async function within(promise: Promise<unknown>, ms: number): Promise<void> {
+  if (ms <= 0) return;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    await Promise.race([
+      promise.catch(() => {}),
+      new Promise<void>((resolve) => timer = setTimeout(resolve, ms)),
+    ]);
+  } finally {
+    clearTimeout(timer);
   }
 }

@@ -781,6 +781,8 @@ Deno.test("shutdown() lets calls in flight finish, answers new requests with -32
   await within(held.entered, "both calls to start");
 
   const stopping = server.shutdown();
+  // First the server tells every client to send its next calls elsewhere (PROTOCOL.md, rpc.goaway).
+  assert.deepEqual(await raw.receive(), { jsonrpc: "2.0", method: "rpc.goaway", params: [] });
   await assert.rejects(connectTo(server.addr.port), ConnectionError);
   assert.deepEqual(withoutMessages(await raw.exchange(request(2, "add", [1, 2]))), {
     jsonrpc: "2.0",
@@ -854,6 +856,7 @@ Deno.test("shutdown() closes connections after shutdownTimeout when a handler ne
   await within(held.entered, "both calls to start");
   await within(server.shutdown(), "shutdown() to resolve");
   await within(server.finished, "finished to resolve");
+  assert.deepEqual(await raw.receive(), { jsonrpc: "2.0", method: "rpc.goaway", params: [] });
   assert.equal(await receiveOrClosed(raw), null);
   await pending;
 });
