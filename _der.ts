@@ -1,6 +1,6 @@
 /**
  * A small DER (Distinguished Encoding Rules, X.690) encoder and parser: just enough ASN.1 to write
- * and read the X.509 certificates of {@linkcode ./dev_cert.ts}. Private to tlsrpc.
+ * and read the X.509 certificates of {@linkcode ./_x509.ts}. Private to tlsrpc.
  *
  * @example Encode a sequence and read it back
  * ```ts
@@ -32,12 +32,20 @@ export const Tag = {
   Utf8String: 0x0c,
   /** PrintableString. */
   PrintableString: 0x13,
+  /** TeletexString (T61String), read as Latin-1 as most software does. */
+  TeletexString: 0x14,
   /** IA5String (ASCII). */
   Ia5String: 0x16,
   /** UTCTime. */
   UtcTime: 0x17,
   /** GeneralizedTime. */
   GeneralizedTime: 0x18,
+  /** VisibleString (printable ASCII). */
+  VisibleString: 0x1a,
+  /** UniversalString (UTF-32BE). */
+  UniversalString: 0x1c,
+  /** BMPString (UTF-16BE). */
+  BmpString: 0x1e,
   /** SEQUENCE and SEQUENCE OF (constructed). */
   Sequence: 0x30,
   /** SET and SET OF (constructed). */
@@ -50,6 +58,9 @@ const CONTEXT = 0x80;
 const MAX_TAG_NUMBER = 30;
 // Four length octets describe 4 GiB; nothing this module reads comes near that.
 const MAX_LENGTH_OCTETS = 4;
+// A UUID arc (2.25.n, X.667) takes 19 base-128 octets, the longest arc in use; a longer one is
+// hostile, and reading it would take time quadratic in its length.
+const MAX_ARC_OCTETS = 20;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
@@ -502,9 +513,10 @@ export function readInteger(node: DerNode): bigint {
   ) {
     throw new TypeError("Cannot read INTEGER: it is not in its shortest form");
   }
-  let value = 0n;
-  for (const byte of bytes) value = (value << 8n) | BigInt(byte);
-  return BigInt.asIntN(bytes.length * 8, value);
+  // Through hex text: shifting a bigint byte by byte takes time quadratic in the length.
+  let digits = "0x";
+  for (const byte of bytes) digits += byte.toString(16).padStart(2, "0");
+  return BigInt.asIntN(bytes.length * 8, BigInt(digits));
 }
 
 /**
@@ -553,15 +565,22 @@ export function readOid(node: DerNode): string {
   const arcs: bigint[] = [];
   let value = 0n;
   let fresh = true;
+  let octets = 0;
   for (const byte of node.contents) {
     if (fresh && byte === 0x80) {
       throw new TypeError("Cannot read OBJECT IDENTIFIER: an arc has a leading zero");
+    }
+    if (++octets > MAX_ARC_OCTETS) {
+      throw new RangeError(
+        `Cannot read OBJECT IDENTIFIER: an arc exceeds ${MAX_ARC_OCTETS} octets`,
+      );
     }
     value = (value << 7n) | BigInt(byte & 0x7f);
     fresh = (byte & 0x80) === 0;
     if (fresh) {
       arcs.push(value);
       value = 0n;
+      octets = 0;
     }
   }
   if (!fresh || arcs.length === 0) throw new TypeError("Cannot read OBJECT IDENTIFIER: truncated");

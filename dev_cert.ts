@@ -8,10 +8,14 @@
  *   is still good and replaces only certificates that no longer fit.
  * - {@linkcode ensureDevCertificates} does the same in the tlsrpc state folder
  *   ({@linkcode defaultDevCertDir}), for a server that was given no certificate.
+ * - {@linkcode checkDevCertDir} checks that a folder is safe to trust, for a client that is about
+ *   to trust its CA; the functions that write a folder check it too, and refuse an unsafe one
+ *   with an {@linkcode UnsafeStateError}.
  * - {@linkcode certificateNotAfter} tells when a certificate expires.
  *
  * These certificates are for development only: whoever reads the CA key can impersonate any server
- * to every client that trusts the CA.
+ * to every client that trusts the CA. That is why a folder that other users can write, or a key
+ * that they can read, is refused rather than used.
  *
  * @example Serve TLS on localhost with a fresh development CA
  * ```ts
@@ -34,89 +38,42 @@
 
 import { posix, win32 } from "node:path";
 import {
-  bitString,
-  boolean,
-  concat,
-  explicit,
-  implicit,
-  integer,
-  namedBits,
-  octetString,
-  oid,
-  parseDer,
-  readBitString,
-  readBoolean,
-  readOctetString,
-  readOid,
-  readString,
-  readTime,
-  readUnsigned,
-  sequence,
-  set,
-  Tag,
-  utf8String,
-  x509Time,
-} from "./_der.ts";
+  type Ca,
+  caFrom,
+  type Certificate,
+  checkClientName,
+  commonName,
+  coversHosts,
+  createCa,
+  createKey,
+  DEV_CERT_VALIDITY,
+  equalBytes,
+  expiresSoon,
+  fromPem,
+  isCa,
+  issueClient,
+  type Issued,
+  issueServer,
+  type Key,
+  loadCa,
+  loadKey,
+  readCertificate,
+  serverNames,
+  stillFits,
+  toPem,
+  tryReadCertificate,
+} from "./_x509.ts";
 
-const DAY_MS = 24 * 60 * 60 * 1000;
-const encoder = new TextEncoder();
+export { DEV_CERT_VALIDITY };
 
-/**
- * How long development certificates last, in days, and when {@linkcode writeDevCertificates}
- * renews them.
- */
-export const DEV_CERT_VALIDITY = {
-  /**
-   * The CA lasts 10 years, as mkcert's does: a CA that users add to a trust store should not need
-   * adding again every year, and one that lives in a per-user state folder is not worth more care.
-   */
-  caDays: 3650,
-  /**
-   * Server and client certificates last 825 days: the longest TLS server certificate that Apple
-   * platforms accept even from a private CA, and long enough to forget about.
-   */
-  leafDays: 825,
-  /**
-   * Certificates start one day before they are made, so that a peer whose clock runs behind (a VM
-   * just resumed, a container without time sync) does not reject them as not yet valid.
-   */
-  backdateDays: 1,
-  /**
-   * A certificate that expires within 30 days is replaced (with the same key), so that a server
-   * restarted now and then never meets an expired one, nor a warning that one is near.
-   */
-  renewDays: 30,
-} as const;
-
-// ---------------------------------------------------------------------------------------------
-// Object identifiers
-
-const OID = {
-  commonName: "2.5.4.3",
-  ecdsaWithSha256: "1.2.840.10045.4.3.2",
-  subjectKeyIdentifier: "2.5.29.14",
-  keyUsage: "2.5.29.15",
-  subjectAltName: "2.5.29.17",
-  basicConstraints: "2.5.29.19",
-  authorityKeyIdentifier: "2.5.29.35",
-  extKeyUsage: "2.5.29.37",
-  serverAuth: "1.3.6.1.5.5.7.3.1",
-  clientAuth: "1.3.6.1.5.5.7.3.2",
-} as const;
-
-// keyUsage bit numbers (RFC 5280, 4.2.1.3).
-const KEY_USAGE = { digitalSignature: 0, keyCertSign: 5, cRLSign: 6 } as const;
-
-// The hosts every server certificate covers, before the ones a caller adds.
-const DEFAULT_HOSTS = ["localhost", "127.0.0.1", "::1"] as const;
-
-// RFC 5280's ub-common-name: longer common names are not interoperable.
-const MAX_COMMON_NAME = 64;
-
-const ECDSA_P256 = { name: "ECDSA", namedCurve: "P-256" } as const;
-const ECDSA_SHA256 = { name: "ECDSA", hash: "SHA-256" } as const;
-// P-256 scalars (and so the halves of a raw signature) are 32 bytes.
-const P256_SCALAR_BYTES = 32;
+// Group and other write bits: with either, someone else can add, replace or remove files.
+const WRITABLE_BY_OTHERS = 0o022;
+// Any group or other bit: a private key is its owner's alone (mode 0600).
+const OPEN_TO_OTHERS = 0o077;
+const KEY_FILES: ReadonlySet<keyof DevCertPaths> = new Set(["caKey", "key", "clientKey"]);
+// What to suggest instead of a folder that cannot be fixed.
+const USE_ANOTHER_FOLDER = "use another folder";
+const SET_TLSRPC_HOME = "set TLSRPC_HOME to a new folder";
 
 // ---------------------------------------------------------------------------------------------
 // Public types
@@ -265,6 +222,55 @@ export interface DevCertPaths {
   readonly clientKey: string;
 }
 
+/** Options for {@linkcode checkDevCertDir}. */
+export interface CheckDevCertDirOptions {
+  /**
+   * Aborts the check; the promise then rejects with the signal's reason.
+   *
+   * @default {undefined}
+   */
+  signal?: AbortSignal;
+}
+
+/**
+ * A development certificate folder, or a file in it, that other users could have changed or
+ * read, so that trusting its CA or using its keys would not be safe. The message says what is
+ * wrong and how to fix it. Only POSIX systems are checked.
+ *
+ * @example Tell an unsafe folder from other failures
+ * ```ts
+ * import { checkDevCertDir, UnsafeStateError } from "./dev_cert.ts";
+ *
+ * const dir = await Deno.makeTempDir();
+ * try {
+ *   if (Deno.build.os !== "windows") await Deno.chmod(dir, 0o777);
+ *   await checkDevCertDir(dir);
+ * } catch (error) {
+ *   if (!(error instanceof UnsafeStateError)) throw error;
+ *   console.error(error.message, error.path);
+ * } finally {
+ *   await Deno.remove(dir);
+ * }
+ * ```
+ */
+export class UnsafeStateError extends Error {
+  /** The folder or file that is not safe. */
+  readonly path: string;
+
+  /**
+   * Makes the error.
+   *
+   * @param message What is wrong and how to fix it.
+   * @param path The folder or file that is not safe.
+   * @param options The cause, if any.
+   */
+  constructor(message: string, path: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "UnsafeStateError";
+    this.path = path;
+  }
+}
+
 /** Options for {@linkcode defaultStateDir} and {@linkcode defaultDevCertDir}. */
 export interface StateDirOptions {
   /**
@@ -354,6 +360,12 @@ export async function generateDevCertificates(options?: DevCertOptions): Promise
  *   host and does not expire within `renewDays`; otherwise it is replaced, covering the default and
  *   requested hosts only. `client.pem` likewise, when its common name is the client name.
  *
+ * On POSIX systems it refuses, with an {@linkcode UnsafeStateError} and before changing anything,
+ * a folder that is not the current user's or that others can write, a key file that is not the
+ * user's or that others can access (mode 0600 is right), and a certificate file that is not the
+ * user's or that others can write (see
+ * {@linkcode checkDevCertDir}).
+ *
  * Certificates are written to a temporary file that is then renamed, so a reader never sees half
  * of one. Two calls racing on a new folder may fail with `Deno.errors.AlreadyExists` (one of them
  * created a key first); calling again then succeeds.
@@ -381,6 +393,14 @@ export async function writeDevCertificates(
   dir: string,
   options?: WriteDevCertOptions,
 ): Promise<DevCertFiles> {
+  return await keepDevCertificates(dir, options, USE_ANOTHER_FOLDER);
+}
+
+async function keepDevCertificates(
+  dir: string,
+  options: WriteDevCertOptions | undefined,
+  elsewhere: string,
+): Promise<DevCertFiles> {
   const signal = options?.signal;
   signal?.throwIfAborted();
   const now = checkNow(options?.now, "write development certificates");
@@ -389,19 +409,16 @@ export async function writeDevCertificates(
   if (clientName !== undefined) checkClientName(clientName);
   const paths = devCertPaths(dir);
   await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
+  await checkFolder(dir, elsewhere, signal);
 
   signal?.throwIfAborted();
   const { ca, caCert, caKey } = await keepCa(paths, now);
   signal?.throwIfAborted();
-  const wanted = hosts.map((host) => host.key);
   const server = await keepIssued(
     { cert: paths.cert, key: paths.key },
     ca,
     now,
-    (cert) => {
-      const have = new Set(subjectAltNames(cert).map((host) => host.key));
-      return hasServerAuth(cert) && wanted.every((key) => have.has(key));
-    },
+    (cert) => coversHosts(cert, hosts),
     (key) => issueServer(ca, key, hosts, now),
   );
   const client = clientName === undefined ? undefined : await keepIssued(
@@ -452,8 +469,50 @@ export async function writeDevCertificates(
 export async function ensureDevCertificates(
   options?: EnsureDevCertOptions,
 ): Promise<DevCertFiles> {
-  const { dir = defaultDevCertDir(), ...rest } = options ?? {};
-  return await writeDevCertificates(dir, rest);
+  const { dir, ...rest } = options ?? {};
+  if (dir !== undefined) return await keepDevCertificates(dir, rest, USE_ANOTHER_FOLDER);
+  return await keepDevCertificates(defaultDevCertDir(), rest, SET_TLSRPC_HOME);
+}
+
+/**
+ * Checks that a development certificate folder is safe to trust, for example before a client
+ * trusts its `ca.pem`: on POSIX systems, the folder must belong to the current user and not be
+ * writable by group or others, every key file in it must belong to the user and give group and
+ * others no access at all (mode 0600), and every certificate file must belong to the user and not
+ * be writable by group or others. Windows
+ * folders are not checked.
+ *
+ * The current user is `Deno.uid()` when `--allow-sys=uid` is granted; otherwise, when writing to
+ * the folder is allowed, the owner of a temporary file made there (and removed); otherwise the
+ * check rejects with `Deno.errors.NotCapable`.
+ *
+ * @example Trust the development CA only when its folder is safe
+ * ```ts
+ * import { checkDevCertDir, defaultDevCertDir, devCertPaths } from "./dev_cert.ts";
+ *
+ * const dir = await Deno.makeTempDir(); // or defaultDevCertDir()
+ * try {
+ *   await checkDevCertDir(dir);
+ *   const caCerts = await Deno.readTextFile(devCertPaths(dir).caCert).then((pem) => [pem], () => []);
+ *   console.log(caCerts.length); // 0
+ * } finally {
+ *   await Deno.remove(dir);
+ * }
+ * ```
+ *
+ * @param dir The folder; by default {@linkcode defaultDevCertDir}.
+ * @param options A signal to abort the check.
+ * @returns A promise that resolves when the folder is safe. It rejects with an
+ * {@linkcode UnsafeStateError} when it is not, and with `Deno.errors.NotFound` when the folder
+ * does not exist.
+ */
+export async function checkDevCertDir(
+  dir?: string,
+  options?: CheckDevCertDirOptions,
+): Promise<void> {
+  options?.signal?.throwIfAborted();
+  if (dir === undefined) await checkFolder(defaultDevCertDir(), SET_TLSRPC_HOME, options?.signal);
+  else await checkFolder(dir, USE_ANOTHER_FOLDER, options?.signal);
 }
 
 /**
@@ -579,468 +638,6 @@ function checkNow(now: Date | undefined, action: string): Date {
   return date;
 }
 
-function checkClientName(name: string): void {
-  // deno-lint-ignore no-control-regex
-  if (name.length === 0 || [...name].length > MAX_COMMON_NAME || /[\x00-\x1f\x7f]/.test(name)) {
-    throw new TypeError(
-      `Cannot make client certificate: name "${name}" is not 1 to ${MAX_COMMON_NAME} printable characters`,
-    );
-  }
-}
-
-/** A subjectAltName entry, with a key that is equal for equal names. */
-type HostName =
-  | { readonly kind: "dns"; readonly name: string; readonly key: string }
-  | { readonly kind: "ip"; readonly bytes: Uint8Array; readonly key: string };
-
-function serverNames(extra: readonly string[]): HostName[] {
-  const byKey = new Map<string, HostName>();
-  for (const host of [...DEFAULT_HOSTS, ...extra]) {
-    const name = parseHost(host);
-    if (!byKey.has(name.key)) byKey.set(name.key, name);
-  }
-  return [...byKey.values()];
-}
-
-function parseHost(host: string): HostName {
-  const ip = parseIp(host);
-  if (ip !== undefined) return ipName(ip);
-  const dns = host.toLowerCase().replace(/\.$/, "");
-  const label = "[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?";
-  const valid = new RegExp(`^(?:\\*\\.)?${label}(?:\\.${label})*$`);
-  // A name of digits and dots only would be read as a malformed IPv4 address by some clients.
-  if (dns.length > 253 || !valid.test(dns) || /^[0-9.]+$/.test(dns)) {
-    throw new TypeError(
-      `Cannot make server certificate: host "${host}" is neither a DNS name nor an IP address`,
-    );
-  }
-  return dnsName(dns);
-}
-
-function dnsName(name: string): HostName {
-  return { kind: "dns", name, key: `dns:${name}` };
-}
-
-function ipName(bytes: Uint8Array): HostName {
-  return { kind: "ip", bytes, key: `ip:${Array.from(bytes).join(".")}` };
-}
-
-function parseIp(text: string): Uint8Array | undefined {
-  const v4 = parseIpv4(text);
-  if (v4 !== undefined) return v4;
-  const bare = text.startsWith("[") && text.endsWith("]") ? text.slice(1, -1) : text;
-  return bare.includes(":") ? parseIpv6(bare) : undefined;
-}
-
-function parseIpv4(text: string): Uint8Array | undefined {
-  const octet = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])";
-  const match = new RegExp(`^${octet}\\.${octet}\\.${octet}\\.${octet}$`).exec(text);
-  return match === null ? undefined : Uint8Array.from(match.slice(1), Number);
-}
-
-function parseIpv6(text: string): Uint8Array | undefined {
-  const halves = text.split("::");
-  if (halves.length > 2) return undefined;
-  const head = ipv6Groups(halves[0]!);
-  const tail = halves.length === 2 ? ipv6Groups(halves[1]!) : [];
-  if (head === undefined || tail === undefined) return undefined;
-  const missing = 8 - head.length - tail.length;
-  if (halves.length === 1 ? missing !== 0 : missing < 1) return undefined;
-  const all = [...head, ...new Array<number>(halves.length === 1 ? 0 : missing).fill(0), ...tail];
-  const bytes = new Uint8Array(16);
-  for (const [i, group] of all.entries()) {
-    bytes[2 * i] = group >> 8;
-    bytes[2 * i + 1] = group & 0xff;
-  }
-  return bytes;
-}
-
-/** The 16-bit groups of one side of an IPv6 address's `::`; the last may be dotted IPv4. */
-function ipv6Groups(part: string): number[] | undefined {
-  if (part === "") return [];
-  const out: number[] = [];
-  const pieces = part.split(":");
-  for (const [i, piece] of pieces.entries()) {
-    const v4 = i === pieces.length - 1 ? parseIpv4(piece) : undefined;
-    if (v4 !== undefined) {
-      out.push((v4[0]! << 8) | v4[1]!, (v4[2]! << 8) | v4[3]!);
-    } else if (/^[0-9a-fA-F]{1,4}$/.test(piece)) {
-      out.push(parseInt(piece, 16));
-    } else {
-      return undefined;
-    }
-  }
-  return out;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Keys
-
-interface Key {
-  readonly privateKey: CryptoKey;
-  /** The SubjectPublicKeyInfo, DER. */
-  readonly spki: Uint8Array<ArrayBuffer>;
-  /** The PKCS#8 PEM text. */
-  readonly pem: string;
-}
-
-async function createKey(): Promise<Key> {
-  // Extractable so that the private key can be exported to PKCS#8, and only for that.
-  const pair = await crypto.subtle.generateKey(ECDSA_P256, true, ["sign", "verify"]);
-  const pkcs8 = new Uint8Array(await crypto.subtle.exportKey("pkcs8", pair.privateKey));
-  const spki = new Uint8Array(await crypto.subtle.exportKey("spki", pair.publicKey));
-  return { privateKey: pair.privateKey, spki, pem: toPem("PRIVATE KEY", pkcs8) };
-}
-
-async function loadKey(pem: string, what: string): Promise<Key> {
-  if (/-----BEGIN (EC|ENCRYPTED) PRIVATE KEY-----/.test(pem)) {
-    throw new TypeError(
-      `Cannot load ${what}: it is not an unencrypted PKCS#8 key (convert it with "openssl pkcs8 -topk8 -nocrypt")`,
-    );
-  }
-  const pkcs8 = fromPem(pem, "PRIVATE KEY", what);
-  try {
-    const privateKey = await crypto.subtle.importKey("pkcs8", pkcs8, ECDSA_P256, true, ["sign"]);
-    // WebCrypto derives no public key from a private one, but the JWK export carries its point.
-    const { x = "", y = "" } = await crypto.subtle.exportKey("jwk", privateKey);
-    const publicJwk = { kty: "EC", crv: "P-256", x, y };
-    const publicKey = await crypto.subtle.importKey("jwk", publicJwk, ECDSA_P256, true, ["verify"]);
-    const spki = new Uint8Array(await crypto.subtle.exportKey("spki", publicKey));
-    return { privateKey, spki, pem: toPem("PRIVATE KEY", pkcs8) };
-  } catch (cause) {
-    throw new TypeError(`Cannot load ${what}: it is not an ECDSA P-256 key`, { cause });
-  }
-}
-
-/** The subject key identifier of RFC 5280, 4.2.1.2, method 1: SHA-1 of the public key bits. */
-async function keyIdentifier(spki: Uint8Array<ArrayBuffer>): Promise<Uint8Array<ArrayBuffer>> {
-  const [, publicKey] = parseDer(spki).children;
-  if (publicKey === undefined) throw new TypeError("Cannot read public key: it is truncated");
-  const { bytes } = readBitString(publicKey);
-  return new Uint8Array(await crypto.subtle.digest("SHA-1", bytes));
-}
-
-// ---------------------------------------------------------------------------------------------
-// Issuing certificates
-
-interface Ca {
-  readonly key: Key;
-  readonly certPem: string;
-  /** The CA's subject Name, DER, to copy byte for byte into the issuer of what it signs. */
-  readonly subject: Uint8Array<ArrayBuffer>;
-  readonly keyId: Uint8Array<ArrayBuffer>;
-  readonly notAfter: Date;
-  readonly verifyKey: CryptoKey;
-}
-
-interface Issued {
-  readonly pem: string;
-  readonly notAfter: Date;
-}
-
-async function createCa(
-  key: Key,
-  subject: Uint8Array<ArrayBuffer> | undefined,
-  now: Date,
-): Promise<Ca> {
-  const name = subject ?? distinguishedName(caCommonName());
-  const keyId = await keyIdentifier(key.spki);
-  const notAfter = new Date(now.getTime() + DEV_CERT_VALIDITY.caDays * DAY_MS);
-  const der = await signCertificate({
-    issuer: name,
-    subject: name,
-    notBefore: backdated(now),
-    notAfter,
-    spki: key.spki,
-    extensions: [
-      extension(OID.basicConstraints, true, sequence([boolean(true), integer(0)])),
-      extension(
-        OID.keyUsage,
-        true,
-        namedBits([KEY_USAGE.keyCertSign, KEY_USAGE.cRLSign]),
-      ),
-      extension(OID.subjectKeyIdentifier, false, octetString(keyId)),
-    ],
-    signingKey: key.privateKey,
-  });
-  return await caFrom(key, toPem("CERTIFICATE", der), readCertificate(der));
-}
-
-async function loadCa(certPem: string, key: Key, now: Date): Promise<Ca> {
-  const cert = readCertificate(fromPem(certPem, "CERTIFICATE", "CA certificate"));
-  if (!equalBytes(cert.spki, key.spki)) {
-    throw new TypeError("Cannot use development CA: its certificate does not match its key");
-  }
-  if (!isCa(cert)) {
-    throw new TypeError("Cannot use development CA: its certificate is not a CA certificate");
-  }
-  if (cert.notAfter <= now) {
-    throw new RangeError(
-      `Cannot use development CA: its certificate expired at "${cert.notAfter.toISOString()}"`,
-    );
-  }
-  return await caFrom(key, toPem("CERTIFICATE", cert.der), cert);
-}
-
-async function caFrom(key: Key, certPem: string, cert: Certificate): Promise<Ca> {
-  const ski = cert.extensions.get(OID.subjectKeyIdentifier);
-  const keyId = ski === undefined
-    ? await keyIdentifier(cert.spki)
-    : readOctetString(parseDer(ski.value));
-  const verifyKey = await crypto.subtle.importKey("spki", cert.spki, ECDSA_P256, true, ["verify"]);
-  return { key, certPem, subject: cert.subject, keyId, notAfter: cert.notAfter, verifyKey };
-}
-
-function caCommonName(): string {
-  const prefix = "tlsrpc development CA";
-  let host: string;
-  try {
-    host = Deno.hostname();
-  } catch {
-    // Without --allow-sys the CA is nameless, which is harmless: the name only helps people.
-    return prefix;
-  }
-  const room = MAX_COMMON_NAME - prefix.length - 3;
-  return `${prefix} (${[...host].slice(0, room).join("")})`;
-}
-
-async function issueServer(
-  ca: Ca,
-  key: Key,
-  hosts: readonly HostName[],
-  now: Date,
-): Promise<Issued> {
-  // GeneralName: dNSName [2] IA5String, iPAddress [7] OCTET STRING, both IMPLICIT.
-  const names = hosts.map((host) =>
-    host.kind === "dns" ? implicit(2, encoder.encode(host.name)) : implicit(7, host.bytes)
-  );
-  return await issueLeaf(ca, key, now, "tlsrpc development server", [
-    extension(OID.extKeyUsage, false, sequence([oid(OID.serverAuth), oid(OID.clientAuth)])),
-    extension(OID.subjectAltName, false, sequence(names)),
-  ]);
-}
-
-async function issueClient(ca: Ca, key: Key, name: string, now: Date): Promise<Issued> {
-  return await issueLeaf(ca, key, now, name, [
-    extension(OID.extKeyUsage, false, sequence([oid(OID.clientAuth)])),
-  ]);
-}
-
-async function issueLeaf(
-  ca: Ca,
-  key: Key,
-  now: Date,
-  commonName: string,
-  extensions: readonly Uint8Array[],
-): Promise<Issued> {
-  const wanted = now.getTime() + DEV_CERT_VALIDITY.leafDays * DAY_MS;
-  const notAfter = new Date(Math.min(wanted, ca.notAfter.getTime()));
-  const der = await signCertificate({
-    issuer: ca.subject,
-    subject: distinguishedName(commonName),
-    notBefore: backdated(now),
-    notAfter,
-    spki: key.spki,
-    extensions: [
-      extension(OID.basicConstraints, true, sequence([])),
-      extension(OID.keyUsage, true, namedBits([KEY_USAGE.digitalSignature])),
-      ...extensions,
-      extension(OID.subjectKeyIdentifier, false, octetString(await keyIdentifier(key.spki))),
-      extension(OID.authorityKeyIdentifier, false, sequence([implicit(0, ca.keyId)])),
-    ],
-    signingKey: ca.key.privateKey,
-  });
-  return { pem: toPem("CERTIFICATE", der), notAfter: readCertificate(der).notAfter };
-}
-
-function backdated(now: Date): Date {
-  return new Date(now.getTime() - DEV_CERT_VALIDITY.backdateDays * DAY_MS);
-}
-
-function distinguishedName(commonName: string): Uint8Array<ArrayBuffer> {
-  return sequence([set([sequence([oid(OID.commonName), utf8String(commonName)])])]);
-}
-
-function extension(id: string, critical: boolean, value: Uint8Array): Uint8Array<ArrayBuffer> {
-  // DER leaves out a BOOLEAN that equals its DEFAULT (FALSE).
-  return sequence([oid(id), ...(critical ? [boolean(true)] : []), octetString(value)]);
-}
-
-interface CertificateFields {
-  readonly issuer: Uint8Array;
-  readonly subject: Uint8Array;
-  readonly notBefore: Date;
-  readonly notAfter: Date;
-  readonly spki: Uint8Array;
-  readonly extensions: readonly Uint8Array[];
-  readonly signingKey: CryptoKey;
-}
-
-async function signCertificate(fields: CertificateFields): Promise<Uint8Array<ArrayBuffer>> {
-  // 16 random bytes with the top bit clear (positive) and the next set (no byte is dropped).
-  const serial = crypto.getRandomValues(new Uint8Array(16));
-  serial[0] = (serial[0]! & 0x7f) | 0x40;
-  const algorithm = sequence([oid(OID.ecdsaWithSha256)]);
-  const tbs = sequence([
-    explicit(0, integer(2)), // v3
-    integer(serial),
-    algorithm,
-    fields.issuer,
-    sequence([x509Time(fields.notBefore), x509Time(fields.notAfter)]),
-    fields.subject,
-    fields.spki,
-    explicit(3, sequence(fields.extensions)),
-  ]);
-  const raw = new Uint8Array(await crypto.subtle.sign(ECDSA_SHA256, fields.signingKey, tbs));
-  return sequence([tbs, algorithm, bitString(rawToDerSignature(raw))]);
-}
-
-/**
- * Turns WebCrypto's ECDSA signature, `r || s` (IEEE P1363), into X.509's DER
- * `SEQUENCE { INTEGER r, INTEGER s }`.
- */
-function rawToDerSignature(raw: Uint8Array): Uint8Array<ArrayBuffer> {
-  const half = raw.length / 2;
-  return sequence([integer(raw.subarray(0, half)), integer(raw.subarray(half))]);
-}
-
-function derToRawSignature(der: Uint8Array<ArrayBuffer>): Uint8Array<ArrayBuffer> {
-  const node = parseDer(der);
-  const [r, s] = node.children;
-  if (node.tag !== Tag.Sequence || r === undefined || s === undefined || node.children.length > 2) {
-    throw new TypeError("Cannot read ECDSA signature: it is not a SEQUENCE of two INTEGERs");
-  }
-  return concat([readUnsigned(r, P256_SCALAR_BYTES), readUnsigned(s, P256_SCALAR_BYTES)]);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Reading certificates
-
-interface Certificate {
-  readonly der: Uint8Array<ArrayBuffer>;
-  readonly tbs: Uint8Array<ArrayBuffer>;
-  readonly issuer: Uint8Array<ArrayBuffer>;
-  readonly subject: Uint8Array<ArrayBuffer>;
-  readonly notBefore: Date;
-  readonly notAfter: Date;
-  readonly spki: Uint8Array<ArrayBuffer>;
-  readonly extensions: ReadonlyMap<string, { critical: boolean; value: Uint8Array<ArrayBuffer> }>;
-  readonly signatureAlgorithm: string;
-  readonly signature: Uint8Array<ArrayBuffer>;
-}
-
-function readCertificate(der: Uint8Array<ArrayBuffer>): Certificate {
-  try {
-    const [tbsNode, algorithm, signature] = parseDer(der).children;
-    if (tbsNode === undefined || algorithm?.children[0] === undefined || signature === undefined) {
-      throw new TypeError("it lacks a part");
-    }
-    const fields = [...tbsNode.children];
-    if (fields[0]?.tag === 0xa0) fields.shift(); // version
-    const [, , issuer, validity, subject, spki, ...rest] = fields;
-    const [notBefore, notAfter] = validity?.children ?? [];
-    if (subject === undefined || spki === undefined || !notBefore || !notAfter || !issuer) {
-      throw new TypeError("it lacks a part");
-    }
-    const extensions = new Map<string, { critical: boolean; value: Uint8Array<ArrayBuffer> }>();
-    for (const ext of rest.find((node) => node.tag === 0xa3)?.children[0]?.children ?? []) {
-      const [id, second, third] = ext.children;
-      if (id === undefined || second === undefined) throw new TypeError("an extension is empty");
-      const critical = third === undefined ? false : readBoolean(second);
-      extensions.set(readOid(id), { critical, value: readOctetString(third ?? second) });
-    }
-    return {
-      der,
-      tbs: tbsNode.raw,
-      issuer: issuer.raw,
-      subject: subject.raw,
-      notBefore: readTime(notBefore),
-      notAfter: readTime(notAfter),
-      spki: spki.raw,
-      extensions,
-      signatureAlgorithm: readOid(algorithm.children[0]),
-      signature: readBitString(signature).bytes,
-    };
-  } catch (cause) {
-    throw new TypeError("Cannot read certificate: it is not a valid X.509 certificate", { cause });
-  }
-}
-
-function isCa(cert: Certificate): boolean {
-  const constraints = cert.extensions.get(OID.basicConstraints);
-  if (constraints === undefined) return false;
-  try {
-    const [ca] = parseDer(constraints.value).children;
-    return ca !== undefined && ca.tag === Tag.Boolean && readBoolean(ca);
-  } catch {
-    return false;
-  }
-}
-
-function hasServerAuth(cert: Certificate): boolean {
-  const eku = cert.extensions.get(OID.extKeyUsage);
-  return eku !== undefined &&
-    parseDer(eku.value).children.some((node) => readOid(node) === OID.serverAuth);
-}
-
-function subjectAltNames(cert: Certificate): HostName[] {
-  const san = cert.extensions.get(OID.subjectAltName);
-  if (san === undefined) return [];
-  const names: HostName[] = [];
-  for (const node of parseDer(san.value).children) {
-    if (node.tag === 0x82) {
-      names.push(dnsName(new TextDecoder().decode(node.contents).toLowerCase()));
-    } else if (node.tag === 0x87) {
-      names.push(ipName(node.contents));
-    }
-  }
-  return names;
-}
-
-function commonName(name: Uint8Array<ArrayBuffer>): string | undefined {
-  for (const rdn of parseDer(name).children) {
-    for (const attribute of rdn.children) {
-      const [type, value] = attribute.children;
-      if (type !== undefined && value !== undefined && readOid(type) === OID.commonName) {
-        return readString(value);
-      }
-    }
-  }
-  return undefined;
-}
-
-async function signedBy(cert: Certificate, ca: Ca): Promise<boolean> {
-  if (!equalBytes(cert.issuer, ca.subject) || cert.signatureAlgorithm !== OID.ecdsaWithSha256) {
-    return false;
-  }
-  try {
-    const raw = derToRawSignature(cert.signature);
-    return await crypto.subtle.verify(ECDSA_SHA256, ca.verifyKey, raw, cert.tbs);
-  } catch {
-    return false;
-  }
-}
-
-async function stillFits(
-  cert: Certificate,
-  key: Key,
-  ca: Ca,
-  now: Date,
-  fits: (cert: Certificate) => boolean,
-): Promise<boolean> {
-  try {
-    return equalBytes(cert.spki, key.spki) && !expiresSoon(cert, now) && fits(cert) &&
-      await signedBy(cert, ca);
-  } catch {
-    // A malformed extension: the certificate is not one of ours, so it is replaced.
-    return false;
-  }
-}
-
-function expiresSoon(cert: Certificate, now: Date): boolean {
-  return cert.notAfter.getTime() - now.getTime() <= DEV_CERT_VALIDITY.renewDays * DAY_MS;
-}
-
 // ---------------------------------------------------------------------------------------------
 // Files
 
@@ -1117,14 +714,6 @@ async function keepIssued(
   };
 }
 
-function tryReadCertificate(pem: string): Certificate | undefined {
-  try {
-    return readCertificate(fromPem(pem, "CERTIFICATE", "certificate"));
-  } catch {
-    return undefined;
-  }
-}
-
 async function readIfExists(path: string): Promise<string | undefined> {
   try {
     return await Deno.readTextFile(path);
@@ -1151,34 +740,96 @@ async function writeCertificate(path: string, pem: string): Promise<void> {
   }
 }
 
-// ---------------------------------------------------------------------------------------------
-// PEM and bytes
-
-function toPem(label: string, der: Uint8Array): string {
-  let binary = "";
-  for (const byte of der) binary += String.fromCharCode(byte);
-  const lines = btoa(binary).match(/.{1,64}/g) ?? [];
-  return `-----BEGIN ${label}-----\n${lines.join("\n")}\n-----END ${label}-----\n`;
-}
-
-function fromPem(text: string, label: string, what: string): Uint8Array<ArrayBuffer> {
-  const match = new RegExp(`-----BEGIN ${label}-----([^-]*)-----END ${label}-----`).exec(text);
-  if (match === null) {
-    throw new TypeError(`Cannot read ${what}: no "${label}" PEM block found`);
-  }
-  let binary: string;
-  try {
-    binary = atob(match[1]!.replace(/\s+/g, ""));
-  } catch (cause) {
-    throw new TypeError(`Cannot read ${what}: the "${label}" PEM block is not base64`, { cause });
-  }
-  return Uint8Array.from(binary, (char) => char.charCodeAt(0));
-}
-
-function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && a.every((byte, i) => byte === b[i]);
-}
-
 function hex(byte: number): string {
   return byte.toString(16).padStart(2, "0");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Folder safety
+
+async function checkFolder(dir: string, elsewhere: string, signal?: AbortSignal): Promise<void> {
+  if (Deno.build.os === "windows") return;
+  const folder = await Deno.stat(dir);
+  if (!folder.isDirectory) {
+    throw new Deno.errors.NotADirectory(
+      `Cannot use development certificates: "${dir}" is not a folder`,
+    );
+  }
+  const mode = folder.mode! & 0o7777;
+  if (mode & WRITABLE_BY_OTHERS) {
+    throw unsafe(
+      dir,
+      `is writable by other users (mode ${octal(mode)}); run "chmod 700 ${
+        shell(dir)
+      }" or ${elsewhere}`,
+    );
+  }
+  signal?.throwIfAborted();
+  const uid = await currentUid(dir);
+  if (folder.uid !== uid) throw unsafe(dir, `${ownedBy(folder.uid, uid)}; ${elsewhere}`);
+  for (const [name, path] of Object.entries(devCertPaths(dir)) as [keyof DevCertPaths, string][]) {
+    signal?.throwIfAborted();
+    let file: Deno.FileInfo;
+    try {
+      file = await Deno.stat(path);
+    } catch (error) {
+      if (error instanceof Deno.errors.NotFound) continue;
+      throw error;
+    }
+    const fileMode = file.mode! & 0o7777;
+    if (file.uid !== uid) {
+      throw unsafe(
+        path,
+        `${ownedBy(file.uid, uid)}; remove "${dir}" to start over or ${elsewhere}`,
+      );
+    }
+    if (KEY_FILES.has(name) && fileMode & OPEN_TO_OTHERS) {
+      throw unsafe(
+        path,
+        `is open to other users (mode ${octal(fileMode)}); run "chmod 600 ${shell(path)}", ` +
+          `or if others may have read it, remove "${dir}" to start over with new keys`,
+      );
+    }
+    if (fileMode & WRITABLE_BY_OTHERS) {
+      throw unsafe(
+        path,
+        `is writable by other users (mode ${octal(fileMode)}); run "chmod 644 ${shell(path)}"`,
+      );
+    }
+  }
+}
+
+async function currentUid(dir: string): Promise<number> {
+  if ((await Deno.permissions.query({ name: "sys", kind: "uid" })).state === "granted") {
+    return Deno.uid()!;
+  }
+  // Without --allow-sys=uid a process cannot ask who it runs as, but what it creates is its own.
+  if ((await Deno.permissions.query({ name: "write", path: dir })).state === "granted") {
+    const probe = await Deno.makeTempFile({ dir, prefix: ".owner-", suffix: ".tmp" });
+    try {
+      return (await Deno.stat(probe)).uid!;
+    } finally {
+      await Deno.remove(probe);
+    }
+  }
+  throw new Deno.errors.NotCapable(
+    `Cannot check development certificates: whether "${dir}" belongs to the current user is unknown without --allow-sys=uid or --allow-write`,
+  );
+}
+
+function unsafe(path: string, problem: string): UnsafeStateError {
+  return new UnsafeStateError(`Cannot use development certificates: "${path}" ${problem}`, path);
+}
+
+function ownedBy(owner: number | null, uid: number): string {
+  return `belongs to another user (uid ${owner}, not ${uid})`;
+}
+
+function octal(mode: number): string {
+  return mode.toString(8).padStart(4, "0");
+}
+
+/** Quotes a path for a POSIX shell, when it needs quoting. */
+function shell(path: string): string {
+  return /^[\w@%+=:,./-]+$/.test(path) ? path : `'${path.replaceAll("'", `'\\''`)}'`;
 }

@@ -332,3 +332,25 @@ Deno.test("readInteger() and readOid() reject encodings that are not the shortes
   assert.throws(() => readOid(parseDer(fromHex("06 01 81"))), TypeError);
   assert.throws(() => readInteger(parseDer(nullValue())), /tag is 0x05, not 0x02/);
 });
+
+Deno.test("readOid() reads a UUID arc but refuses longer arcs, and readInteger() reads long values in linear time", async (t) => {
+  await t.step("a 128-bit UUID arc", () => {
+    const uuid = `2.25.${2n ** 128n - 1n}`;
+    assert.equal(readOid(parseDer(oid(uuid))), uuid);
+  });
+  await t.step("an arc of 21 octets", () => {
+    const contents = [0x2a, ...new Array<number>(20).fill(0x81), 0x01];
+    const der = Uint8Array.of(Tag.Oid, contents.length, ...contents);
+    assert.throws(() => readOid(parseDer(der)), /^RangeError: Cannot read OBJECT IDENTIFIER: /);
+  });
+  await t.step("an INTEGER of 100 KiB", () => {
+    const length = 100 * 1024;
+    const der = new Uint8Array(5 + length).fill(0x41);
+    der.set([Tag.Integer, 0x83, length >> 16, (length >> 8) & 0xff, length & 0xff]);
+    const started = performance.now();
+    const value = readInteger(parseDer(der));
+    assert.ok(performance.now() - started < 1_000, "read in under a second");
+    assert.equal(value & 0xffffn, 0x4141n);
+    assert.equal(value >> BigInt(8 * (length - 2)), 0x4141n);
+  });
+});

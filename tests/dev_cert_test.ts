@@ -17,6 +17,7 @@ import {
 } from "../_der.ts";
 import {
   certificateNotAfter,
+  checkDevCertDir,
   defaultDevCertDir,
   defaultStateDir,
   DEV_CERT_VALIDITY,
@@ -24,6 +25,7 @@ import {
   devCertPaths,
   ensureDevCertificates,
   generateDevCertificates,
+  UnsafeStateError,
   writeDevCertificates,
 } from "../dev_cert.ts";
 
@@ -1049,6 +1051,295 @@ Deno.test("ensureDevCertificates() defaults to dev-certs in $TLSRPC_HOME", async
       else Deno.env.set("TLSRPC_HOME", saved);
     }
   });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Unsafe folders (POSIX only: Windows folders are not checked)
+
+const posixOnly = Deno.build.os === "windows";
+// Only root can give a file to another user; tests run as root in CI.
+const canChown = !posixOnly && Deno.uid() === 0;
+const NOBODY = 65534;
+
+/** The names and texts of the files in a folder, to show that nothing changed. */
+async function snapshot(dir: string): Promise<Record<string, string>> {
+  const texts: Record<string, string> = {};
+  for await (const entry of Deno.readDir(dir)) {
+    texts[entry.name] = await Deno.readTextFile(`${dir}/${entry.name}`);
+  }
+  return texts;
+}
+
+async function assertUnsafe(
+  promise: Promise<unknown>,
+  path: string,
+  message: string,
+): Promise<void> {
+  await assert.rejects(promise, (error: unknown) => {
+    assert.ok(error instanceof UnsafeStateError, `${error}`);
+    assert.equal(error.name, "UnsafeStateError");
+    assert.equal(error.path, path);
+    assert.equal(error.message, message);
+    return true;
+  });
+}
+
+Deno.test({
+  name: "writeDevCertificates() refuses, and changes nothing in, a folder that others can write",
+  ignore: posixOnly,
+  fn: async (t) => {
+    const cases: [string, number][] = [
+      ["world-writable", 0o777],
+      ["group-writable", 0o770],
+      ["writable by others only", 0o702],
+      ["sticky but world-writable", 0o1777],
+    ];
+    for (const [name, mode] of cases) {
+      await t.step(name, async () => {
+        await withTempDir(async (base) => {
+          // Someone else's CA, planted where the user's state folder will be.
+          const dir = `${base}/dev-certs`;
+          const planted = await generateDevCertificates();
+          await Deno.mkdir(dir);
+          await Deno.writeTextFile(`${dir}/ca.key`, planted.caKey, { mode: 0o644 });
+          await Deno.writeTextFile(`${dir}/ca.pem`, planted.caCert, { mode: 0o644 });
+          await Deno.chmod(dir, mode);
+          const before = await snapshot(dir);
+          const octal = mode.toString(8).padStart(4, "0");
+          const message =
+            `Cannot use development certificates: "${dir}" is writable by other users (mode ${octal}); run "chmod 700 ${dir}" or use another folder`;
+          await assertUnsafe(writeDevCertificates(dir), dir, message);
+          await assertUnsafe(ensureDevCertificates({ dir }), dir, message);
+          await assertUnsafe(checkDevCertDir(dir), dir, message);
+          assert.deepEqual(await snapshot(dir), before);
+        });
+      });
+    }
+    await t.step("a path that needs quoting is quoted in the command", async () => {
+      await withTempDir(async (base) => {
+        const dir = `${base}/it's here`;
+        await Deno.mkdir(dir);
+        await Deno.chmod(dir, 0o777);
+        await assertUnsafe(
+          checkDevCertDir(dir),
+          dir,
+          `Cannot use development certificates: "${dir}" is writable by other users (mode 0777); run "chmod 700 '${base}/it'\\''s here'" or use another folder`,
+        );
+      });
+    });
+  },
+});
+
+Deno.test({
+  name: "writeDevCertificates() refuses, and changes nothing, when a key file is open to others",
+  ignore: posixOnly,
+  fn: async (t) => {
+    const cases: [keyof DevCertPaths, number][] = [
+      ["caKey", 0o644],
+      ["key", 0o644],
+      ["clientKey", 0o640],
+      ["key", 0o604],
+      ["caKey", 0o660],
+    ];
+    for (const [file, mode] of cases) {
+      await t.step(`${file} with mode ${mode.toString(8)}`, async () => {
+        await withTempDir(async (dir) => {
+          const paths = devCertPaths(dir);
+          await writeDevCertificates(dir, { now: NOW, clientName: "alice" });
+          await Deno.chmod(paths[file], mode);
+          const before = await snapshot(dir);
+          const octal = mode.toString(8).padStart(4, "0");
+          const path = paths[file];
+          const message =
+            `Cannot use development certificates: "${path}" is open to other users (mode ${octal}); run "chmod 600 ${path}", or if others may have read it, remove "${dir}" to start over with new keys`;
+          // A later time and a new host: without the check, certificates would be replaced.
+          const options = { now: new Date(NOW.getTime() + 3630 * DAY_MS), hosts: ["b.test"] };
+          await assertUnsafe(writeDevCertificates(dir, options), path, message);
+          await assertUnsafe(checkDevCertDir(dir), path, message);
+          assert.deepEqual(await snapshot(dir), before);
+        });
+      });
+    }
+  },
+});
+
+Deno.test({
+  name: "writeDevCertificates() refuses a certificate file that others can write",
+  ignore: posixOnly,
+  fn: async (t) => {
+    for (const file of ["caCert", "cert", "clientCert"] as const) {
+      await t.step(file, async () => {
+        await withTempDir(async (dir) => {
+          const paths = devCertPaths(dir);
+          await writeDevCertificates(dir, { clientName: "alice" });
+          await Deno.chmod(paths[file], 0o666);
+          const path = paths[file];
+          await assertUnsafe(
+            writeDevCertificates(dir),
+            path,
+            `Cannot use development certificates: "${path}" is writable by other users (mode 0666); run "chmod 644 ${path}"`,
+          );
+        });
+      });
+    }
+  },
+});
+
+Deno.test({
+  name: "writeDevCertificates() refuses a folder or file that belongs to another user",
+  ignore: !canChown,
+  fn: async (t) => {
+    const uid = Deno.uid();
+    await t.step("the folder", async () => {
+      await withTempDir(async (base) => {
+        const dir = `${base}/dev-certs`;
+        await Deno.mkdir(dir, { mode: 0o755 });
+        await Deno.chown(dir, NOBODY, NOBODY);
+        const message =
+          `Cannot use development certificates: "${dir}" belongs to another user (uid ${NOBODY}, not ${uid}); use another folder`;
+        await assertUnsafe(writeDevCertificates(dir), dir, message);
+        await assertUnsafe(checkDevCertDir(dir), dir, message);
+        assert.deepEqual(await snapshot(dir), {});
+      });
+    });
+    for (const file of ["caKey", "caCert", "key"] as const) {
+      await t.step(file, async () => {
+        await withTempDir(async (dir) => {
+          const paths = devCertPaths(dir);
+          await writeDevCertificates(dir);
+          await Deno.chown(paths[file], NOBODY, NOBODY);
+          const before = await snapshot(dir);
+          const path = paths[file];
+          await assertUnsafe(
+            writeDevCertificates(dir, { hosts: ["b.test"] }),
+            path,
+            `Cannot use development certificates: "${path}" belongs to another user (uid ${NOBODY}, not ${uid}); remove "${dir}" to start over or use another folder`,
+          );
+          assert.deepEqual(await snapshot(dir), before);
+        });
+      });
+    }
+  },
+});
+
+Deno.test({
+  name: "ensureDevCertificates() and checkDevCertDir() suggest TLSRPC_HOME for the default folder",
+  ignore: posixOnly,
+  fn: async () => {
+    await withTempDir(async (home) => {
+      const saved = Deno.env.get("TLSRPC_HOME");
+      Deno.env.set("TLSRPC_HOME", home);
+      try {
+        const dir = `${home}/dev-certs`;
+        await Deno.mkdir(dir);
+        await Deno.chmod(dir, 0o777);
+        const message =
+          `Cannot use development certificates: "${dir}" is writable by other users (mode 0777); run "chmod 700 ${dir}" or set TLSRPC_HOME to a new folder`;
+        await assertUnsafe(ensureDevCertificates(), dir, message);
+        await assertUnsafe(checkDevCertDir(), dir, message);
+        await Deno.chmod(dir, 0o700);
+        await ensureDevCertificates();
+        await checkDevCertDir();
+      } finally {
+        if (saved === undefined) Deno.env.delete("TLSRPC_HOME");
+        else Deno.env.set("TLSRPC_HOME", saved);
+      }
+    });
+  },
+});
+
+Deno.test("checkDevCertDir() accepts a folder writeDevCertificates() made, and rejects a missing one", async () => {
+  await withTempDir(async (base) => {
+    const dir = `${base}/dev-certs`;
+    await assert.rejects(checkDevCertDir(dir), Deno.errors.NotFound);
+    await writeDevCertificates(dir, { clientName: "alice" });
+    await checkDevCertDir(dir);
+    const reason = new Error("stop");
+    await assert.rejects(checkDevCertDir(dir, { signal: AbortSignal.abort(reason) }), reason);
+    await Deno.writeTextFile(`${base}/file`, "");
+    await assert.rejects(checkDevCertDir(`${base}/file`), Deno.errors.NotADirectory);
+  });
+});
+
+/** Runs a script in a Deno without --allow-sys, so that Deno.uid() is not allowed. */
+async function runWithout(
+  permissions: string[],
+  script: string,
+): Promise<{ success: boolean; output: string }> {
+  const dir = await Deno.makeTempDir({ prefix: "tlsrpc_dev_cert_script_" });
+  try {
+    const module = new URL("../dev_cert.ts", import.meta.url).href;
+    await Deno.writeTextFile(
+      `${dir}/script.ts`,
+      `import * as devCert from ${JSON.stringify(module)};\n${script}`,
+    );
+    const { success, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--no-prompt", "--quiet", ...permissions, `${dir}/script.ts`],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    return { success, output: decoder.decode(stdout) + decoder.decode(stderr) };
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test({
+  name: "without --allow-sys, the current user is found from a file made in the folder",
+  ignore: posixOnly,
+  fn: async (t) => {
+    await t.step("a fresh folder works, and no probe file is left", async () => {
+      await withTempDir(async (base) => {
+        const dir = `${base}/dev-certs`;
+        const { success, output } = await runWithout(
+          ["--allow-read", `--allow-write=${base}`],
+          `const files = await devCert.writeDevCertificates(${JSON.stringify(dir)});
+           await devCert.checkDevCertDir(${JSON.stringify(dir)});
+           console.log(files.key.status);`,
+        );
+        assert.ok(success, output);
+        assert.equal(output.trim(), "created");
+        assert.deepEqual(Object.keys(await snapshot(dir)).sort(), [
+          "ca.key",
+          "ca.pem",
+          "cert.pem",
+          "key.pem",
+        ]);
+      });
+    });
+    await t.step({
+      name: "a folder of another user is refused",
+      ignore: !canChown,
+      fn: async () => {
+        await withTempDir(async (base) => {
+          const dir = `${base}/dev-certs`;
+          await Deno.mkdir(dir, { mode: 0o755 });
+          await Deno.chown(dir, NOBODY, NOBODY);
+          const { success, output } = await runWithout(
+            ["--allow-read", `--allow-write=${base}`],
+            `await devCert.writeDevCertificates(${JSON.stringify(dir)});`,
+          );
+          assert.equal(success, false);
+          assert.match(output, /UnsafeStateError: .* belongs to another user \(uid 65534, not 0\)/);
+          assert.deepEqual(await snapshot(dir), {});
+        });
+      },
+    });
+    await t.step("without write access either, the check is refused", async () => {
+      await withTempDir(async (dir) => {
+        const { success, output } = await runWithout(
+          ["--allow-read"],
+          `await devCert.checkDevCertDir(${JSON.stringify(dir)});`,
+        );
+        assert.equal(success, false);
+        assert.match(
+          output,
+          /NotCapable: Cannot check development certificates: .*--allow-sys=uid/,
+        );
+      });
+    });
+  },
 });
 
 Deno.test("defaultStateDir() follows TLSRPC_HOME, then the XDG and Windows conventions", async (t) => {
