@@ -153,7 +153,9 @@ function cancel({ params, idText, session, codec }: BuiltinRequest): Reply {
       "Invalid params: rpc.cancel takes the id of a call",
     );
   }
-  const call = session.calls.get(typeof id === "number" ? String(id) : JSON.stringify(id));
+  const call = session.calls.get(typeof id === "number" ? String(id) : JSON.stringify(id)) ??
+    // An id a double cannot hold exactly was stored under the text the client wrote.
+    (typeof id === "number" ? [...session.calls.values()].find((c) => c.id === id) : undefined);
   call?.abort(new CancelledError(`Cannot finish "${call.method}": the caller cancelled it`));
   return codec.result(idText, call !== undefined);
 }

@@ -355,9 +355,12 @@ export class Outgoing {
   readonly idText: string;
   /** JSON text (a plain frame), or the parts of an extended frame. */
   readonly body: Encoded;
-  constructor(idText: string, body: Encoded) {
+  /** The error code of an error response, 0 for any other message: what metrics count. */
+  readonly code: number;
+  constructor(idText: string, body: Encoded, code = 0) {
     this.idText = idText;
     this.body = body;
+    this.code = code;
   }
 }
 
@@ -423,6 +426,7 @@ export class Codec {
     return new Outgoing(
       idText,
       errorMessage(idText, code, message, data, this.rich, this.maxDepth),
+      code,
     );
   }
 

@@ -5,7 +5,7 @@
 import { DecodeError, idTextOf, isId, NotPlainError, Outgoing } from "./_codec.ts";
 import type { Codec, Id } from "./_codec.ts";
 import { ErrorCode, RpcError } from "./errors.ts";
-import { runInContext } from "./_context.ts";
+import { type CallContext, runInContext } from "./_context.ts";
 import { type Authenticator, AuthThrottle } from "./_auth.ts";
 import { buildMethodTable, type Method } from "./_introspect.ts";
 import { Call, detachedSession, MAX_TIMEOUT, type Session } from "./_call.ts";
@@ -27,6 +27,33 @@ export interface DispatcherOptions {
   throttle?: AuthThrottle;
   /** A rate-limited log line: refused authentications, runtime errors hidden from clients. */
   log?: (error: unknown, line: string) => void;
+  /** Wrap every call to a handler, outermost first. */
+  interceptors?: readonly Interceptor[];
+  /** Told of every request's outcome (notifications too), for metrics. */
+  observer?: CallObserver;
+}
+
+/** What an {@linkcode Interceptor} sees of a call. */
+export interface InterceptedCall {
+  /** The method's name as called. */
+  readonly method: string;
+  /** The params as the handler gets them. */
+  readonly params: readonly unknown[];
+  /** The call's context: peer, identity, certificate, id, signal, deadline. */
+  readonly context: CallContext;
+}
+
+/**
+ * Wraps every call to a handler: runs code before and after `next()` (which runs the next
+ * interceptor, and finally the handler), and may refuse the call by throwing (an `RpcError` keeps
+ * its code) instead of calling `next()`. It runs inside the call's context.
+ */
+export type Interceptor = (call: InterceptedCall, next: () => Promise<unknown>) => unknown;
+
+/** Told of each request's outcome: the method, the response's error code (0 for a result). */
+export interface CallObserver {
+  /** One request answered (or a notification done), `seconds` after it was dispatched. */
+  callFinished(method: string, code: number, seconds: number): void;
 }
 
 /** Turns decoded JSON-RPC messages into handler calls and their results into responses. */
@@ -36,11 +63,15 @@ export class Dispatcher {
   #exposeStack: boolean;
   #maxBatch: number;
   #server: BuiltinServer;
+  #interceptors: readonly Interceptor[];
+  #observer: CallObserver | undefined;
 
   constructor(handlers: object, options: DispatcherOptions = {}) {
     this.methods = buildMethodTable(handlers);
     this.#exposeStack = options.exposeStack ?? false;
     this.#maxBatch = options.maxBatch ?? 1024;
+    this.#interceptors = options.interceptors ?? [];
+    this.#observer = options.observer;
     const log = options.log ?? (() => {});
     this.#server = {
       discover: {
@@ -132,6 +163,7 @@ export class Dispatcher {
     ) {
       return invalid(codec, idText, "timeout must be a positive number of milliseconds");
     }
+    const start = this.#observer === undefined ? 0 : performance.now();
     const reply = this.#route(
       request,
       method,
@@ -141,6 +173,7 @@ export class Dispatcher {
       codec,
       batch,
     );
+    if (this.#observer !== undefined) this.#observe(method, reply, start);
     if (hasId) return reply;
     // Notifications are never answered, not even with an error.
     if (reply instanceof Promise) reply.catch(() => {});
@@ -212,6 +245,19 @@ export class Dispatcher {
     return this.#invoke(entry, call, args, idText, session, codec);
   }
 
+  #observe(method: string, reply: Reply, start: number): void {
+    const observer = this.#observer!;
+    const done = (message: Outgoing | undefined) => {
+      try {
+        observer.callFinished(method, message?.code ?? 0, (performance.now() - start) / 1000);
+      } catch {
+        // Metrics must never cost a reply.
+      }
+    };
+    if (reply instanceof Promise) reply.then(done, () => done(undefined));
+    else done(reply);
+  }
+
   #invoke(
     entry: Method,
     call: Call,
@@ -222,12 +268,21 @@ export class Dispatcher {
   ): Reply {
     let result: unknown;
     try {
-      result = runInContext(call, entry.fn, entry.thisArg, args, entry.async);
+      result = this.#interceptors.length === 0
+        ? runInContext(call, entry.fn, entry.thisArg, args, entry.async)
+        : runInContext(
+          call,
+          intercepted as (...args: unknown[]) => unknown,
+          undefined,
+          [this.#interceptors, entry, call, args],
+          true,
+        );
+      // Inside the try: a hostile result (a Proxy, a throwing `then` getter) throws right here.
+      if (!(result instanceof Promise || isThenable(result))) {
+        return this.#succeed(codec, idText, call.method, result);
+      }
     } catch (error) {
       return this.#fail(codec, idText, call.method, error);
-    }
-    if (!(result instanceof Promise || isThenable(result))) {
-      return this.#succeed(codec, idText, call.method, result);
     }
     // Only a call still running counts in flight, can be cancelled or pass its deadline.
     session.inFlight++;
@@ -352,6 +407,27 @@ function editDistance(a: string, b: string): number {
 
 function quote(name: string): string {
   return JSON.stringify(name.length > 64 ? `${name.slice(0, 64)}…` : name);
+}
+
+/** Runs `interceptors` around the handler of `entry`, outermost first. */
+function intercepted(
+  interceptors: readonly Interceptor[],
+  entry: Method,
+  call: Call,
+  args: unknown[],
+): Promise<unknown> {
+  const info: InterceptedCall = { method: call.method, params: args, context: call };
+  const step = (i: number): Promise<unknown> => {
+    try {
+      if (i === interceptors.length) {
+        return Promise.resolve(Reflect.apply(entry.fn, entry.thisArg, args));
+      }
+      return Promise.resolve(interceptors[i]!(info, () => step(i + 1)));
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  };
+  return step(0);
 }
 
 function invalid(codec: Codec, idText: string, reason: string): Outgoing {

@@ -2,6 +2,9 @@
 // each method's parameter names read from its source. Nothing is ever looked up on a user object
 // with a name from the wire afterwards.
 
+import { EventEmitter } from "node:events";
+import { Duplex, PassThrough, Readable, Transform, Writable } from "node:stream";
+
 /** An exposed method, as introspection found it. */
 export interface MethodInfo {
   /** The name callers use, dotted for namespaces (`"math.add"`). */
@@ -133,7 +136,9 @@ function isExposedName(key: string): boolean {
  * constructor on `globalThis` (Deno's web classes included, which are written in JavaScript) and
  * of the intrinsics that no global names.
  */
-const BUILTIN_PROTOTYPES: ReadonlySet<object> = (() => {
+let builtinPrototypes: ReadonlySet<object> | undefined;
+
+function findBuiltinPrototypes(): ReadonlySet<object> {
   const found = new Set<object>();
   const add = (proto: unknown) => {
     for (
@@ -143,9 +148,18 @@ const BUILTIN_PROTOTYPES: ReadonlySet<object> = (() => {
     ) found.add(p as object);
   };
   for (const name of Object.getOwnPropertyNames(globalThis)) {
-    const descriptor = Object.getOwnPropertyDescriptor(globalThis, name);
-    const value = descriptor && "value" in descriptor ? descriptor.value : undefined;
+    let value: unknown;
+    try {
+      // Deno defines many web classes as lazy getters (Headers, Response, streams...): read them.
+      value = (globalThis as Record<string, unknown>)[name];
+    } catch {
+      continue;
+    }
     if (typeof value === "function" && typeof value.prototype === "object") add(value.prototype);
+  }
+  // Node's classes that user classes extend, whose methods are the runtime's own.
+  for (const type of [EventEmitter, Readable, Writable, Duplex, Transform, PassThrough]) {
+    add(type.prototype);
   }
   add(Object.getPrototypeOf(async function () {}));
   add(Object.getPrototypeOf(function* () {}));
@@ -160,11 +174,12 @@ const BUILTIN_PROTOTYPES: ReadonlySet<object> = (() => {
   add(Object.getPrototypeOf(""[Symbol.iterator]()));
   add(Object.getPrototypeOf(/a/[Symbol.matchAll]("")));
   return found;
-})();
+}
 
 /** Whether `proto` is the runtime's: a built-in prototype, or the prototype of a native class. */
 function isBuiltinPrototype(proto: object): boolean {
-  if (BUILTIN_PROTOTYPES.has(proto)) return true;
+  builtinPrototypes ??= findBuiltinPrototypes();
+  if (builtinPrototypes.has(proto)) return true;
   const descriptor = Object.getOwnPropertyDescriptor(proto, "constructor");
   const ctor = descriptor && "value" in descriptor ? descriptor.value : undefined;
   return typeof ctor === "function" &&

@@ -54,7 +54,8 @@ export const DEFAULT_LIMITS = {
   /**
    * Calls in flight per connection, every request of a batch and every notification counted, from
    * dispatch until the handler settles. At the limit the server stops reading from the connection
-   * until calls finish: backpressure, not errors. 1 024 keeps a pipelining client fast while
+   * until calls finish: backpressure, not errors. A batch is dispatched whole, so one connection
+   * holds at most `maxInFlight - 1 + maxBatch` calls. 1 024 keeps a pipelining client fast while
    * bounding the work one connection can pin.
    */
   maxInFlight: 1_024,
