@@ -21,7 +21,15 @@
  */
 
 export { serve } from "./server.ts";
-export type { CertificateIdentity, Limits, MethodInfo, RpcServer, ServeOptions } from "./server.ts";
+export type {
+  CertificateIdentity,
+  InterceptedCall,
+  Interceptor,
+  Limits,
+  MethodInfo,
+  RpcServer,
+  ServeOptions,
+} from "./server.ts";
 export { DEFAULT_LIMITS, DEFAULT_PORT } from "./server.ts";
 export { connect, DEFAULT_CLIENT_OPTIONS, RpcClient } from "./client.ts";
 export type {

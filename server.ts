@@ -25,7 +25,7 @@
  * @module
  */
 
-import { Dispatcher } from "./_dispatch.ts";
+import { Dispatcher, type Interceptor } from "./_dispatch.ts";
 import { fixedToken } from "./_auth.ts";
 import { type Limits, resolveLimits, sweepInterval } from "./_limits.ts";
 import { RateLimitedLog } from "./_log.ts";
@@ -37,6 +37,8 @@ import type { MethodInfo } from "./_introspect.ts";
 
 export type { CertificateIdentity } from "./_transport.ts";
 export type { MethodInfo } from "./_introspect.ts";
+export type { InterceptedCall, Interceptor } from "./_dispatch.ts";
+export type { CallContext } from "./_context.ts";
 export { DEFAULT_LIMITS } from "./_limits.ts";
 export type { Limits } from "./_limits.ts";
 
@@ -112,6 +114,33 @@ export interface ServeOptions extends Partial<Limits> {
    * @default {{ title: "tlsrpc", version: "0.0.0" }}
    */
   info?: { title: string; version: string };
+  /**
+   * Wrap every call to a handler, outermost first: each gets the call (method, params, context
+   * with peer, identity and signal) and `next`, which runs the rest of the chain and the handler.
+   * One may measure the call, log it, or refuse it by throwing (an `RpcError` keeps its code).
+   *
+   * @example Time every call
+   * ```ts
+   * import { serve } from "./server.ts";
+   *
+   * const server = await serve({ add: (a: number, b: number) => a + b }, {
+   *   port: 0,
+   *   cert: await Deno.readTextFile(new URL("./testdata/server.pem", import.meta.url)),
+   *   key: await Deno.readTextFile(new URL("./testdata/server.key", import.meta.url)),
+   *   onListen: () => {},
+   *   interceptors: [async (call, next) => {
+   *     const start = performance.now();
+   *     try {
+   *       return await next();
+   *     } finally {
+   *       console.log(`${call.method} took ${(performance.now() - start).toFixed(1)} ms`);
+   *     }
+   *   }],
+   * });
+   * await server.shutdown();
+   * ```
+   */
+  interceptors?: readonly Interceptor[];
   /** Aborting it shuts the server down, as `shutdown()` does. */
   signal?: AbortSignal;
   /**
@@ -208,6 +237,7 @@ class Server implements RpcServer {
       maxBatch: limits.maxBatch,
       ...(options.info && { info: options.info }),
       log: (error, line) => this.#log.report(error, line),
+      ...(options.interceptors && { interceptors: options.interceptors }),
     });
     // Checked here so that a bad value fails at startup, not at the first connection.
     new FrameReader({ read: () => Promise.resolve(null) }, { maxFrameBytes: limits.maxFrameBytes });
@@ -231,6 +261,7 @@ class Server implements RpcServer {
       clientCa: options.clientCa,
       onConnection: (conn) => this.#accept(conn),
       log: (error, line) => this.#log.report(error, line),
+      ...(options.interceptors && { interceptors: options.interceptors }),
     });
     this.#addr = this.#listener.addr;
     const sweepEvery = sweepInterval(this.#limits);
