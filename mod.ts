@@ -22,6 +22,7 @@
 
 export { serve } from "./server.ts";
 export type {
+  AltName,
   CertificateIdentity,
   InterceptedCall,
   Interceptor,

@@ -35,7 +35,7 @@ import { formatAddr } from "./_util.ts";
 import { type Connection, listen, type Listener } from "./_transport.ts";
 import type { MethodInfo } from "./_introspect.ts";
 
-export type { CertificateIdentity } from "./_transport.ts";
+export type { AltName, CertificateIdentity } from "./_x509_identity.ts";
 export type { MethodInfo } from "./_introspect.ts";
 export type { InterceptedCall, Interceptor } from "./_dispatch.ts";
 export type { CallContext } from "./_context.ts";

@@ -11,8 +11,15 @@ import {
   nullValue,
   octetString,
   oid,
-  parseDer,
   printableString,
+  sequence,
+  set,
+  utcTime,
+  utf8String,
+  x509Time,
+} from "../_der.ts";
+import {
+  parseDer,
   readBitString,
   readBoolean,
   readInteger,
@@ -22,13 +29,8 @@ import {
   readString,
   readTime,
   readUnsigned,
-  sequence,
-  set,
-  Tag,
-  utcTime,
-  utf8String,
-  x509Time,
-} from "../_der.ts";
+} from "../_der_read.ts";
+import { Tag } from "../_der_tag.ts";
 
 function hex(bytes: Uint8Array): string {
   return Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0")).join(" ");

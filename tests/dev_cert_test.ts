@@ -13,8 +13,8 @@ import {
   readString,
   readTime,
   readUnsigned,
-  Tag,
-} from "../_der.ts";
+} from "../_der_read.ts";
+import { Tag } from "../_der_tag.ts";
 import {
   certificateNotAfter,
   checkDevCertDir,

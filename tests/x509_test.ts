@@ -13,7 +13,8 @@ import {
   tlv,
   utf8String,
 } from "../_der.ts";
-import { type CertificateIdentity, formatIp, fromPem, readCertificateIdentity } from "../_x509.ts";
+import { type CertificateIdentity, formatIp, readCertificateIdentity } from "../_x509_identity.ts";
+import { fromPem } from "../_x509_read.ts";
 import { generateDevCertificates } from "../dev_cert.ts";
 
 const encoder = new TextEncoder();
