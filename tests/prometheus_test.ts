@@ -1,0 +1,279 @@
+import assert from "node:assert/strict";
+import { Metrics } from "../_metrics.ts";
+import { METRICS_CONTENT_TYPE, serveMetrics } from "../_metrics_http.ts";
+import { delay, root, within } from "./_util.ts";
+
+/** A binary from .ci/fetch_tools.sh, or from the variable `env`; fails the test when missing. */
+function toolPath(name: string, env: string): string {
+  const path = Deno.env.get(env) ?? new URL(`.ci/cache/tools/usr/bin/${name}`, root).pathname;
+  try {
+    Deno.statSync(path);
+  } catch {
+    assert.fail(`${name} is missing at ${path}: run .ci/fetch_tools.sh (or set ${env})`);
+  }
+  return path;
+}
+
+/** A port free on 127.0.0.1 a moment ago. */
+function freePort(): number {
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  return listener.addr.port;
+}
+
+/** A Prometheus started on loopback that scrapes `target` every second. */
+interface Prometheus extends AsyncDisposable {
+  /** Its HTTP API's base URL. */
+  readonly url: string;
+  /** What it has written to stderr so far, for failure messages. */
+  log(): string;
+}
+
+async function startPrometheus(target: string): Promise<Prometheus> {
+  const binary = toolPath("prometheus", "PROMETHEUS");
+  const dir = await Deno.makeTempDir({ prefix: "tlsrpc_prometheus_" });
+  const config = `${dir}/prometheus.yml`;
+  await Deno.writeTextFile(
+    config,
+    [
+      "global:",
+      "  scrape_interval: 1s",
+      "  scrape_timeout: 1s",
+      "scrape_configs:",
+      "  - job_name: tlsrpc",
+      "    static_configs:",
+      `      - targets: ["${target}"]`,
+      "",
+    ].join("\n"),
+  );
+  const port = freePort();
+  const child = new Deno.Command(binary, {
+    args: [
+      `--config.file=${config}`,
+      `--storage.tsdb.path=${dir}/data`,
+      `--web.listen-address=127.0.0.1:${port}`,
+      "--log.level=warn",
+    ],
+    cwd: dir,
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  let stderr = "";
+  const reading = child.stderr.pipeThrough(new TextDecoderStream()).pipeTo(
+    new WritableStream({ write: (chunk) => void (stderr += chunk) }),
+  );
+  return {
+    url: `http://127.0.0.1:${port}`,
+    log: () => stderr,
+    async [Symbol.asyncDispose]() {
+      try {
+        child.kill("SIGTERM");
+      } catch {
+        // It has exited already.
+      }
+      // A guard, far above the second or so it takes to stop.
+      const timer = setTimeout(() => {
+        try {
+          child.kill("SIGKILL");
+        } catch {
+          // It has exited meanwhile.
+        }
+      }, 30_000);
+      try {
+        await child.status;
+        await reading;
+      } finally {
+        clearTimeout(timer);
+        await Deno.remove(dir, { recursive: true });
+      }
+    },
+  };
+}
+
+interface Series {
+  metric: Record<string, string>;
+  value: [number, string];
+}
+
+/** The result of an instant query, or null while Prometheus cannot answer it yet. */
+async function query(prometheus: Prometheus, promql: string): Promise<Series[] | null> {
+  const url = `${prometheus.url}/api/v1/query?query=${encodeURIComponent(promql)}`;
+  try {
+    const response = await fetch(url, { signal: AbortSignal.timeout(5_000) });
+    const body = await response.json();
+    if (!response.ok || body.status !== "success") return null;
+    return body.data.result as Series[];
+  } catch {
+    return null; // still starting
+  }
+}
+
+/**
+ * Polls `promql` until it returns `count` series, at most 120 times a quarter second apart: a
+ * guard far above the few seconds that starting and one scrape take.
+ */
+async function waitForSeries(
+  prometheus: Prometheus,
+  promql: string,
+  count: number,
+): Promise<Series[]> {
+  let last: Series[] | null = null;
+  for (let turn = 0; turn < 120; turn++) {
+    last = await query(prometheus, promql);
+    if (last !== null && last.length >= count) return last;
+    await delay(250);
+  }
+  assert.fail(
+    `Gave up waiting for ${count} series of ${promql}, got ${JSON.stringify(last)}; ` +
+      `prometheus said:\n${prometheus.log()}`,
+  );
+}
+
+/** The values of `series`, by the given labels joined with "|". */
+function byLabels(series: Series[], labels: string[]): Map<string, number> {
+  return new Map(
+    series.map((s) => [labels.map((l) => s.metric[l]).join("|"), Number(s.value[1])]),
+  );
+}
+
+Deno.test("Prometheus scrapes serveMetrics() and reports the counts the server made", async () => {
+  const weird = 'say "hi"\\now';
+  using metrics = new Metrics(["add", "div", weird], { lagInterval: 0 });
+  for (let i = 0; i < 7; i++) metrics.callFinished("add", 0, 0.002);
+  metrics.callFinished("add", -32602, 0.002);
+  for (let i = 0; i < 3; i++) metrics.callFinished("div", -32000, 0.3);
+  metrics.callFinished("no.such", -32601, 0.0001);
+  metrics.callFinished("also.missing", -32601, 0.0001);
+  metrics.callFinished(weird, 0, 12);
+  metrics.handshakeFailed("timeout");
+  metrics.handshakeFailed("certificate");
+  metrics.handshakeFailed("certificate");
+  metrics.limitRefused("max_frame_bytes");
+  await using endpoint = serveMetrics(() => metrics.render(), { port: 0 });
+  await using prometheus = await startPrometheus(`127.0.0.1:${endpoint.addr.port}`);
+
+  const calls = await waitForSeries(prometheus, "tlsrpc_calls_total", 5);
+  assert.deepEqual(
+    byLabels(calls, ["method", "code"]),
+    new Map([
+      ["add|0", 7],
+      ["add|-32602", 1],
+      ["div|-32000", 3],
+      ["unknown|-32601", 2],
+      [`${weird}|0`, 1],
+    ]),
+  );
+  assert.ok(calls.every((s) => s.metric.job === "tlsrpc"));
+
+  const counts = await waitForSeries(prometheus, "tlsrpc_call_duration_seconds_count", 4);
+  assert.deepEqual(
+    byLabels(counts, ["method"]),
+    new Map([["add", 8], ["div", 3], ["unknown", 2], [weird, 1]]),
+  );
+  const buckets = await waitForSeries(
+    prometheus,
+    'tlsrpc_call_duration_seconds_bucket{method="div"}',
+    15,
+  );
+  const div = byLabels(buckets, ["le"]);
+  assert.equal(div.get("0.25"), 0);
+  assert.equal(div.get("0.5"), 3);
+  assert.equal(div.get("+Inf"), 3);
+
+  const handshakes = await waitForSeries(prometheus, "tlsrpc_handshake_failures_total > 0", 2);
+  assert.deepEqual(
+    byLabels(handshakes, ["reason"]),
+    new Map([["timeout", 1], ["certificate", 2]]),
+  );
+  const refusals = await waitForSeries(prometheus, "tlsrpc_limit_refusals_total > 0", 1);
+  assert.deepEqual(byLabels(refusals, ["limit"]), new Map([["max_frame_bytes", 1]]));
+  const up = await waitForSeries(prometheus, 'up{job="tlsrpc"}', 1);
+  assert.equal(up[0]!.value[1], "1");
+});
+
+Deno.test("serveMetrics() serves GET /metrics as text format 0.0.4, and nothing else", async (t) => {
+  let scrapes = 0;
+  let listened: Deno.NetAddr | undefined;
+  await using endpoint = serveMetrics(() => `# scrape ${++scrapes}\n`, {
+    port: 0,
+    onListen: (addr) => listened = addr,
+  });
+  assert.equal(endpoint.addr.hostname, "127.0.0.1");
+  assert.deepEqual(listened, endpoint.addr);
+  const base = `http://127.0.0.1:${endpoint.addr.port}`;
+  const cases: [method: string, path: string, status: number, body: string | null][] = [
+    ["GET", "/metrics", 200, "# scrape 1\n"],
+    ["GET", "/metrics?x=1", 200, "# scrape 2\n"],
+    ["HEAD", "/metrics", 200, ""],
+    ["GET", "/", 404, "Not Found\n"],
+    ["GET", "/metrics/", 404, "Not Found\n"],
+    ["GET", "/api/v1/metrics", 404, "Not Found\n"],
+    ["POST", "/metrics", 405, "Method Not Allowed\n"],
+    ["DELETE", "/metrics", 405, "Method Not Allowed\n"],
+  ];
+  for (const [method, path, status, body] of cases) {
+    await t.step(`${method} ${path} is ${status}`, async () => {
+      const response = await fetch(base + path, { method });
+      assert.equal(response.status, status);
+      assert.equal(await response.text(), body);
+      if (status === 200) {
+        assert.equal(response.headers.get("content-type"), METRICS_CONTENT_TYPE);
+      }
+      if (status === 405) assert.equal(response.headers.get("allow"), "GET, HEAD");
+    });
+  }
+});
+
+Deno.test("serveMetrics() answers 500 when the source throws, and keeps serving", async () => {
+  let fail = true;
+  await using endpoint = serveMetrics(
+    () => {
+      if (fail) throw new Error("worker 2 did not answer");
+      return "ok\n";
+    },
+    { port: 0 },
+  );
+  const url = `http://127.0.0.1:${endpoint.addr.port}/metrics`;
+  const failed = await fetch(url);
+  assert.equal(failed.status, 500);
+  assert.equal(await failed.text(), "Cannot render metrics: worker 2 did not answer\n");
+  fail = false;
+  const served = await fetch(url);
+  assert.equal(served.status, 200);
+  assert.equal(await served.text(), "ok\n");
+});
+
+Deno.test("serveMetrics() takes an async source", async () => {
+  await using endpoint = serveMetrics(async () => {
+    await delay(1);
+    return "merged\n";
+  }, { port: 0 });
+  const response = await fetch(`http://127.0.0.1:${endpoint.addr.port}/metrics`);
+  assert.equal(await response.text(), "merged\n");
+});
+
+Deno.test("serveMetrics() stops when its signal aborts, and throws the reason when aborted before", async () => {
+  const controller = new AbortController();
+  const endpoint = serveMetrics(() => "", { port: 0, signal: controller.signal });
+  controller.abort();
+  await within(endpoint.finished, "the endpoint to stop");
+  await assert.rejects(
+    fetch(`http://127.0.0.1:${endpoint.addr.port}/metrics`),
+    TypeError,
+  );
+
+  const reason = new Error("stopped before it started");
+  assert.throws(
+    () => serveMetrics(() => "", { port: 0, signal: AbortSignal.abort(reason) }),
+    (error) => error === reason,
+  );
+});
+
+Deno.test("serveMetrics() shutdown() stops listening", async () => {
+  const endpoint = serveMetrics(() => "", { port: 0 });
+  const url = `http://127.0.0.1:${endpoint.addr.port}/metrics`;
+  await (await fetch(url)).body?.cancel();
+  await endpoint.shutdown();
+  await within(endpoint.finished, "the endpoint to stop");
+  await assert.rejects(fetch(url), TypeError);
+});
