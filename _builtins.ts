@@ -109,10 +109,12 @@ function auth(request: BuiltinRequest, server: BuiltinServer): Reply {
   if (batch !== undefined && batch.auths++ > 0) return refuse("one rpc.auth per batch");
   const peer = session.peer;
   if (session.authAttempts >= MAX_AUTH_FAILURES) {
+    session.refused("auth_attempts");
     session.closeSoon(`${session.authAttempts} failed authentications`);
     return refuse(`${MAX_AUTH_FAILURES} attempts on this connection`);
   }
   if (!server.throttle.allows(peer.hostname)) {
+    session.refused("auth_throttle");
     server.log(undefined, `refused authentication from ${peer.hostname}: too many failures`);
     session.closeSoon("too many failed authentications from its address");
     return refuse("too many failures from this address, try again later");
@@ -139,7 +141,7 @@ function auth(request: BuiltinRequest, server: BuiltinServer): Reply {
     return settle(undefined);
   }
   if (!(verdict instanceof Promise)) return settle(verdict);
-  session.inFlight++;
+  session.began();
   return verdict.then(settle, () => settle(undefined)).finally(() => session.settled());
 }
 

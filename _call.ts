@@ -28,9 +28,13 @@ export interface Session {
   /** The calls in flight on this connection, by the JSON text of their id, for `rpc.cancel`. */
   readonly calls: Map<string, Call>;
   /** Handler calls (notifications included) and checks that have not settled yet. */
-  inFlight: number;
-  /** Called when a call that counted in `inFlight` settles. */
+  readonly inFlight: number;
+  /** A call (or an asynchronous check) began: it counts in `inFlight` until `settled()`. */
+  began(): void;
+  /** A call that counted in `inFlight` settled. */
   settled(): void;
+  /** A limit refused something of this connection's (for metrics). */
+  refused(limit: string): void;
   /** Sends a notification to the peer. */
   notify(method: string, params: unknown[]): void;
 }
@@ -49,7 +53,9 @@ export function detachedSession(accepting = true): Session {
     codec: new Codec(),
     calls: new Map(),
     inFlight: 0,
+    began() {},
     settled() {},
+    refused() {},
     notify() {},
   };
 }

@@ -30,11 +30,14 @@ export class DecodeError extends Error {
   readonly code: number;
   /** The JSON text of the message's id when it could be read, else `"null"`. */
   readonly idText: string;
-  constructor(code: number, message: string, idText = "null") {
+  /** The limit the frame broke (`"max_depth"`, `"max_json_values"`), if that was why. */
+  readonly limit: string | undefined;
+  constructor(code: number, message: string, idText = "null", limit?: string) {
     super(message);
     this.name = "DecodeError";
     this.code = code;
     this.idText = idText;
+    this.limit = limit;
   }
 }
 
@@ -263,6 +266,8 @@ function checkJsonValues(bytes: Uint8Array, max: number): void {
         throw new DecodeError(
           ErrorCode.InvalidRequest,
           `Invalid Request: the message holds more than ${max} JSON values`,
+          "null",
+          "max_json_values",
         );
       }
     }
@@ -302,6 +307,7 @@ function checkDepth(bytes: Uint8Array, value: unknown, maxDepth: number): void {
       ErrorCode.InvalidRequest,
       `Invalid Request: arrays and objects nest deeper than ${maxDepth} levels`,
       id,
+      "max_depth",
     );
   }
 }

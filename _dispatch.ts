@@ -109,6 +109,7 @@ export class Dispatcher {
       message = codec.decode(frame);
     } catch (error) {
       if (error instanceof DecodeError) {
+        if (error.limit !== undefined) session.refused(error.limit);
         return codec.plain.error(error.idText, error.code, error.message);
       }
       throw error;
@@ -118,6 +119,7 @@ export class Dispatcher {
       return invalid(codec, "null", "empty batch");
     }
     if (message.length > this.#maxBatch) {
+      session.refused("max_batch");
       return invalid(codec, "null", `a batch may hold at most ${this.#maxBatch} requests`);
     }
     // A batch's answer is one JSON array: its values must be plain JSON.
@@ -285,7 +287,7 @@ export class Dispatcher {
       return this.#fail(codec, idText, call.method, error);
     }
     // Only a call still running counts in flight, can be cancelled or pass its deadline.
-    session.inFlight++;
+    session.began();
     const key = call.id === undefined ? undefined : idText;
     if (key !== undefined) session.calls.set(key, call);
     if (call.deadline !== undefined) call.startDeadline(call.deadline - Date.now());

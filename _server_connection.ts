@@ -9,8 +9,9 @@ import type { Limits } from "./_limits.ts";
 import type { RateLimitedLog } from "./_log.ts";
 import type { Connection } from "./_transport.ts";
 import { ConnectionError, ErrorCode, ProtocolError } from "./errors.ts";
-import { FrameReader, FrameWriter } from "./framing.ts";
+import { type ByteSink, type ByteSource, FrameReader, FrameWriter } from "./framing.ts";
 import { formatAddr, isDisconnect, reason } from "./_util.ts";
+import type { LimitName, Metrics } from "./_metrics.ts";
 
 /**
  * Milliseconds of dispatching one connection's frames before it yields to the others: a client
@@ -28,7 +29,8 @@ export class ServerConnection implements Session {
   tokenIdentity: unknown;
   authenticated: boolean;
   authAttempts = 0;
-  inFlight = 0;
+  #inFlight = 0;
+  #metrics: Metrics | undefined;
   #accepting: () => boolean = () => true;
   #conn: Connection;
   #peer: string;
@@ -44,8 +46,15 @@ export class ServerConnection implements Session {
   #closeAfterReply = false;
   #finished: Promise<void> | undefined;
 
-  constructor(conn: Connection, dispatcher: Dispatcher, limits: Limits, log: RateLimitedLog) {
+  constructor(
+    conn: Connection,
+    dispatcher: Dispatcher,
+    limits: Limits,
+    log: RateLimitedLog,
+    metrics?: Metrics,
+  ) {
     this.#conn = conn;
+    this.#metrics = metrics;
     this.peer = conn.remoteAddr;
     this.#peer = formatAddr(conn.remoteAddr);
     this.certificate = conn.peerCertificate;
@@ -54,8 +63,9 @@ export class ServerConnection implements Session {
     this.#limits = limits;
     this.#log = log;
     this.codec = new Codec({ maxDepth: limits.maxDepth, maxJsonValues: limits.maxJsonValues });
-    this.#reader = new FrameReader(conn, { maxFrameBytes: limits.maxFrameBytes });
-    this.#writer = new FrameWriter(conn, {
+    const bytes = metrics === undefined ? conn : countedBytes(conn, metrics);
+    this.#reader = new FrameReader(bytes, { maxFrameBytes: limits.maxFrameBytes });
+    this.#writer = new FrameWriter(bytes, {
       maxFrameBytes: limits.maxFrameBytes,
       onError: (error) => {
         if (!isDisconnect(error)) {
@@ -99,8 +109,22 @@ export class ServerConnection implements Session {
     this.#send(message);
   }
 
+  get inFlight(): number {
+    return this.#inFlight;
+  }
+
+  began(): void {
+    this.#inFlight++;
+    this.#metrics?.callStarted();
+  }
+
+  refused(limit: string): void {
+    this.#metrics?.limitRefused(limit as LimitName);
+  }
+
   settled(): void {
-    this.inFlight--;
+    this.#inFlight--;
+    this.#metrics?.callEnded();
     this.#lastActive = Date.now();
     if (this.#waiters.length > 0) this.#wake();
   }
@@ -114,7 +138,8 @@ export class ServerConnection implements Session {
           // Backpressure: with its calls at the limit, a connection is neither dispatched nor read
           // until calls finish; the peer's sends queue up in TCP. The frames stay valid: the read
           // buffer is not touched before the next read.
-          while (this.inFlight >= this.#limits.maxInFlight && !this.closing) await this.#wait();
+          if (this.#inFlight >= this.#limits.maxInFlight) this.refused("max_in_flight");
+          while (this.#inFlight >= this.#limits.maxInFlight && !this.closing) await this.#wait();
           if (this.closing) return await this.#writer.flushed();
           this.#dispatch(frame);
           if (performance.now() - sliceStart > SLICE_MS) {
@@ -130,6 +155,7 @@ export class ServerConnection implements Session {
     } catch (error) {
       if (this.#closed) return;
       if (error instanceof ProtocolError) {
+        this.refused("max_frame_bytes");
         this.#log.report(error, `protocol error from ${this.#peer}: ${error.message}`);
         this.#send(
           this.codec.plain.error(
@@ -158,7 +184,7 @@ export class ServerConnection implements Session {
 
   /** Resolves when no call is in flight and every reply is written, or the connection closed. */
   async drain(): Promise<void> {
-    while (this.inFlight > 0 && !this.#closed) await this.#wait();
+    while (this.#inFlight > 0 && !this.#closed) await this.#wait();
     await this.#writer.flushed();
   }
 
@@ -168,19 +194,19 @@ export class ServerConnection implements Session {
     const frameStarted = this.#reader.frameStartedAt;
     const writeStarted = this.#writer.writeStartedAt;
     if (frameTimeout > 0 && frameStarted !== undefined && now - frameStarted > frameTimeout) {
-      this.#abandon(`a frame took more than ${frameTimeout} ms to arrive`);
+      this.#abandon(`a frame took more than ${frameTimeout} ms to arrive`, "frame_timeout");
     } else if (
       writeTimeout > 0 && writeStarted !== undefined && now - writeStarted > writeTimeout
     ) {
-      this.#abandon(`it read none of our replies for ${writeTimeout} ms`);
+      this.#abandon(`it read none of our replies for ${writeTimeout} ms`, "write_timeout");
     } else if (authTimeout > 0 && !this.authenticated && now - this.#openedAt > authTimeout) {
       // Without a token, a connection may only ping: it must not hold its slot for ever.
-      this.#abandon(`it did not authenticate within ${authTimeout} ms`);
+      this.#abandon(`it did not authenticate within ${authTimeout} ms`, "auth_timeout");
     } else if (
-      idleTimeout > 0 && this.inFlight === 0 && frameStarted === undefined &&
+      idleTimeout > 0 && this.#inFlight === 0 && frameStarted === undefined &&
       writeStarted === undefined && now - this.#lastActive > idleTimeout
     ) {
-      this.#abandon(`idle for ${idleTimeout} ms`);
+      this.#abandon(`idle for ${idleTimeout} ms`, "idle_timeout");
     }
   }
 
@@ -209,8 +235,9 @@ export class ServerConnection implements Session {
     for (const call of this.calls.values()) call.abort(gone);
   }
 
-  #abandon(why: string): void {
+  #abandon(why: string, limit?: LimitName): void {
     if (this.#closed) return;
+    if (limit !== undefined) this.refused(limit);
     this.#log.report(undefined, `closed ${this.#peer}: ${why}`);
     this.close();
   }
@@ -275,9 +302,26 @@ export class ServerConnection implements Session {
     if (this.#writer.queuedBytes > this.#limits.maxQueuedBytes) {
       this.#abandon(
         `it left more than ${this.#limits.maxQueuedBytes} bytes of replies unread`,
+        "max_queued_bytes",
       );
     }
   }
+}
+
+/** `conn`'s reads and writes, their bytes counted in `metrics`. */
+function countedBytes(conn: Connection, metrics: Metrics): ByteSource & ByteSink {
+  return {
+    async read(buffer) {
+      const count = await conn.read(buffer);
+      if (count !== null) metrics.bytesReceived(count);
+      return count;
+    },
+    async write(bytes) {
+      const count = await conn.write(bytes);
+      metrics.bytesSent(count);
+      return count;
+    },
+  };
 }
 
 /** Lets the event loop run I/O and timers for other connections before this one goes on. */

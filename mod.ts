@@ -28,8 +28,10 @@ export type {
   Interceptor,
   Limits,
   MethodInfo,
+  MetricsSnapshot,
   RpcServer,
   ServeOptions,
+  ServerMetrics,
 } from "./server.ts";
 export { DEFAULT_LIMITS, DEFAULT_PORT } from "./server.ts";
 export { connect, DEFAULT_CLIENT_OPTIONS, RpcClient } from "./client.ts";

@@ -29,6 +29,8 @@ import { Dispatcher, type Interceptor } from "./_dispatch.ts";
 import { fixedToken } from "./_auth.ts";
 import { type Limits, resolveLimits, sweepInterval } from "./_limits.ts";
 import { RateLimitedLog } from "./_log.ts";
+import { Metrics, type MetricsSnapshot } from "./_metrics.ts";
+import { type MetricsServer, serveMetrics } from "./_metrics_http.ts";
 import { ServerConnection } from "./_server_connection.ts";
 import { FrameReader } from "./framing.ts";
 import { formatAddr } from "./_util.ts";
@@ -39,6 +41,15 @@ export type { AltName, CertificateIdentity } from "./_x509_identity.ts";
 export type { MethodInfo } from "./_introspect.ts";
 export type { InterceptedCall, Interceptor } from "./_dispatch.ts";
 export type { CallContext } from "./_context.ts";
+export type { MetricsSnapshot } from "./_metrics.ts";
+
+/** A server's counts, from {@linkcode RpcServer.metrics}. */
+export interface ServerMetrics {
+  /** The counts in the Prometheus text exposition format. */
+  render(): string;
+  /** The counts as a structured-cloneable object, to sum over workers. */
+  snapshot(): MetricsSnapshot;
+}
 export { DEFAULT_LIMITS } from "./_limits.ts";
 export type { Limits } from "./_limits.ts";
 
@@ -115,6 +126,15 @@ export interface ServeOptions extends Partial<Limits> {
    */
   info?: { title: string; version: string };
   /**
+   * Count calls, errors, latency, connections, refusals and bytes (see the README's Observability
+   * section), and serve them in the Prometheus text format at `http://HOSTNAME:PORT/metrics` over
+   * plain HTTP: `hostname` defaults to `"127.0.0.1"`, keep it on loopback or a private network.
+   * `true` counts without serving; read them from {@linkcode RpcServer.metrics}.
+   *
+   * @default {false}
+   */
+  metrics?: boolean | { hostname?: string; port: number };
+  /**
    * Wrap every call to a handler, outermost first: each gets the call (method, params, context
    * with peer, identity and signal) and `next`, which runs the rest of the chain and the handler.
    * One may measure the call, log it, or refuse it by throwing (an `RpcError` keeps its code).
@@ -163,6 +183,10 @@ export interface RpcServer extends AsyncDisposable {
   readonly methods: ReadonlyMap<string, MethodInfo>;
   /** Resolves when the server has stopped and every connection is closed. */
   readonly finished: Promise<void>;
+  /** The server's counts, when `metrics` was set: `render()` gives the Prometheus text. */
+  readonly metrics: ServerMetrics | undefined;
+  /** Where `/metrics` is served, with the real port when `port` was 0, when it is. */
+  readonly metricsAddr: { hostname: string; port: number } | undefined;
   /**
    * Stops accepting connections, answers new calls with a "shutting down" error, waits for calls
    * in flight (up to `shutdownTimeout`), then closes every connection.
@@ -219,6 +243,8 @@ class Server implements RpcServer {
   #sweeper: ReturnType<typeof setInterval> | undefined;
   #finished = Promise.withResolvers<void>();
   #onAbort = () => void this.shutdown();
+  #metrics: Metrics | undefined;
+  #metricsServer: MetricsServer | undefined;
 
   constructor(handlers: object, options: ServeOptions) {
     const limits = resolveLimits(options);
@@ -231,14 +257,21 @@ class Server implements RpcServer {
       (options.token === undefined ? undefined : fixedToken(options.token));
     const onError = options.onError ?? ((_: unknown, line: string) => console.error(line));
     this.#log = new RateLimitedLog(onError, LOG_LINES_PER_SECOND);
+    let observer: Metrics | undefined;
     this.#dispatcher = new Dispatcher(handlers, {
       ...(authenticate && { authenticate }),
+      ...(options.metrics && {
+        observer: { callFinished: (...args) => observer!.callFinished(...args) },
+      }),
       exposeStack: options.exposeStack ?? false,
       maxBatch: limits.maxBatch,
       ...(options.info && { info: options.info }),
       log: (error, line) => this.#log.report(error, line),
       ...(options.interceptors && { interceptors: options.interceptors }),
     });
+    if (options.metrics) {
+      this.#metrics = observer = new Metrics(this.#dispatcher.methods.keys());
+    }
     // Checked here so that a bad value fails at startup, not at the first connection.
     new FrameReader({ read: () => Promise.resolve(null) }, { maxFrameBytes: limits.maxFrameBytes });
   }
@@ -261,9 +294,17 @@ class Server implements RpcServer {
       clientCa: options.clientCa,
       onConnection: (conn) => this.#accept(conn),
       log: (error, line) => this.#log.report(error, line),
-      ...(options.interceptors && { interceptors: options.interceptors }),
     });
     this.#addr = this.#listener.addr;
+    const metrics = options.metrics;
+    if (this.#metrics !== undefined && typeof metrics === "object") {
+      const counts = this.#metrics;
+      this.#metricsServer = serveMetrics(() => counts.render(), {
+        hostname: metrics.hostname ?? "127.0.0.1",
+        port: metrics.port,
+        onListen: () => {},
+      });
+    }
     const sweepEvery = sweepInterval(this.#limits);
     if (sweepEvery > 0) this.#sweeper = setInterval(() => this.#sweep(), sweepEvery);
     (options.onListen ?? ((addr) => console.error(`listening on ${formatAddr(addr)}`)))(this.addr);
@@ -277,6 +318,14 @@ class Server implements RpcServer {
 
   get finished(): Promise<void> {
     return this.#finished.promise;
+  }
+
+  get metricsAddr(): { hostname: string; port: number } | undefined {
+    return this.#metricsServer?.addr;
+  }
+
+  get metrics(): ServerMetrics | undefined {
+    return this.#metrics;
   }
 
   get methods(): ReadonlyMap<string, MethodInfo> {
@@ -310,6 +359,8 @@ class Server implements RpcServer {
     for (const connection of this.#connections) connection.close();
     await Promise.all([this.#listener?.closed, ...running]);
     clearInterval(this.#sweeper);
+    await this.#metricsServer?.shutdown();
+    this.#metrics?.close();
     this.#log.flush(true);
     this.#finished.resolve();
   }
@@ -317,9 +368,20 @@ class Server implements RpcServer {
   /** Serves one connection whose handshake completed, in a task of its own. */
   #accept(conn: Connection): void {
     if (this.#closing) return conn.close();
-    const connection = new ServerConnection(conn, this.#dispatcher, this.#limits, this.#log);
+    const metrics = this.#metrics;
+    const connection = new ServerConnection(
+      conn,
+      this.#dispatcher,
+      this.#limits,
+      this.#log,
+      metrics,
+    );
     this.#connections.add(connection);
-    connection.run(() => !this.#closing).finally(() => this.#connections.delete(connection));
+    metrics?.connectionOpened();
+    connection.run(() => !this.#closing).finally(() => {
+      this.#connections.delete(connection);
+      metrics?.connectionClosed();
+    });
   }
 
   #sweep(): void {

@@ -1,0 +1,111 @@
+// The server's metrics end to end: a known load on real sockets, then the /metrics endpoint's
+// counts, checked exactly, and its text checked by promtool.
+
+import assert from "node:assert/strict";
+import { serve } from "../server.ts";
+import { connect } from "../client.ts";
+import { ErrorCode, RpcError } from "../errors.ts";
+import { certs, RawClient, root, serverOptions } from "./_util.ts";
+
+/** The value of the series `name{labels}` in Prometheus text, or undefined when absent. */
+function sample(text: string, name: string, labels = ""): number | undefined {
+  const series = labels === "" ? name : `${name}{${labels}}`;
+  for (const line of text.split("\n")) {
+    if (line.startsWith(`${series} `)) return Number(line.slice(series.length + 1));
+  }
+  return undefined;
+}
+
+async function scrape(addr: { hostname: string; port: number }): Promise<string> {
+  const response = await fetch(`http://${addr.hostname}:${addr.port}/metrics`);
+  assert.equal(response.status, 200);
+  assert.match(response.headers.get("content-type") ?? "", /^text\/plain; version=0\.0\.4/);
+  return await response.text();
+}
+
+function promtool(): string {
+  return Deno.env.get("PROMTOOL") ?? new URL(".ci/cache/tools/bin/promtool", root).pathname;
+}
+
+Deno.test("serve({ metrics }) counts a known load exactly and serves it at /metrics", async () => {
+  await using server = await serve({
+    add: (a: number, b: number) => a + b,
+    fail: () => {
+      throw new RpcError(4001, "no");
+    },
+    slow: () => new Promise((resolve) => setTimeout(resolve, 20, "done")),
+  }, { ...serverOptions(), metrics: { port: 0 } });
+  const addr = server.metricsAddr;
+  assert.ok(addr, "a metrics address");
+  assert.equal(addr.hostname, "127.0.0.1");
+  {
+    await using client = await connect({ port: server.addr.port, caCerts: [certs.ca] });
+    for (let i = 0; i < 5; i++) assert.equal(await client.call("add", i, 1), i + 1);
+    for (let i = 0; i < 2; i++) await assert.rejects(client.call("fail"), RpcError);
+    assert.equal(await client.call("slow"), "done");
+    // Unknown names, however many, share one label value.
+    for (const name of ["nope", "gone", "x".repeat(300)]) {
+      await assert.rejects(
+        client.call(name),
+        (error) => error instanceof RpcError && error.code === ErrorCode.MethodNotFound,
+      );
+    }
+    await assert.rejects(client.call("add", 1, 2, 3), RpcError); // -32602
+  }
+  {
+    // A batch over the limit is a limit refusal.
+    await using raw = await RawClient.connect(server.addr.port);
+    const batch = Array.from(
+      { length: 1025 },
+      (_, i) => ({ jsonrpc: "2.0", id: i, method: "add", params: [1, 1] }),
+    );
+    const answer = await raw.exchange(batch) as { error?: { code: number } };
+    assert.equal(answer.error?.code, ErrorCode.InvalidRequest);
+  }
+  const text = await scrape(addr);
+  assert.equal(sample(text, "tlsrpc_calls_total", 'method="add",code="0"'), 5);
+  assert.equal(sample(text, "tlsrpc_calls_total", 'method="add",code="-32602"'), 1);
+  assert.equal(sample(text, "tlsrpc_calls_total", 'method="fail",code="4001"'), 2);
+  assert.equal(sample(text, "tlsrpc_calls_total", 'method="slow",code="0"'), 1);
+  assert.equal(sample(text, "tlsrpc_calls_total", 'method="unknown",code="-32601"'), 3);
+  assert.equal(sample(text, "tlsrpc_call_duration_seconds_count", 'method="add"'), 6);
+  assert.equal(sample(text, "tlsrpc_limit_refusals_total", 'limit="max_batch"'), 1);
+  assert.ok(!text.includes("nope") && !text.includes("xxxx"), "no unknown name in the labels");
+  // The clients (including rpc.hello's connection) have gone.
+  assert.equal(sample(text, "tlsrpc_connections_total"), 2);
+  assert.ok((sample(text, "tlsrpc_bytes_received_total") ?? 0) > 0);
+  assert.ok((sample(text, "tlsrpc_bytes_sent_total") ?? 0) > 0);
+  assert.equal(sample(text, "tlsrpc_calls_in_flight"), 0);
+
+  const check = new Deno.Command(promtool(), {
+    args: ["check", "metrics"],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const writer = check.stdin.getWriter();
+  await writer.write(new TextEncoder().encode(text));
+  await writer.close();
+  const { code, stdout, stderr } = await check.output();
+  const decoder = new TextDecoder();
+  assert.equal(code, 0, decoder.decode(stdout) + decoder.decode(stderr));
+});
+
+Deno.test("serve() without metrics counts nothing and serves no endpoint", async () => {
+  await using server = await serve({ add: (a: number, b: number) => a + b }, serverOptions());
+  assert.equal(server.metrics, undefined);
+  assert.equal(server.metricsAddr, undefined);
+});
+
+Deno.test("serve({ metrics: true }) counts without an endpoint", async () => {
+  await using server = await serve({ add: (a: number, b: number) => a + b }, {
+    ...serverOptions(),
+    metrics: true,
+  });
+  assert.equal(server.metricsAddr, undefined);
+  {
+    await using client = await connect({ port: server.addr.port, caCerts: [certs.ca] });
+    await client.call("add", 1, 2);
+  }
+  assert.equal(sample(server.metrics!.render(), "tlsrpc_calls_total", 'method="add",code="0"'), 1);
+});
