@@ -361,13 +361,19 @@ Deno.test("callContext() under mutual TLS and a token: identity is the token's, 
       const answer = await client.exchange(request(3, "whoami")) as Response;
       const result = answer.result as {
         identity: unknown;
-        certificate: { subject: Record<string, string>; altNames: string[]; fingerprint: string };
+        certificate: {
+          subject: Record<string, string[]>;
+          altNames: { type: string; value: string }[];
+          fingerprint: string;
+        };
       };
       assert.deepEqual(result.identity, identity);
-      assert.equal(result.certificate.subject.CN, "localhost");
+      assert.deepEqual(result.certificate.subject.CN, ["localhost"]);
       assert.equal(result.certificate.fingerprint, fingerprint);
       assert.ok(
-        result.certificate.altNames.some((altName) => altName.includes("127.0.0.1")),
+        result.certificate.altNames.some(({ type, value }) =>
+          type === "IP" && value === "127.0.0.1"
+        ),
         JSON.stringify(result.certificate),
       );
     });
