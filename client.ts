@@ -23,18 +23,12 @@
  * @module
  */
 
-import {
-  decodeFrame,
-  DEFAULT_MAX_DEPTH,
-  type Encoded,
-  errorText,
-  isId,
-  NotPlainError,
-  requestMessage,
-} from "./_codec.ts";
-import { closeQuietly, formatAddr, isDisconnect, reason } from "./_util.ts";
-import { ConnectionError, ErrorCode, ProtocolError, RpcError, TimeoutError } from "./errors.ts";
-import { FrameReader, FrameWriter } from "./framing.ts";
+import { dial, type Dialer, tlsDialer } from "./_dial.ts";
+import { Link, type LinkEvents, type LinkOptions } from "./_link.ts";
+import { Listeners, PendingCalls } from "./_pending.ts";
+import { proxyFor, type RemoteProxy } from "./_proxy.ts";
+import { closeQuietly, formatAddr, reason } from "./_util.ts";
+import { ConnectionError } from "./errors.ts";
 import { wrap } from "./attr_wrapper.ts";
 
 export {
@@ -44,6 +38,8 @@ export {
   RpcError,
   TimeoutError,
 } from "./errors.ts";
+export type { ClientConnection, Dialer } from "./_dial.ts";
+export type { ExposedKey, Remote, RemoteProxy } from "./_proxy.ts";
 
 /** The defaults of {@linkcode connect}, each with the reason for its value. */
 export const DEFAULT_CLIENT_OPTIONS = {
@@ -66,6 +62,16 @@ export const DEFAULT_CLIENT_OPTIONS = {
   keepaliveInterval: 30_000,
   /** How long a ping may go unanswered before the connection counts as dead. */
   keepaliveTimeout: 10_000,
+  /**
+   * Bytes that may wait to be written before calls are refused: far above what a reading server
+   * leaves queued (a few frames), and a bound on what one that stops reading costs.
+   */
+  maxQueuedBytes: 64 * 1024 * 1024,
+  /**
+   * How long one write may make no progress before the connection counts as dead: a reading
+   * server takes bytes within milliseconds, and TCP retransmits for minutes before giving up.
+   */
+  writeTimeout: 30_000,
 } as const;
 
 /** Options for reconnecting, in {@linkcode ConnectOptions.reconnect}. */
@@ -153,6 +159,22 @@ export interface ConnectOptions {
    * @default {16777216}
    */
   maxFrameBytes?: number;
+  /**
+   * Bytes that may wait to be written to a server that reads slowly or not at all; a call or
+   * notification that would pass the limit is refused with a {@linkcode ConnectionError}. (A
+   * message alone is always taken, up to `maxFrameBytes`.)
+   *
+   * @default {67108864}
+   */
+  maxQueuedBytes?: number;
+  /**
+   * Milliseconds one write to the server may make no progress (a server that stops reading)
+   * before the connection counts as dead: calls in flight reject with a
+   * {@linkcode ConnectionError}, and `reconnect` applies. 0 waits for ever.
+   *
+   * @default {30000}
+   */
+  writeTimeout?: number;
   /** Aborting it cancels the connection attempt, or closes the client once connected. */
   signal?: AbortSignal;
   /**
@@ -192,6 +214,25 @@ export interface ConnectOptions {
   onDisconnect?: (error: ConnectionError) => void;
   /** Called when the client has reconnected, before the calls that waited go out. */
   onReconnect?: () => void;
+  /**
+   * Called when a notification cannot reach a listener: a listener of `method` threw (or its
+   * promise rejected), or the notification has more than 1 024 by-position params, more than a
+   * listener's parameter list sensibly takes (and far fewer than overflow the stack when spread).
+   * The client and its connection carry on.
+   *
+   * @default {console.error}
+   */
+  onListenerError?: (error: unknown, method: string) => void;
+  /**
+   * Opens the byte stream to the server: by default TLS to `hostname:port`, verified with
+   * `caCerts`, with `cert` and `key` for mutual TLS. Given, the client runs over whatever it
+   * returns (a tunnel, an in-memory pair in tests), and `hostname`, `port`, `caCerts`, `cert` and
+   * `key` only name the server in messages. It is called for every connection, reconnections
+   * included, under `connectTimeout`; it should give up when its signal aborts.
+   *
+   * @default {TLS to hostname:port}
+   */
+  dial?: Dialer;
 }
 
 /** Options for one call, or for every call made through {@linkcode RpcClient.withOptions}. */
@@ -234,64 +275,6 @@ export interface RpcCaller<T = unknown> {
 }
 
 /**
- * The remote view of a handler type `T`, as the server exposes it: each method returns a promise
- * of its awaited result, nested plain objects are namespaces, and names the server never exposes
- * (starting with `_`, `constructor`) are absent.
- *
- * @typeParam T The type of the server's handlers: `typeof handlers`, or an interface.
- */
-export type Remote<T> = {
-  readonly [K in keyof T as ExposedKey<K, T[K]>]: T[K] extends (...args: infer A) => infer R
-    ? (...params: A) => Promise<Awaited<R>>
-    : Remote<T[K]>;
-};
-
-/**
- * `K` when the server would expose a member named `K` holding `V` (a function, or a namespace
- * object), else `never`: the key filter of {@linkcode Remote}.
- *
- * @typeParam K The member's name.
- * @typeParam V The member's type.
- */
-export type ExposedKey<K, V> = K extends `_${string}` | "constructor" ? never
-  : K extends string ? V extends (...args: never[]) => unknown ? K
-    : V extends readonly unknown[] ? never
-    : V extends object ? K
-    : never
-  : never;
-
-/**
- * The type of {@linkcode RpcClient.proxy}: {@linkcode Remote} of the handler type, or, for a
- * client made without one, a proxy on which any property path can be called (typed `any`, as
- * nothing is known of the server's methods).
- *
- * @typeParam T The type of the server's handlers, or `unknown` when not given.
- */
-// deno-lint-ignore no-explicit-any
-export type RemoteProxy<T> = unknown extends T ? any : Remote<T>;
-
-/** A call, from the moment it is made until it settles. */
-interface Pending {
-  readonly id: number;
-  readonly method: string;
-  readonly params: unknown[] | Record<string, unknown>;
-  readonly idempotent: boolean;
-  /** When the caller stops waiting (`Date.now()`), or `undefined`. */
-  readonly deadline: number | undefined;
-  resolve(value: unknown): void;
-  reject(error: unknown): void;
-  timer: ReturnType<typeof setTimeout> | undefined;
-  signal: AbortSignal | undefined;
-  onAbort: (() => void) | undefined;
-  /** The connection it went out on, or `undefined` while it waits for one. */
-  link: Link | undefined;
-  /** Sent once more after a reconnection already. */
-  retried: boolean;
-  /** Resolved, rejected, timed out or aborted. */
-  settled: boolean;
-}
-
-/**
  * Connects to a tlsrpc server and completes the TLS handshake (and, with a `token`, the
  * authentication) before it resolves.
  *
@@ -329,103 +312,9 @@ export async function connect<T = unknown>(options: ConnectOptions = {}): Promis
 /** The method of RpcClient that only `connect()` calls. */
 const OPEN = Symbol("open");
 
-/** One TLS connection of a client: its reader, its writer, and what the server said in hello. */
-class Link {
-  readonly conn: Deno.TlsConn;
-  readonly writer: FrameWriter;
-  rich = false;
-  lastHeard = Date.now();
-  lost = false;
-  /** The server's error for a message it could not read (id null), just before it closes. */
-  serverError: RpcError | undefined;
-  keepalive: ReturnType<typeof setInterval> | undefined;
-  pinging = false;
-
-  constructor(
-    conn: Deno.TlsConn,
-    maxFrameBytes: number | undefined,
-    onWriteError: (error: unknown) => void,
-  ) {
-    this.conn = conn;
-    this.writer = new FrameWriter(
-      conn,
-      maxFrameBytes === undefined
-        ? { onError: onWriteError }
-        : { maxFrameBytes, onError: onWriteError },
-    );
-  }
-
-  send(message: Encoded): void {
-    if (typeof message === "string") this.writer.writeText(message);
-    else this.writer.writeParts(message);
-  }
-
-  close(): void {
-    this.lost = true;
-    clearInterval(this.keepalive);
-    closeQuietly(this.conn);
-  }
-}
-
-/** Opens a TLS connection, handshake done, within `timeout` ms or until `signal` aborts. */
-async function openTls(
-  options: ConnectOptions,
-  hostname: string,
-  port: number,
-  target: string,
-  timeout: number,
-  signal: AbortSignal | undefined,
-): Promise<Deno.TlsConn> {
-  signal?.throwIfAborted();
-  let conn: Deno.TlsConn | undefined;
-  let abandoned = false;
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  let onAbort: (() => void) | undefined;
-  const stop = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () =>
-        reject(
-          new TimeoutError(`Cannot connect to "${target}": no connection within ${timeout} ms`),
-        ),
-      timeout,
-    );
-    onAbort = () => reject(signal?.reason);
-    signal?.addEventListener("abort", onAbort, { once: true });
-  });
-  const keep = (opened: Deno.TlsConn) => {
-    // A connection that opens after we gave up must not leak.
-    if (abandoned) closeQuietly(opened);
-    conn = opened;
-    return opened.handshake();
-  };
-  try {
-    const caCerts = options.caCerts && { caCerts: options.caCerts };
-    const opening = options.cert !== undefined && options.key !== undefined
-      // Deno.startTls takes no client certificate, so this path keeps Nagle's algorithm on.
-      ? Deno.connectTls({ hostname, port, ...caCerts, cert: options.cert, key: options.key }).then(
-        keep,
-      )
-      // TCP first, to turn Nagle's algorithm off (Deno.connectTls cannot): otherwise a small
-      // write can wait for a delayed ACK, 40 ms on Linux, in the handshake and in every call.
-      : Deno.connect({ hostname, port }).then((tcp) => {
-        if (abandoned) {
-          closeQuietly(tcp);
-          throw new Error("abandoned");
-        }
-        tcp.setNoDelay(true);
-        return Deno.startTls(tcp, { hostname, ...caCerts }).then(keep);
-      });
-    await Promise.race([opening, stop]);
-    return conn!;
-  } catch (error) {
-    abandoned = true;
-    if (conn) closeQuietly(conn);
-    if (error instanceof TimeoutError || (signal?.aborted && error === signal.reason)) throw error;
-    throw new ConnectionError(`Cannot connect to "${target}": ${reason(error)}`, { cause: error });
-  } finally {
-    clearTimeout(timer);
-    if (onAbort) signal?.removeEventListener("abort", onAbort);
-  }
+/** Where listener errors go without `onListenerError`. */
+function logListenerError(error: unknown, method: string): void {
+  console.error(`A listener of notification "${method}" threw:`, error);
 }
 
 /**
@@ -464,32 +353,21 @@ async function openTls(
  */
 export class RpcClient<T = unknown> implements AsyncDisposable, RpcCaller<T> {
   #options: ConnectOptions;
-  #hostname: string;
-  #port: number;
   #target: string;
-  #timeout: number;
-  #connectTimeout: number;
-  #wrap: boolean;
+  #dialer: Dialer;
+  #linkOptions: LinkOptions;
+  #events: LinkEvents;
   #reconnect: Required<ReconnectOptions> | undefined;
-  #keepalive: Required<KeepaliveOptions> | undefined;
-  #link: Link | undefined;
-  #linkDone: Promise<void> = Promise.resolve();
-  #state: "connecting" | "open" | "reconnecting" | "closed" = "connecting";
-  #pending = new Map<number, Pending>();
-  #waiting = new Set<Pending>();
-  #internal = new Map<
-    number,
-    { link: Link; resolve(value: unknown): void; reject(error: unknown): void }
-  >();
-  #nextId = 1;
-  #nextInternalId = 0;
+  #calls: PendingCalls;
+  #listeners: Listeners;
+  /** The read loops of this client's connections that have not ended yet. */
+  #reading = new Set<Promise<void>>();
   #closed = Promise.withResolvers<void>();
   #wakeReconnect: (() => void) | undefined;
-  /** Aborts a reconnection attempt under way when the client closes. */
+  /** Aborts a (re)connection attempt under way, dial or hello, when the client closes. */
   #stopReconnect = new AbortController();
   #onAbort = () => void this.close();
-  #proxies = new Map<string, object>();
-  #listeners = new Map<string, Set<(...params: unknown[]) => void>>();
+  #proxy: object | undefined;
 
   /**
    * Makes a client that is not connected yet; use {@linkcode connect}, which also connects it.
@@ -497,33 +375,55 @@ export class RpcClient<T = unknown> implements AsyncDisposable, RpcCaller<T> {
    * @param options Where to connect, how to verify the server and how to behave.
    */
   constructor(options: ConnectOptions = {}) {
+    const defaults = DEFAULT_CLIENT_OPTIONS;
+    const { hostname = defaults.hostname, port = defaults.port, caCerts, cert, key } = options;
+    const target = this.#target = formatAddr({ hostname, port });
     this.#options = options;
-    this.#hostname = options.hostname ?? DEFAULT_CLIENT_OPTIONS.hostname;
-    this.#port = options.port ?? DEFAULT_CLIENT_OPTIONS.port;
-    this.#target = formatAddr({ hostname: this.#hostname, port: this.#port });
-    this.#timeout = options.timeout ?? 0;
-    this.#connectTimeout = options.connectTimeout ?? DEFAULT_CLIENT_OPTIONS.connectTimeout;
-    this.#wrap = options.wrap ?? false;
+    this.#dialer = options.dial ?? tlsDialer({ hostname, port, caCerts, cert, key });
     const reconnect = options.reconnect === true ? {} : options.reconnect || undefined;
     this.#reconnect = reconnect && {
-      initialDelay: reconnect.initialDelay ?? DEFAULT_CLIENT_OPTIONS.reconnectInitialDelay,
-      maxDelay: reconnect.maxDelay ?? DEFAULT_CLIENT_OPTIONS.reconnectMaxDelay,
-      maxAttempts: reconnect.maxAttempts ?? DEFAULT_CLIENT_OPTIONS.reconnectMaxAttempts,
+      initialDelay: reconnect.initialDelay ?? defaults.reconnectInitialDelay,
+      maxDelay: reconnect.maxDelay ?? defaults.reconnectMaxDelay,
+      maxAttempts: reconnect.maxAttempts ?? defaults.reconnectMaxAttempts,
     };
     const keepalive = options.keepalive === true ? {} : options.keepalive || undefined;
-    this.#keepalive = keepalive && {
-      interval: keepalive.interval ?? DEFAULT_CLIENT_OPTIONS.keepaliveInterval,
-      timeout: keepalive.timeout ?? DEFAULT_CLIENT_OPTIONS.keepaliveTimeout,
+    const { maxQueuedBytes = defaults.maxQueuedBytes, writeTimeout = defaults.writeTimeout } =
+      options;
+    if (!(maxQueuedBytes >= 1) || !(writeTimeout >= 0)) {
+      throw new RangeError(
+        `Cannot connect to "${target}": maxQueuedBytes must be 1 or more, writeTimeout 0 or more`,
+      );
+    }
+    this.#linkOptions = {
+      target,
+      maxFrameBytes: options.maxFrameBytes,
+      maxQueuedBytes,
+      writeTimeout,
+      keepalive: keepalive && {
+        interval: keepalive.interval ?? defaults.keepaliveInterval,
+        timeout: keepalive.timeout ?? defaults.keepaliveTimeout,
+      },
+      richValues: options.richValues !== false,
+      token: options.token,
+      connectTimeout: options.connectTimeout ?? defaults.connectTimeout,
+    };
+    this.#calls = new PendingCalls({ target, mapResult: options.wrap ? wrap : undefined });
+    this.#listeners = new Listeners(options.onListenerError ?? logListenerError);
+    this.#events = {
+      response: (link, id, error, result) => this.#calls.settle(link, id, error, result),
+      notification: (method, params) => this.#listeners.deliver(method, params),
+      lost: (link, error) => this.#lose(link, error),
     };
   }
 
   /** Connects the first time; called once, by `connect()`. */
   async [OPEN](): Promise<void> {
     try {
-      this.#use(await this.#openLink(this.#options.signal));
+      const link = await this.#open(this.#options.signal);
+      if (!this.#calls.use(link)) throw this.#lostWhileConnecting();
+      this.#calls.flush();
     } catch (error) {
-      this.#state = "closed";
-      this.#closed.resolve();
+      this.#shut(new ConnectionError(`Cannot connect to "${this.#target}"`, { cause: error }));
       throw error;
     }
     this.#options.signal?.addEventListener("abort", this.#onAbort, { once: true });
@@ -531,7 +431,7 @@ export class RpcClient<T = unknown> implements AsyncDisposable, RpcCaller<T> {
 
   /** Whether the client is closed for good; calls then reject at once. */
   get isClosed(): boolean {
-    return this.#state === "closed";
+    return this.#calls.isClosed;
   }
 
   /** Resolves when the client has closed for good (not when a connection drops and comes back). */
@@ -630,12 +530,12 @@ export class RpcClient<T = unknown> implements AsyncDisposable, RpcCaller<T> {
   withOptions(options: CallOptions): RpcCaller<T> {
     const request = (method: string, params: unknown[] | Record<string, unknown>) =>
       this.#request(method, params, options);
-    const proxies = new Map<string, object>();
+    let proxy: object | undefined;
     return {
       call: (method, ...params) => request(method, params),
       callNamed: (method, params) => request(method, params),
       get proxy() {
-        return proxyFor("", proxies, request) as RemoteProxy<T>;
+        return (proxy ??= proxyFor(request)) as RemoteProxy<T>;
       },
     };
   }
@@ -662,19 +562,20 @@ export class RpcClient<T = unknown> implements AsyncDisposable, RpcCaller<T> {
    *
    * @param method The method's name.
    * @param params The params.
-   * @throws {ConnectionError} When the client has no open connection.
+   * @throws {ConnectionError} When the client has no open connection, or too many bytes wait to
+   * be written (`maxQueuedBytes`).
    * @throws {TypeError} When the params cannot be sent.
    * @throws {RangeError} When the message is larger than the frame limit.
    */
   notify(method: string, ...params: unknown[]): void {
-    const link = this.#link;
-    if (this.#state !== "open" || link === undefined) {
-      throw this.#closedError(
-        "send notification",
-        this.#state === "closed" ? "closed" : "not open",
+    const link = this.#calls.link;
+    if (link === undefined) {
+      const state = this.isClosed ? "closed" : "not open";
+      throw new ConnectionError(
+        `Cannot send notification: connection to "${this.#target}" is ${state}`,
       );
     }
-    link.send(this.#encode(link, undefined, method, params, undefined));
+    link.notify(method, params);
   }
 
   /**
@@ -705,21 +606,16 @@ export class RpcClient<T = unknown> implements AsyncDisposable, RpcCaller<T> {
    * stop();
    * ```
    *
+   * A listener that throws does not stop the others nor the connection: its error goes to
+   * {@linkcode ConnectOptions.onListenerError}, as does a notification with more than 1 024
+   * by-position params, which reaches no listener.
+   *
    * @param method The notification's method name.
    * @param listener Called with the notification's params (by-name params as one object).
    * @returns A function that unsubscribes.
    */
   on(method: string, listener: (...params: unknown[]) => void): () => void {
-    let set = this.#listeners.get(method);
-    if (set === undefined) this.#listeners.set(method, set = new Set());
-    const listeners = set;
-    listeners.add(listener);
-    return () => {
-      listeners.delete(listener);
-      if (listeners.size === 0 && this.#listeners.get(method) === listeners) {
-        this.#listeners.delete(method);
-      }
-    };
+    return this.#listeners.on(method, listener);
   }
 
   /**
@@ -728,8 +624,8 @@ export class RpcClient<T = unknown> implements AsyncDisposable, RpcCaller<T> {
    * this way (the proxy is not a promise); use `call`.
    */
   get proxy(): RemoteProxy<T> {
-    const request = (method: string, params: unknown[]) => this.#request(method, params, undefined);
-    return proxyFor("", this.#proxies, request) as RemoteProxy<T>;
+    this.#proxy ??= proxyFor((method, params) => this.#request(method, params, undefined));
+    return this.#proxy as RemoteProxy<T>;
   }
 
   /**
@@ -747,155 +643,41 @@ export class RpcClient<T = unknown> implements AsyncDisposable, RpcCaller<T> {
     await this.close();
   }
 
-  // --- connections ------------------------------------------------------------------------------
+  // --- connections: the first, losing one, reconnecting ---------------------------------------
 
-  /** Opens a connection: TLS, then hello (not awaited) and the token (awaited), then keepalive. */
-  async #openLink(signal: AbortSignal | undefined): Promise<Link> {
-    const started = Date.now();
-    const conn = await openTls(
-      this.#options,
-      this.#hostname,
-      this.#port,
-      this.#target,
-      this.#connectTimeout,
-      signal,
-    );
-    const link: Link = new Link(
-      conn,
-      this.#options.maxFrameBytes,
-      (error) => this.#lose(link, this.#lostError(link, error)),
-    );
-    const reader = this.#options.maxFrameBytes === undefined
-      ? new FrameReader(conn)
-      : new FrameReader(conn, { maxFrameBytes: this.#options.maxFrameBytes });
-    const done = this.#readLoop(link, reader);
-    this.#linkDone = Promise.all([this.#linkDone, done]).then(() => {});
-    // The hello is one round trip before the connection counts as open: with TLS 1.3 the client's
-    // handshake ends before the server has checked the client certificate, so a refusal shows
-    // here. (With richValues: false there is none: a refusal shows on the first call.)
-    const left = () => Math.max(1, this.#connectTimeout - (Date.now() - started));
-    if (this.#options.richValues !== false) {
-      try {
-        const answer = await this.#internalCall(
-          link,
-          "rpc.hello",
-          { extensions: ["rich"] },
-          left(),
-        );
-        const extensions = (answer as { extensions?: unknown } | null)?.extensions;
-        link.rich = Array.isArray(extensions) && extensions.includes("rich");
-      } catch (error) {
-        // A plain JSON-RPC server answers rpc.hello with "method not found": it gets plain JSON.
-        if (!(error instanceof RpcError)) {
-          this.#lose(link, new ConnectionError("closed while connecting"));
-          throw error instanceof TimeoutError
-            ? new TimeoutError(
-              `Cannot connect to "${this.#target}": no answer within ${this.#connectTimeout} ms`,
-            )
-            : new ConnectionError(
-              `Cannot connect to "${this.#target}": ${reason(underlying(error))}`,
-              { cause: error },
-            );
-        }
-      }
+  /** Opens a connection: the byte stream, then the hello and the token, within connectTimeout. */
+  async #open(signal: AbortSignal | undefined): Promise<Link> {
+    const { connectTimeout } = this.#linkOptions;
+    const deadline = Date.now() + connectTimeout;
+    const conn = await dial(this.#dialer, this.#target, connectTimeout, signal);
+    let link: Link;
+    try {
+      link = new Link(conn, this.#linkOptions, this.#events);
+    } catch (error) {
+      closeQuietly(conn); // a bad maxFrameBytes
+      throw error;
     }
-    if (this.#options.token !== undefined) {
-      try {
-        await this.#internalCall(link, "rpc.auth", [this.#options.token], left());
-      } catch (error) {
-        this.#lose(link, new ConnectionError("closed during authentication"));
-        const why = error instanceof RpcError && error.code === ErrorCode.AuthenticationFailed
-          ? "the server refused the token"
-          : reason(error);
-        throw error instanceof TimeoutError
-          ? new TimeoutError(
-            `Cannot connect to "${this.#target}": no answer to the token within ${this.#connectTimeout} ms`,
-          )
-          : new ConnectionError(`Cannot connect to "${this.#target}": ${why}`, { cause: error });
-      }
-    }
-    if (this.#keepalive) {
-      const { interval } = this.#keepalive;
-      link.keepalive = setInterval(() => this.#checkKeepalive(link), Math.max(10, interval / 4));
-    }
+    const done = link.done;
+    this.#reading.add(done);
+    void done.then(() => this.#reading.delete(done));
+    await link.start(deadline, signal);
     return link;
   }
 
-  #use(link: Link): void {
-    this.#link = link;
-    this.#state = "open";
-  }
-
-  #checkKeepalive(link: Link): void {
-    const { interval, timeout } = this.#keepalive!;
-    if (link.lost || link.pinging || Date.now() - link.lastHeard < interval) return;
-    link.pinging = true;
-    this.#internalCall(link, "rpc.ping", undefined, timeout).then(() => {
-      link.pinging = false;
-    }, (error) => {
-      if (error instanceof TimeoutError) {
-        this.#lose(
-          link,
-          new ConnectionError(
-            `Cannot complete call: "${this.#target}" did not answer a keepalive ping within ${timeout} ms`,
-          ),
-        );
-      }
-    });
-  }
-
-  async #readLoop(link: Link, reader: FrameReader): Promise<void> {
-    try {
-      for (let frames = await reader.read(); frames; frames = await reader.read()) {
-        link.lastHeard = Date.now();
-        for (const frame of frames) this.#receive(decodeFrame(frame, DEFAULT_MAX_DEPTH), link);
-      }
-      this.#lose(
-        link,
-        link.serverError ? this.#lostError(link, undefined) : new ConnectionError(
-          `Cannot complete call: server "${this.#target}" closed the connection`,
-        ),
-      );
-    } catch (error) {
-      this.#lose(link, this.#lostError(link, error));
-    }
-  }
-
-  /** A connection is gone: fail or keep its calls, then reconnect or close. */
+  /** A connection is gone: its calls fail or wait; then reconnect, or close. */
   #lose(link: Link, error: ConnectionError): void {
-    if (link.lost && this.#link !== link) return;
-    link.close();
-    for (const [id, entry] of this.#internal) {
-      if (entry.link !== link) continue;
-      this.#internal.delete(id);
-      entry.reject(error);
-    }
-    if (this.#link !== link) return; // never in use: a failed (re)connection attempt
-    this.#link = undefined;
-    if (this.#state === "closed") return;
-    const retry = this.#reconnect !== undefined;
-    for (const call of [...this.#pending.values()]) {
-      if (call.link !== link) continue;
-      this.#pending.delete(call.id);
-      call.link = undefined;
-      if (retry && call.idempotent && !call.retried) {
-        call.retried = true;
-        this.#waiting.add(call);
-      } else {
-        this.#drop(call);
-        call.reject(error);
-      }
-    }
+    // Not the connection in use: a failed (re)connection attempt, or the client closed.
+    if (!this.#calls.lose(link, error, this.#reconnect !== undefined)) return;
     try {
       this.#options.onDisconnect?.(error);
     } catch {
       // The application's callback must not stop the reconnection.
     }
-    if (!retry) return this.#shut(error);
-    this.#state = "reconnecting";
-    void this.#reconnectLoop(error);
+    if (this.#reconnect === undefined) this.#shut(error);
+    else void this.#reconnectLoop(error);
   }
 
+  /** Exponential backoff with ±50 % jitter, `maxAttempts` times, then the client closes. */
   async #reconnectLoop(cause: unknown): Promise<void> {
     const { initialDelay, maxDelay, maxAttempts } = this.#reconnect!;
     let delay = initialDelay;
@@ -904,22 +686,15 @@ export class RpcClient<T = unknown> implements AsyncDisposable, RpcCaller<T> {
       await this.#sleep(delay * (0.5 + Math.random()));
       if (this.isClosed) return;
       try {
-        const link = await this.#openLink(this.#stopReconnect.signal);
-        if (this.isClosed) {
-          link.close();
-          return;
-        }
-        this.#use(link);
+        const link = await this.#open(this.#stopReconnect.signal);
+        if (this.isClosed) return link.close(new ConnectionError("closed while reconnecting"));
+        if (!this.#calls.use(link)) throw this.#lostWhileConnecting();
         try {
           this.#options.onReconnect?.();
         } catch {
           // As above.
         }
-        for (const call of [...this.#waiting]) {
-          this.#waiting.delete(call);
-          this.#transmit(call, link);
-        }
-        return;
+        return this.#calls.flush(); // the calls that waited go out
       } catch (error) {
         if (this.isClosed) return;
         last = error;
@@ -934,6 +709,11 @@ export class RpcClient<T = unknown> implements AsyncDisposable, RpcCaller<T> {
     );
   }
 
+  /** For a connection that dropped between its hello and its first use. */
+  #lostWhileConnecting(): ConnectionError {
+    return new ConnectionError(`Cannot connect to "${this.#target}": the connection was lost`);
+  }
+
   #sleep(ms: number): Promise<void> {
     return new Promise((resolve) => {
       const timer = setTimeout(done, ms);
@@ -946,289 +726,20 @@ export class RpcClient<T = unknown> implements AsyncDisposable, RpcCaller<T> {
   }
 
   #shut(error: ConnectionError): void {
-    if (this.#state === "closed") return;
-    this.#state = "closed";
+    if (this.isClosed) return;
     this.#options.signal?.removeEventListener("abort", this.#onAbort);
     this.#wakeReconnect?.();
     this.#stopReconnect.abort(error);
-    const link = this.#link;
-    this.#link = undefined;
-    if (link) {
-      link.close();
-      for (const [id, entry] of this.#internal) {
-        this.#internal.delete(id);
-        entry.reject(error);
-      }
-    }
-    const calls = [...this.#pending.values(), ...this.#waiting];
-    this.#pending.clear();
-    this.#waiting.clear();
-    for (const call of calls) {
-      this.#drop(call);
-      call.reject(error);
-    }
-    void this.#linkDone.then(() => this.#closed.resolve());
+    this.#calls.close(error);
+    void Promise.all(this.#reading).then(() => this.#closed.resolve());
   }
-
-  // --- calls ------------------------------------------------------------------------------------
 
   #request(
     method: string,
     params: unknown[] | Record<string, unknown>,
     options: CallOptions | undefined,
   ): Promise<unknown> {
-    if (this.#state === "closed") {
-      return Promise.reject(this.#closedError(`call "${method}"`, "closed"));
-    }
-    const signal = options?.signal;
-    if (signal?.aborted) return Promise.reject(signal.reason);
-    const timeout = options?.timeout ?? this.#timeout;
-    if (!(timeout >= 0)) {
-      return Promise.reject(new RangeError(`Cannot call "${method}": timeout must be 0 or more`));
-    }
-    return new Promise((resolve, reject) => {
-      const call: Pending = {
-        id: this.#nextId++,
-        method,
-        params,
-        idempotent: options?.idempotent ?? false,
-        deadline: timeout > 0 ? Date.now() + timeout : undefined,
-        resolve,
-        reject,
-        timer: undefined,
-        signal,
-        onAbort: undefined,
-        link: undefined,
-        retried: false,
-        settled: false,
-      };
-      if (timeout > 0) {
-        call.timer = setTimeout(() => {
-          // The server knows the deadline too: it aborts the handler and sends nothing.
-          this.#drop(call);
-          reject(new TimeoutError(`Cannot call "${method}": no response within ${timeout} ms`));
-        }, timeout);
-      }
-      if (signal) {
-        call.onAbort = () => {
-          const link = call.link;
-          this.#drop(call);
-          reject(signal.reason);
-          if (link && !link.lost) this.#cancel(link, call.id);
-        };
-        signal.addEventListener("abort", call.onAbort, { once: true });
-      }
-      if (this.#state === "open" && this.#link) this.#transmit(call, this.#link);
-      else this.#waiting.add(call);
-    });
+    const { timeout = this.#options.timeout ?? 0, signal, idempotent } = options ?? {};
+    return this.#calls.start(method, params, { timeout, signal, idempotent });
   }
-
-  /** Sends a call on `link`. */
-  #transmit(call: Pending, link: Link): void {
-    const id = call.id;
-    const left = call.deadline === undefined ? undefined : Math.max(1, call.deadline - Date.now());
-    let message: Encoded;
-    try {
-      message = this.#encode(link, id, call.method, call.params, left);
-    } catch (error) {
-      this.#drop(call);
-      call.reject(error);
-      return;
-    }
-    try {
-      link.send(message);
-    } catch (error) {
-      this.#drop(call);
-      call.reject(error); // over the frame limit
-      return;
-    }
-    call.link = link;
-    this.#pending.set(id, call);
-  }
-
-  /** Forgets a call: its timer, its abort listener, its entries. */
-  #drop(call: Pending): void {
-    this.#pending.delete(call.id);
-    this.#waiting.delete(call);
-    clearTimeout(call.timer);
-    call.settled = true;
-    if (call.onAbort) call.signal?.removeEventListener("abort", call.onAbort);
-  }
-
-  /** Tells the server that nobody waits for call `id` any more. */
-  #cancel(link: Link, id: number): void {
-    try {
-      link.send(`{"jsonrpc":"2.0","method":"rpc.cancel","params":[${id}]}`);
-    } catch {
-      // The connection is failing; the server aborts the call when it notices.
-    }
-  }
-
-  /** A call of the protocol's own (`rpc.hello`, `rpc.auth`, `rpc.ping`), ids 0, -1, -2, ... */
-  #internalCall(link: Link, method: string, params: unknown, timeout: number): Promise<unknown> {
-    const id = this.#nextInternalId--;
-    const paramsText = params === undefined ? "" : `,"params":${JSON.stringify(params)}`;
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.#internal.delete(id);
-        reject(new TimeoutError(`Cannot call "${method}": no response within ${timeout} ms`));
-      }, timeout);
-      this.#internal.set(id, {
-        link,
-        resolve: (value) => {
-          clearTimeout(timer);
-          resolve(value);
-        },
-        reject: (error) => {
-          clearTimeout(timer);
-          reject(error);
-        },
-      });
-      try {
-        link.send(`{"jsonrpc":"2.0","id":${id},"method":"${method}"${paramsText}}`);
-      } catch (error) {
-        this.#internal.get(id)?.reject(error);
-        this.#internal.delete(id);
-      }
-    });
-  }
-
-  /** A request or notification, rich when the server took rich values and the params need it. */
-  #encode(
-    link: Link,
-    id: number | undefined,
-    method: string,
-    params: unknown,
-    timeout: number | undefined,
-  ): Encoded {
-    try {
-      return requestMessage(id, method, params, timeout, link.rich, DEFAULT_MAX_DEPTH);
-    } catch (error) {
-      const what = id === undefined ? "notify" : "call";
-      const why = error instanceof NotPlainError
-        ? `${error.message}, and the server has no rich values`
-        : reason(error);
-      // A cycle and too deep a value are one error, like JSON.stringify's TypeError for a cycle.
-      throw new TypeError(`Cannot ${what} "${method}": ${why}`, { cause: error });
-    }
-  }
-
-  // --- receiving --------------------------------------------------------------------------------
-
-  #receive(message: unknown, link: Link): void {
-    if (Array.isArray(message)) {
-      for (const item of message) this.#receive(item, link);
-      return;
-    }
-    if (message === null || typeof message !== "object") return;
-    const response = message as {
-      id?: unknown;
-      result?: unknown;
-      error?: unknown;
-      method?: unknown;
-      params?: unknown;
-    };
-    if (typeof response.method === "string") return this.#receiveRequest(response, link);
-    const id = response.id;
-    if (typeof id !== "number") {
-      // id null: the server could not read something we sent and is about to close.
-      if (id === null && response.error) link.serverError = toRpcError(response.error);
-      return;
-    }
-    const internal = this.#internal.get(id);
-    if (internal !== undefined) {
-      this.#internal.delete(id);
-      if (Object.hasOwn(response, "error")) internal.reject(toRpcError(response.error));
-      else internal.resolve(response.result);
-      return;
-    }
-    const call = this.#pending.get(id);
-    if (call === undefined || call.link !== link) return;
-    this.#drop(call);
-    if (Object.hasOwn(response, "error")) call.reject(toRpcError(response.error));
-    else call.resolve(this.#wrap ? wrap(response.result) : response.result);
-  }
-
-  /** A notification from the server goes to its listeners; a request gets "method not found". */
-  #receiveRequest(
-    request: { id?: unknown; method?: unknown; params?: unknown },
-    link: Link,
-  ): void {
-    const method = request.method as string;
-    if (Object.hasOwn(request, "id")) {
-      const idText = JSON.stringify(isId(request.id) ? request.id : null);
-      link.send(
-        errorText(idText, ErrorCode.MethodNotFound, `Method not found: ${JSON.stringify(method)}`),
-      );
-      return;
-    }
-    const listeners = this.#listeners.get(method);
-    if (listeners === undefined) return;
-    const params = Array.isArray(request.params)
-      ? request.params
-      : request.params === undefined
-      ? []
-      : [request.params];
-    for (const listener of [...listeners]) {
-      try {
-        listener(...params);
-      } catch (error) {
-        // A listener's bug must not break the connection: rethrow it where it will be seen.
-        queueMicrotask(() => {
-          throw error;
-        });
-      }
-    }
-  }
-
-  #lostError(link: Link, error: unknown): ConnectionError {
-    const detail = link.serverError
-      ? `the server refused a message: ${link.serverError.message}`
-      : error instanceof ProtocolError || (error !== undefined && !isDisconnect(error))
-      ? reason(error)
-      : "the connection was lost";
-    return new ConnectionError(`Cannot complete call: ${detail} ("${this.#target}")`, {
-      cause: link.serverError ?? error,
-    });
-  }
-
-  #closedError(action: string, state: string): ConnectionError {
-    return new ConnectionError(`Cannot ${action}: connection to "${this.#target}" is ${state}`);
-  }
-}
-
-/** The proxy for `path`, made once per path and cache: property access nests, a call calls. */
-function proxyFor(
-  path: string,
-  cache: Map<string, object>,
-  request: (method: string, params: unknown[]) => Promise<unknown>,
-): object {
-  let proxy = cache.get(path);
-  if (proxy) return proxy;
-  proxy = new Proxy((...params: unknown[]) => request(path, params), {
-    get: (_, key) => {
-      // Not a promise: `await client.proxy` must not look for a method named "then".
-      if (typeof key !== "string" || key === "then") return undefined;
-      return proxyFor(path === "" ? key : `${path}.${key}`, cache, request);
-    },
-  });
-  cache.set(path, proxy);
-  return proxy;
-}
-
-/** The error under a ConnectionError of ours, for a message that says what really failed. */
-function underlying(error: unknown): unknown {
-  return error instanceof ConnectionError && error.cause !== undefined ? error.cause : error;
-}
-
-function toRpcError(error: unknown): RpcError {
-  if (error === null || typeof error !== "object") {
-    return new RpcError(-32603, "Invalid error response", { data: error });
-  }
-  const { code, message, data } = error as { code?: unknown; message?: unknown; data?: unknown };
-  return new RpcError(
-    typeof code === "number" ? code : -32603,
-    typeof message === "string" ? message : "Invalid error response",
-    { data },
-  );
 }

@@ -37,7 +37,9 @@ export { DEFAULT_LIMITS, DEFAULT_PORT } from "./server.ts";
 export { connect, DEFAULT_CLIENT_OPTIONS, RpcClient } from "./client.ts";
 export type {
   CallOptions,
+  ClientConnection,
   ConnectOptions,
+  Dialer,
   ExposedKey,
   KeepaliveOptions,
   ReconnectOptions,
