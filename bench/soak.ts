@@ -18,7 +18,20 @@
 import { isDeepStrictEqual, parseArgs } from "node:util";
 import { serve } from "../server.ts";
 import { connect, type RpcClient } from "../client.ts";
-import { certs, RawClient, recordClientHello } from "../tests/_util.ts";
+import {
+  certs,
+  closeQuietly,
+  delay,
+  framed,
+  header,
+  PARTIAL_CLIENT_HELLO,
+  RawClient,
+  recordClientHello,
+  request,
+  settlesWithin,
+  TcpClient,
+  writeAll,
+} from "../tests/_util.ts";
 
 /**
  * How much the process RSS may grow from the end of the warm-up (a tenth of the run under full
@@ -84,41 +97,6 @@ const clientCount = positive("clients", parsed.values.clients, 200);
 
 // --- helpers -------------------------------------------------------------------------------------
 
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** Resolves when `promise` settles or `ms` have passed, whichever is first; never rejects. */
-async function settle(promise: Promise<unknown>, ms: number): Promise<boolean> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      promise.then(() => true, () => true),
-      new Promise<boolean>((resolve) => timer = setTimeout(() => resolve(false), ms)),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-function header(length: number): Uint8Array {
-  const bytes = new Uint8Array(4);
-  new DataView(bytes.buffer).setUint32(0, length);
-  return bytes;
-}
-
-function framed(payload: string): Uint8Array {
-  const body = encoder.encode(payload);
-  const bytes = new Uint8Array(4 + body.length);
-  bytes.set(header(body.length));
-  bytes.set(body, 4);
-  return bytes;
-}
-
-function requestText(id: number, method: string, params?: unknown[]): string {
-  return JSON.stringify({ jsonrpc: "2.0", id, method, ...(params && { params }) });
-}
-
 function randomInt(below: number): number {
   return Math.floor(Math.random() * below);
 }
@@ -166,35 +144,6 @@ function randomValue(depth = 0): unknown {
         ]),
       );
   }
-}
-
-/** A plain TCP connection to the TLS port; `closed` resolves once the server closes it. */
-async function openTcp(port: number): Promise<{ conn: Deno.TcpConn; closed: Promise<void> }> {
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  const closed = (async () => {
-    const buffer = new Uint8Array(16 * 1024);
-    for (let i = 0; i < 256; i++) {
-      try {
-        if (await conn.read(buffer) === null) return;
-      } catch {
-        return;
-      }
-    }
-  })();
-  return { conn, closed };
-}
-
-function closeQuietly(closer: { close(): void }): void {
-  try {
-    closer.close();
-  } catch {
-    // Already closed.
-  }
-}
-
-async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
-  let offset = 0;
-  while (offset < bytes.length) offset += await conn.write(bytes.subarray(offset));
 }
 
 // --- the server ----------------------------------------------------------------------------------
@@ -303,21 +252,11 @@ async function goodClient(client: RpcClient): Promise<void> {
 /** A bad client: misbehaves once on a connection (or a few) of its own, then leaves. */
 type Chaos = () => Promise<void>;
 
-const PARTIAL_CLIENT_HELLO = new Uint8Array([
-  ...[0x16, 0x03, 0x01, 0x02, 0x00],
-  ...[0x01, 0x00, 0x01, 0xfc, 0x03, 0x03],
-]);
-
 /** Waits at most `ms` for the server to close a TCP connection, then closes it. */
 async function tcpFault(bytes: Uint8Array | undefined, ms: number): Promise<void> {
-  const { conn, closed } = await openTcp(port);
-  try {
-    if (bytes) await writeAll(conn, bytes);
-    await settle(closed, ms);
-  } finally {
-    closeQuietly(conn);
-    await closed;
-  }
+  await using tcp = await TcpClient.connect(port);
+  if (bytes) await tcp.write(bytes);
+  await settlesWithin(tcp.closed, ms);
 }
 
 /** Runs `misbehave` on a TLS connection, then waits at most `ms` for the server to close it. */
@@ -325,7 +264,7 @@ async function rawFault(misbehave: (raw: RawClient) => Promise<void>, ms: number
   const raw = await RawClient.connect(port);
   try {
     await misbehave(raw);
-    await settle(raw.closedByServer(), ms);
+    await settlesWithin(raw.closedByServer(), ms);
   } finally {
     raw.close();
   }
@@ -351,7 +290,7 @@ const chaos: Record<string, Chaos> = {
     try {
       await writeAll(conn, hello);
       // Closing with the server's reply unread sends a reset.
-      await settle(conn.read(new Uint8Array(1)), 1000);
+      await settlesWithin(conn.read(new Uint8Array(1)), 1000);
     } finally {
       closeQuietly(conn);
     }
@@ -368,13 +307,12 @@ const chaos: Record<string, Chaos> = {
   },
   silentBurst: async () => {
     // With another burst or the other chaos, more than maxConnections leaves room for: refusals.
-    const opened = await Promise.allSettled(Array.from({ length: 150 }, () => openTcp(port)));
+    const opened = await Promise.allSettled(
+      Array.from({ length: 150 }, () => TcpClient.connect(port)),
+    );
     await delay(300);
     for (const result of opened) {
-      if (result.status === "fulfilled") {
-        closeQuietly(result.value.conn);
-        await result.value.closed;
-      }
+      if (result.status === "fulfilled") await result.value[Symbol.asyncDispose]();
     }
   },
   hugeLength: () => rawFault((raw) => raw.sendBytes(header(0xffff_ffff)), 2000),
@@ -383,7 +321,7 @@ const chaos: Record<string, Chaos> = {
     rawFault(async (raw) => {
       await raw.sendBytes(header(100));
       const closed = raw.closedByServer();
-      for (let i = 0; i < 100 && !await settle(closed, 100); i++) {
+      for (let i = 0; i < 100 && !await settlesWithin(closed, 100); i++) {
         await raw.sendBytes(encoder.encode(" "));
       }
     }, 0),
@@ -392,17 +330,17 @@ const chaos: Record<string, Chaos> = {
   invalidUtf8: () =>
     rawFault(async (raw) => {
       await raw.send(new Uint8Array([0x7b, 0x22, 0xff, 0xfe, 0x22, 0x7d]));
-      await settle(raw.receive(), 2000);
+      await settlesWithin(raw.receive(), 2000);
     }, 0),
   invalidJson: () =>
     rawFault(async (raw) => {
       await raw.send('{"jsonrpc": "2.0", "method": "foobar, "params": "bar", "baz]');
-      await settle(raw.receive(), 2000);
+      await settlesWithin(raw.receive(), 2000);
     }, 0),
   deepNesting: () =>
     rawFault(async (raw) => {
       await raw.send(`[${"[".repeat(100_000)}${"]".repeat(100_000)}]`);
-      await settle(raw.receive(), 2000);
+      await settlesWithin(raw.receive(), 2000);
     }, 0),
   protoPayload: () =>
     rawFault(async (raw) => {
@@ -410,33 +348,36 @@ const chaos: Record<string, Chaos> = {
         '{"jsonrpc":"2.0","id":1,"method":"echo","params":[{"__proto__":{"polluted":true},' +
           '"constructor":{"prototype":{"polluted":true}}}]}',
       );
-      await settle(raw.receive(), 2000);
+      await settlesWithin(raw.receive(), 2000);
     }, 0),
   badMethodNames: () =>
     rawFault(async (raw) => {
       for (
         const [id, method] of ["toString", "constructor", "__proto__", "hasOwnProperty"].entries()
       ) {
-        await raw.send(requestText(id, method, [1]));
-        await settle(raw.receive(), 2000);
+        await raw.send(request(id, method, [1]));
+        await settlesWithin(raw.receive(), 2000);
       }
     }, 0),
   throwingHandler: () =>
     rawFault(async (raw) => {
-      await raw.send(requestText(1, "fail"));
-      await settle(raw.receive(), 2000);
+      await raw.send(request(1, "fail"));
+      await settlesWithin(raw.receive(), 2000);
     }, 0),
-  neverResolves: () => rawFault((raw) => raw.send(requestText(1, "never")), 0),
-  rejectsAfterLeaving: () => rawFault((raw) => raw.send(requestText(1, "rejectLater")), 0),
+  neverResolves: () => rawFault((raw) => raw.send(request(1, "never")), 0),
+  rejectsAfterLeaving: () => rawFault((raw) => raw.send(request(1, "rejectLater")), 0),
   flood: () =>
     rawFault(async (raw) => {
       const count = 2000;
-      const frames = Array.from({ length: count }, (_, i) => framed(requestText(i, "add", [i, 1])));
+      const frames = Array.from(
+        { length: count },
+        (_, i) => framed(JSON.stringify(request(i, "add", [i, 1]))),
+      );
       const bytes = new Uint8Array(frames.reduce((sum, frame) => sum + frame.length, 0));
       frames.reduce((at, frame) => (bytes.set(frame, at), at + frame.length), 0);
       await raw.sendBytes(bytes);
       for (let i = 0; i < count; i++) {
-        if (!await settle(raw.receive(), 2000)) break;
+        if (!await settlesWithin(raw.receive(), 2000)) break;
       }
     }, 0),
   neverReads: () =>
@@ -444,7 +385,7 @@ const chaos: Record<string, Chaos> = {
       const deadline = Date.now() + LIMITS.writeTimeout + 3000;
       for (let i = 0; i < 500 && Date.now() < deadline; i++) {
         try {
-          await raw.sendBytes(framed(requestText(i, "big")));
+          await raw.sendBytes(framed(JSON.stringify(request(i, "big"))));
         } catch {
           return; // closed by the server
         }

@@ -1,8 +1,21 @@
-// Helpers for the tests: the test certificates and a raw frame-level TLS client.
+/**
+ * The helpers the tests share, each defined once: the test certificates and servers, frame
+ * builders, timing guards, raw TLS and TCP clients, a fake TLS server that a test scripts, and
+ * runners for the CLI. bench/soak.ts uses them too.
+ *
+ * @module
+ */
 
+import assert from "node:assert/strict";
+import { connect, type ConnectOptions, type RpcClient } from "../client.ts";
 import { FrameReader, FrameWriter } from "../framing.ts";
+import { type RpcServer, serve, type ServeOptions } from "../server.ts";
 
 const testdata = new URL("../testdata/", import.meta.url);
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+// --- certificates, servers and clients ---------------------------------------------------------
 
 /** The test CA and the server certificate for localhost, 127.0.0.1 and ::1. */
 export const certs: { ca: string; cert: string; key: string } = {
@@ -28,103 +41,125 @@ export function serverOptions(logs: string[] = []): {
   };
 }
 
-const decoder = new TextDecoder();
+/** Options of {@linkcode startServer}: any of `serve()`'s, and where its log lines go. */
+export interface StartServerOptions extends Partial<ServeOptions> {
+  /** Collects the server's log lines. @default a fresh array */
+  logs?: string[];
+}
 
-/** A TLS connection that speaks frames, for tests that send what the client never would. */
-export class RawClient implements AsyncDisposable {
-  readonly conn: Deno.TlsConn;
-  #reader: FrameReader;
-  #writer: FrameWriter;
-  #queue: Uint8Array[] = [];
+/** Serves `handlers` on 127.0.0.1, port 0, with the test certificate and quiet logs. */
+export function startServer(
+  handlers: object,
+  options: StartServerOptions = {},
+): Promise<RpcServer> {
+  const { logs, ...rest } = options;
+  return serve(handlers, { ...serverOptions(logs), ...rest });
+}
 
-  constructor(conn: Deno.TlsConn) {
-    this.conn = conn;
-    this.#reader = new FrameReader(conn);
-    this.#writer = new FrameWriter(conn);
-  }
+/** Connects to `port` on 127.0.0.1 trusting the test CA. */
+export function connectTo(port: number, options: ConnectOptions = {}): Promise<RpcClient> {
+  return connect({ hostname: "127.0.0.1", port, caCerts: [certs.ca], ...options });
+}
 
-  /** Connects to `port` on 127.0.0.1 with the test CA and completes the handshake. */
-  static async connect(port: number, hostname = "127.0.0.1"): Promise<RawClient> {
-    const conn = await Deno.connectTls({ hostname, port, caCerts: [certs.ca] });
-    await conn.handshake();
-    return new RawClient(conn);
-  }
+/** Server options whose `onError` lines are collected in `lines` and can be awaited. */
+export interface WatchedOptions {
+  options: ServeOptions;
+  lines: string[];
+  /** Resolves once `predicate` holds of the lines; fails if no new line comes within `ms`. */
+  waitFor(predicate: (lines: string[]) => boolean, what: string, ms?: number): Promise<void>;
+}
 
-  /** Sends one frame: a string as UTF-8, bytes as they are, anything else as JSON. */
-  async send(message: unknown): Promise<void> {
-    if (message instanceof Uint8Array) this.#writer.writeFrame(message);
-    else this.#writer.writeText(typeof message === "string" ? message : JSON.stringify(message));
-    await this.#writer.flushed();
-  }
-
-  /** Writes raw bytes, framing and all. */
-  async sendBytes(bytes: Uint8Array): Promise<void> {
-    let offset = 0;
-    while (offset < bytes.length) offset += await this.conn.write(bytes.subarray(offset));
-  }
-
-  /** The next frame's text, or null when the server closed the connection. */
-  async receiveText(): Promise<string | null> {
-    while (this.#queue.length === 0) {
-      const frames = await this.#reader.read();
-      if (frames === null) return null;
-      this.#queue.push(...frames.map((frame) => frame.slice()));
-    }
-    return decoder.decode(this.#queue.shift());
-  }
-
-  /** The next frame parsed as JSON, or null when the server closed the connection. */
-  async receive(): Promise<unknown> {
-    const text = await this.receiveText();
-    return text === null ? null : JSON.parse(text);
-  }
-
-  /** Sends `message` and resolves with the next frame parsed. */
-  async exchange(message: unknown): Promise<unknown> {
-    await this.send(message);
-    return await this.receive();
-  }
-
-  /** Resolves when the server has closed the connection, ignoring frames it sends before. */
-  async closedByServer(): Promise<void> {
-    try {
-      while (await this.receiveText() !== null) { /* drain */ }
-    } catch {
-      // A reset counts as closed.
+/** Test server options with `extra`, whose log lines can be awaited. */
+export function watchedOptions(extra: Partial<ServeOptions> = {}): WatchedOptions {
+  const lines: string[] = [];
+  let wake: (() => void) | undefined;
+  const options: ServeOptions = {
+    ...serverOptions(),
+    ...extra,
+    onError: (_error, line) => {
+      lines.push(line);
+      wake?.();
+    },
+  };
+  async function waitFor(
+    predicate: (lines: string[]) => boolean,
+    what: string,
+    ms = 5_000,
+  ): Promise<void> {
+    // Each turn waits for one more line; the lines a test causes (5 a second) bound the loop.
+    for (let turns = 0; !predicate(lines); turns++) {
+      if (turns > 200) throw new Error(`Gave up waiting: ${what}`);
+      await within(new Promise<void>((resolve) => wake = resolve), what, ms);
     }
   }
-
-  close(): void {
-    try {
-      this.conn.close();
-    } catch {
-      // Already closed.
-    }
-  }
-
-  [Symbol.asyncDispose](): Promise<void> {
-    this.close();
-    return Promise.resolve();
-  }
+  return { options, lines, waitFor };
 }
 
 /**
- * Resolves as `promise` does, or rejects once `ms` have passed: a guard so that a broken behaviour
- * fails the test instead of hanging it. Not a timing assertion; the limit is far above any real wait.
+ * Runs `misbehave` while a good client, connected before it starts, calls the server on `port` in
+ * a loop (`add` and `subtract`, which examples/calc.ts has too). Every good call must succeed,
+ * during the misbehaviour and once more after it.
  */
-export async function within<T>(promise: Promise<T>, what: string, ms = 5_000): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
+export async function whileGoodClientCalls<T>(
+  port: number,
+  misbehave: () => Promise<T>,
+): Promise<T> {
+  await using client = await connectTo(port, { connectTimeout: 5_000 });
+  let stopped = false;
+  let calls = 0;
+  const calling = (async () => {
+    // The pause between calls leaves the server to the attack; the bound keeps a case finite.
+    for (let i = 0; !stopped && i < 20_000; i++) {
+      const results = await Promise.all([client.call("add", i, 1), client.call("subtract", i, 1)]);
+      assert.deepEqual(results, [i + 1, i - 1]);
+      calls++;
+      await delay(5);
+    }
+  })();
+  // Awaited below; this only keeps a failure from counting as unhandled until then.
+  calling.catch(() => {});
+  let outcome: { ok: true; value: T } | { ok: false; error: unknown };
   try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`Gave up waiting: ${what} (${ms} ms)`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
+    outcome = { ok: true, value: await misbehave() };
+  } catch (error) {
+    outcome = { ok: false, error };
   }
+  stopped = true;
+  // A failed good call is what the caller guards against: report it first.
+  await calling;
+  if (!outcome.ok) throw outcome.error;
+  assert.equal(await client.call("add", calls, 1), calls + 1);
+  return outcome.value;
 }
+
+// --- frames and records ------------------------------------------------------------------------
+
+/** A frame's 4-byte length prefix. */
+export function header(length: number): Uint8Array {
+  const bytes = new Uint8Array(4);
+  new DataView(bytes.buffer).setUint32(0, length);
+  return bytes;
+}
+
+/** The bytes of one frame holding `payload`, a string as UTF-8. */
+export function framed(payload: string | Uint8Array): Uint8Array {
+  const body = typeof payload === "string" ? encoder.encode(payload) : payload;
+  const bytes = new Uint8Array(4 + body.length);
+  bytes.set(header(body.length));
+  bytes.set(body, 4);
+  return bytes;
+}
+
+/** A JSON-RPC request object; without `params` it has no `params` member. */
+export function request(id: unknown, method: string, params?: unknown): Record<string, unknown> {
+  return { jsonrpc: "2.0", id, method, ...(params === undefined ? {} : { params }) };
+}
+
+/** A partial TLS ClientHello: the record header promises 512 bytes, and 11 arrive. */
+export const PARTIAL_CLIENT_HELLO: Uint8Array = new Uint8Array([
+  ...[0x16, 0x03, 0x01, 0x02, 0x00], // handshake record, TLS 1.0 record version, 512 bytes
+  ...[0x01, 0x00, 0x01, 0xfc, 0x03, 0x03], // ClientHello of 508 bytes, client version TLS 1.2
+]);
 
 /**
  * A real ClientHello: the first TLS record `Deno.connectTls` sends, caught by a plain TCP
@@ -154,4 +189,481 @@ export async function recordClientHello(): Promise<Uint8Array> {
     throw new Error("Cannot record a ClientHello: the first record is not one");
   }
   return bytes.slice(0, recordLength());
+}
+
+// --- timing guards -------------------------------------------------------------------------------
+
+/** Resolves after `ms`. */
+export function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/**
+ * Resolves as `promise` does, or rejects once `ms` have passed: a guard so that a broken behaviour
+ * fails the test instead of hanging it. Not a timing assertion; the limit is far above any real wait.
+ */
+export async function within<T>(promise: Promise<T>, what: string, ms = 5_000): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`Gave up waiting: ${what} (${ms} ms)`)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Whether `promise` settles within `ms`; never rejects, and ignores the outcome. */
+export async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      promise.then(() => true, () => true),
+      new Promise<boolean>((resolve) => timer = setTimeout(() => resolve(false), ms)),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Polls `predicate` every 10 ms until it holds; throws once `ms` have passed. */
+export async function until(
+  predicate: () => boolean | Promise<boolean>,
+  what: string,
+  ms = 5_000,
+): Promise<void> {
+  const deadline = Date.now() + ms;
+  // The deadline ends the loop; the count only guards against a clock that stands still.
+  for (let turns = 0; !(await predicate()); turns++) {
+    if (Date.now() > deadline || turns > ms) throw new Error(`Gave up waiting: ${what} (${ms} ms)`);
+    await delay(10);
+  }
+}
+
+/** A promise handlers wait on until the test opens it, and how many have reached it. */
+export interface Gate {
+  /** What a handler awaits; each read counts one call reaching the gate. */
+  readonly promise: Promise<void>;
+  /** Lets every waiting handler go on. */
+  open(): void;
+  /** Resolves once the expected number of calls have reached the gate. */
+  readonly entered: Promise<void>;
+}
+
+/** A gate whose `entered` resolves once `expected` calls have reached it. */
+export function gate(expected = 1): Gate {
+  const opened = Promise.withResolvers<void>();
+  const entered = Promise.withResolvers<void>();
+  let count = 0;
+  return {
+    get promise() {
+      if (++count >= expected) entered.resolve();
+      return opened.promise;
+    },
+    open: () => opened.resolve(),
+    entered: entered.promise,
+  };
+}
+
+// --- sockets -------------------------------------------------------------------------------------
+
+/** Closes `closer`, ignoring that it is closed already. */
+export function closeQuietly(closer: { close(): void }): void {
+  try {
+    closer.close();
+  } catch {
+    // Already closed.
+  }
+}
+
+/** Writes all of `bytes` to `conn`; rejects as `conn.write` does. */
+export async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  let offset = 0;
+  while (offset < bytes.length) offset += await conn.write(bytes.subarray(offset));
+}
+
+/**
+ * A TLS connection that speaks frames, for tests that send what the client never would: a raw
+ * client from {@linkcode RawClient.connect}, or the server's side of a {@linkcode fakeTlsServer}.
+ */
+export class RawClient implements AsyncDisposable {
+  readonly conn: Deno.TlsConn;
+  #reader: FrameReader;
+  #writer: FrameWriter;
+  #queue: Uint8Array[] = [];
+
+  constructor(conn: Deno.TlsConn) {
+    this.conn = conn;
+    this.#reader = new FrameReader(conn);
+    this.#writer = new FrameWriter(conn);
+  }
+
+  /** Connects to `port` on 127.0.0.1 with the test CA and completes the handshake. */
+  static async connect(port: number, hostname = "127.0.0.1"): Promise<RawClient> {
+    const conn = await Deno.connectTls({ hostname, port, caCerts: [certs.ca] });
+    await conn.handshake();
+    return new RawClient(conn);
+  }
+
+  /** Sends one frame: a string as UTF-8, bytes as they are, anything else as JSON. */
+  async send(message: unknown): Promise<void> {
+    if (message instanceof Uint8Array) this.#writer.writeFrame(message);
+    else this.#writer.writeText(typeof message === "string" ? message : JSON.stringify(message));
+    await this.#writer.flushed();
+  }
+
+  /** Writes raw bytes, framing and all. */
+  sendBytes(bytes: Uint8Array): Promise<void> {
+    return writeAll(this.conn, bytes);
+  }
+
+  /** The next frame's payload, a copy of its own, or null when the peer closed the connection. */
+  async receiveFrame(): Promise<Uint8Array | null> {
+    while (this.#queue.length === 0) {
+      const frames = await this.#reader.read();
+      if (frames === null) return null;
+      this.#queue.push(...frames.map((frame) => frame.slice()));
+    }
+    return this.#queue.shift()!;
+  }
+
+  /** The next frame's text, or null when the peer closed the connection. */
+  async receiveText(): Promise<string | null> {
+    const frame = await this.receiveFrame();
+    return frame === null ? null : decoder.decode(frame);
+  }
+
+  /** The next frame parsed as JSON, or null when the peer closed the connection. */
+  async receive(): Promise<unknown> {
+    const text = await this.receiveText();
+    return text === null ? null : JSON.parse(text);
+  }
+
+  /** Sends `message` and resolves with the next frame parsed. */
+  async exchange(message: unknown): Promise<unknown> {
+    await this.send(message);
+    return await this.receive();
+  }
+
+  /** Resolves when the server has closed the connection, ignoring frames it sends before. */
+  async closedByServer(): Promise<void> {
+    try {
+      while (await this.receiveText() !== null) { /* drain */ }
+    } catch {
+      // A reset counts as closed.
+    }
+  }
+
+  /** Closes the connection, if it is not closed already. */
+  close(): void {
+    closeQuietly(this.conn);
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    this.close();
+    return Promise.resolve();
+  }
+}
+
+/** A plain TCP connection to a TLS port, for clients that never finish a handshake. */
+export class TcpClient implements AsyncDisposable {
+  readonly conn: Deno.TcpConn;
+  /**
+   * Resolves once the server has closed or reset the connection (or this side closed it); rejects
+   * if the server keeps sending instead.
+   */
+  readonly closed: Promise<void>;
+  #closing = false;
+  #closedByServer = false;
+
+  /** Connects to `port` on 127.0.0.1. */
+  static async connect(port: number): Promise<TcpClient> {
+    return new TcpClient(await Deno.connect({ hostname: "127.0.0.1", port }));
+  }
+
+  constructor(conn: Deno.TcpConn) {
+    this.conn = conn;
+    this.closed = this.#watch();
+    this.closed.catch(() => {});
+  }
+
+  /** Whether the server closed the connection, rather than this side. */
+  get closedByServer(): boolean {
+    return this.#closedByServer;
+  }
+
+  /** Writes all of `bytes`; false when the connection has failed. */
+  async write(bytes: Uint8Array): Promise<boolean> {
+    try {
+      await writeAll(this.conn, bytes);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Closes the connection from this side; `closed` resolves soon after. */
+  close(): void {
+    this.#closing = true;
+    closeQuietly(this.conn);
+  }
+
+  async #watch(): Promise<void> {
+    const buffer = new Uint8Array(16 * 1024);
+    // A handshake's worth of records or an alert may come before the close: 256 reads is plenty.
+    for (let i = 0; i < 256; i++) {
+      try {
+        if (await this.conn.read(buffer) === null) break;
+      } catch {
+        break;
+      }
+      if (i === 255) throw new Error("The server kept sending on a connection it should close");
+    }
+    if (!this.#closing) this.#closedByServer = true;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.close();
+    await this.closed.catch(() => {});
+  }
+}
+
+/** A hand-made TLS server from {@linkcode fakeTlsServer}. */
+export interface FakeTlsServer extends AsyncDisposable {
+  /** The port it listens on, on 127.0.0.1. */
+  readonly port: number;
+  /** Connections whose TLS handshake completed. */
+  readonly connections: number;
+}
+
+/**
+ * A TLS server with the test certificate that does what `handle` scripts and nothing else, for
+ * tests of a client against a server that misbehaves as the real one never would. Each connection
+ * is handed to `handle` once its handshake completes, and closed once `handle` settles; a failure
+ * in `handle` (the client went away) is ignored. Disposing closes the listener and every
+ * connection and waits for the handlers.
+ */
+export function fakeTlsServer(handle: (peer: RawClient) => Promise<void>): FakeTlsServer {
+  const listener = Deno.listenTls({
+    hostname: "127.0.0.1",
+    port: 0,
+    cert: certs.cert,
+    key: certs.key,
+  });
+  const conns = new Set<Deno.TlsConn>();
+  const tasks = new Set<Promise<void>>();
+  let connections = 0;
+  async function serveConn(conn: Deno.TlsConn): Promise<void> {
+    try {
+      await conn.handshake();
+      connections++;
+      await handle(new RawClient(conn));
+    } catch {
+      // The client went away; the test checks what it needs on its side.
+    } finally {
+      closeQuietly(conn);
+      conns.delete(conn);
+    }
+  }
+  const accepting = (async () => {
+    for (;;) {
+      let conn: Deno.TlsConn;
+      try {
+        conn = await listener.accept();
+      } catch {
+        return;
+      }
+      conns.add(conn);
+      const task = serveConn(conn);
+      tasks.add(task);
+      void task.then(() => tasks.delete(task));
+    }
+  })();
+  return {
+    port: listener.addr.port,
+    get connections() {
+      return connections;
+    },
+    async [Symbol.asyncDispose]() {
+      closeQuietly(listener);
+      await accepting;
+      for (const conn of conns) closeQuietly(conn);
+      await Promise.all(tasks);
+    },
+  };
+}
+
+// --- subprocesses --------------------------------------------------------------------------------
+
+/** The repository's root directory: subprocesses run there, so paths may be relative to it. */
+export const root: URL = new URL("../", import.meta.url);
+
+/** Whether `command` runs here (as `command --version`). */
+export function has(command: string): boolean {
+  try {
+    return new Deno.Command(command, { args: ["--version"], stdout: "null", stderr: "null" })
+      .outputSync().success;
+  } catch {
+    return false;
+  }
+}
+
+/** What a subprocess left: its exit code and its whole output. */
+export interface Output {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Options of {@linkcode runDeno} and {@linkcode runCli}. */
+export interface RunOptions {
+  /** Variables added to this process's environment. @default {} */
+  env?: Record<string, string>;
+  /** A guard: the process is killed after this many ms, so that a hang fails the test. @default 60_000 */
+  timeout?: number;
+}
+
+/**
+ * A subprocess's environment: this process's with `env` over it. For the CLI, TLSRPC_TOKEN is
+ * left out unless `env` sets it, so that the caller's own token cannot change what it does.
+ */
+function childEnv(cli: boolean, env: Record<string, string> = {}): Record<string, string> {
+  const inherited = Deno.env.toObject();
+  if (cli) delete inherited.TLSRPC_TOKEN;
+  return { ...inherited, ...env };
+}
+
+/** Runs `deno ARGS` in the repository's root, stdin null, and resolves with its output. */
+export function runDeno(args: string[], options: RunOptions = {}): Promise<Output> {
+  return run(args, options, false);
+}
+
+/** Runs `deno run -A cli.ts ARGS` in the repository's root (see {@linkcode runDeno}). */
+export function runCli(args: string[], options: RunOptions = {}): Promise<Output> {
+  return run(["run", "-A", "cli.ts", ...args], options, true);
+}
+
+async function run(args: string[], options: RunOptions, cli: boolean): Promise<Output> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args,
+    cwd: root.pathname,
+    clearEnv: true,
+    env: childEnv(cli, options.env),
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const timer = setTimeout(() => {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // Already exited.
+    }
+  }, options.timeout ?? 60_000);
+  try {
+    const output = await child.output();
+    return {
+      code: output.code,
+      stdout: decoder.decode(output.stdout),
+      stderr: decoder.decode(output.stderr),
+    };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Options of {@linkcode startServe}. */
+export interface StartServeOptions {
+  /** Variables added to this process's environment (TLSRPC_TOKEN left out unless given). @default {} */
+  env?: Record<string, string>;
+  /** How long to wait for the "listening on" line. @default 20_000 */
+  timeout?: number;
+  /** Runs the server under `ulimit -n fileLimit` (through bash). @default no limit of its own */
+  fileLimit?: number;
+}
+
+/** A `cli.ts serve` subprocess; disposing it stops it. */
+export interface ServeProcess extends AsyncDisposable {
+  /** The port from its "listening on 127.0.0.1:PORT" line. */
+  readonly port: number;
+  /** Sends SIGTERM (once) and resolves with the exit status and the whole output. */
+  stop(): Promise<Output>;
+}
+
+/**
+ * Starts `deno run -A cli.ts serve ARGS` in the repository's root, stdin null, and resolves once
+ * it prints its first line, which must name the port.
+ */
+export async function startServe(
+  args: string[],
+  options: StartServeOptions = {},
+): Promise<ServeProcess> {
+  const serveArgs = ["run", "-A", "cli.ts", "serve", ...args];
+  const [command, commandArgs] = options.fileLimit === undefined
+    ? [Deno.execPath(), serveArgs]
+    : ["bash", [
+      "-c",
+      `ulimit -n ${options.fileLimit}; exec "$0" "$@"`,
+      Deno.execPath(),
+      ...serveArgs,
+    ]];
+  const child = new Deno.Command(command, {
+    args: commandArgs,
+    cwd: root.pathname,
+    clearEnv: true,
+    env: childEnv(true, options.env),
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const stderr = new Response(child.stderr).text();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let stdout = "";
+  let stopping: Promise<Output> | undefined;
+  function stop(): Promise<Output> {
+    stopping ??= (async () => {
+      try {
+        child.kill("SIGTERM");
+      } catch {
+        // Already exited.
+      }
+      for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) {
+        stdout += chunk.value;
+      }
+      const status = await child.status;
+      return { code: status.code, stdout, stderr: await stderr };
+    })();
+    return stopping;
+  }
+  try {
+    await within(
+      (async () => {
+        while (!stdout.includes("\n")) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          stdout += value;
+        }
+      })(),
+      "cli serve's first line",
+      options.timeout ?? 20_000,
+    );
+  } catch (error) {
+    const output = await stop();
+    throw new Error(`cli serve did not start: ${output.stderr}`, { cause: error });
+  }
+  const port = Number(/^listening on 127\.0\.0\.1:(\d+)\n/.exec(stdout)?.[1]);
+  if (!(port > 0)) {
+    const output = await stop();
+    assert.fail(`cli serve printed no port: ${JSON.stringify(output)}`);
+  }
+  return {
+    port,
+    stop,
+    async [Symbol.asyncDispose]() {
+      await stop();
+    },
+  };
 }

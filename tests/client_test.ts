@@ -4,29 +4,20 @@
 import assert from "node:assert/strict";
 import { connect, type ConnectOptions, type RpcClient } from "../client.ts";
 import { ConnectionError, RpcError, TimeoutError } from "../errors.ts";
-import { FrameReader, FrameWriter } from "../framing.ts";
-import { type RpcServer, serve, type ServeOptions } from "../server.ts";
-import { certs, serverOptions, within as settles } from "./_util.ts";
+import {
+  certs,
+  connectTo,
+  delay,
+  fakeTlsServer,
+  framed,
+  type RawClient,
+  startServer,
+  within as settles,
+} from "./_util.ts";
 import * as AttrWrapper from "../attr_wrapper.ts";
-
-const decoder = new TextDecoder();
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-/** Serves `handlers` on 127.0.0.1, port 0, with the test certificate and quiet logs. */
-async function startServer(
-  handlers: object,
-  options: Partial<ServeOptions> = {},
-  logs: string[] = [],
-): Promise<RpcServer> {
-  return await serve(handlers, { ...serverOptions(logs), ...options });
-}
-
-/** Connects to `port` on 127.0.0.1 trusting the test CA. */
-function connectTo(port: number, options: ConnectOptions = {}): Promise<RpcClient> {
-  return connect({ hostname: "127.0.0.1", port, caCerts: [certs.ca], ...options });
-}
 
 /** Asserts that `promise` rejects with a ConnectionError, without hanging, and returns it. */
 async function rejectsWithConnectionError(
@@ -47,14 +38,6 @@ function allRejectWithConnectionError(calls: Promise<unknown>[]): Promise<Connec
   );
 }
 
-function closeQuietly(closer: { close(): void }): void {
-  try {
-    closer.close();
-  } catch {
-    // Already closed.
-  }
-}
-
 /** A port on 127.0.0.1 (or `hostname`) with nothing listening on it. */
 function freePort(hostname = "127.0.0.1"): number {
   const listener = Deno.listen({ hostname, port: 0 });
@@ -63,70 +46,16 @@ function freePort(hostname = "127.0.0.1"): number {
   return port;
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** A hand-made TLS server: runs `handle` on each connection after its handshake, then closes it. */
-interface TlsTestServer extends AsyncDisposable {
-  readonly port: number;
-}
-
-function tlsServer(
-  handle: (conn: Deno.TlsConn, reader: FrameReader, writer: FrameWriter) => Promise<void>,
-): TlsTestServer {
-  const listener = Deno.listenTls({
-    hostname: "127.0.0.1",
-    port: 0,
-    cert: certs.cert,
-    key: certs.key,
-  });
-  const conns = new Set<Deno.TlsConn>();
-  const tasks = new Set<Promise<void>>();
-  const accepting = (async () => {
-    for (;;) {
-      let conn: Deno.TlsConn;
-      try {
-        conn = await listener.accept();
-      } catch {
-        return;
-      }
-      conns.add(conn);
-      const task = (async () => {
-        try {
-          await conn.handshake();
-          await handle(conn, new FrameReader(conn), new FrameWriter(conn));
-        } catch {
-          // The client went away; nothing to check here.
-        } finally {
-          closeQuietly(conn);
-          conns.delete(conn);
-        }
-      })();
-      tasks.add(task);
-    }
-  })();
-  return {
-    port: listener.addr.port,
-    async [Symbol.asyncDispose]() {
-      closeQuietly(listener);
-      await accepting;
-      for (const conn of conns) closeQuietly(conn);
-      await Promise.all(tasks);
-    },
-  };
-}
-
-/** Reads frames until at least `count` requests have arrived, and returns them parsed. */
+/** Reads frames until `count` requests have arrived, and returns them parsed. */
 async function readRequests(
-  reader: FrameReader,
+  peer: RawClient,
   count: number,
 ): Promise<{ id?: number; method: string; params?: unknown }[]> {
   const requests: { id?: number; method: string; params?: unknown }[] = [];
   while (requests.length < count) {
-    const frames = await reader.read();
-    if (frames === null) break;
-    for (const frame of frames) requests.push(JSON.parse(decoder.decode(frame)));
+    const text = await peer.receiveText();
+    if (text === null) break;
+    requests.push(JSON.parse(text));
   }
   return requests;
 }
@@ -243,9 +172,9 @@ Deno.test("RpcClient.notify() sends a request without an id that the handler obs
   });
   await t.step("on the wire", async () => {
     const received = Promise.withResolvers<unknown[]>();
-    await using server = tlsServer(async (_conn, reader) => {
-      received.resolve(await readRequests(reader, 1));
-      await reader.read();
+    await using server = fakeTlsServer(async (peer) => {
+      received.resolve(await readRequests(peer, 1));
+      await peer.receiveText();
     });
     await using client = await connectTo(server.port, { richValues: false });
     client.notify("log", "started");
@@ -259,7 +188,7 @@ Deno.test("RpcClient.call() resolves 500 concurrent calls each with its own resu
   const order: number[] = [];
   await using server = await startServer({
     async slow(i: number, ms: number) {
-      await sleep(ms);
+      await delay(ms);
       order.push(i);
       return { i, square: i * i };
     },
@@ -377,8 +306,8 @@ Deno.test("RpcClient rejects every pending call with ConnectionError when the se
   });
 
   await t.step("a TLS server that closes the connection after reading the calls", async () => {
-    await using server = tlsServer(async (_conn, reader) => {
-      await readRequests(reader, 3);
+    await using server = fakeTlsServer(async (peer) => {
+      await readRequests(peer, 3);
     });
     await using client = await connectTo(server.port, { timeout: 10_000, richValues: false });
     const pending = [client.call("a"), client.proxy.b!(), client.callNamed("c", {})];
@@ -391,12 +320,11 @@ Deno.test("RpcClient rejects every pending call with ConnectionError when the se
 
 Deno.test("RpcClient rejects pending calls with the server's reason when it answers with id null and closes", async (t) => {
   await t.step("a hand-made server", async () => {
-    await using server = tlsServer(async (_conn, reader, writer) => {
-      await readRequests(reader, 2);
-      writer.writeText(
+    await using server = fakeTlsServer(async (peer) => {
+      await readRequests(peer, 2);
+      await peer.send(
         '{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"Invalid Request: x"}}',
       );
-      await writer.flushed();
     });
     await using client = await connectTo(server.port, { richValues: false });
     const pending = [client.call("a"), client.call("b")];
@@ -411,7 +339,7 @@ Deno.test("RpcClient rejects pending calls with the server's reason when it answ
 
   await t.step("the server, refusing a frame over its limit", async () => {
     const logs: string[] = [];
-    await using server = await startServer(handlers, { maxFrameBytes: 1024 }, logs);
+    await using server = await startServer(handlers, { maxFrameBytes: 1024, logs });
     await using client = await connectTo(server.addr.port);
     const error = await rejectsWithConnectionError(
       client.call("echo", "x".repeat(2000)),
@@ -435,14 +363,10 @@ Deno.test("RpcClient rejects pending calls with ConnectionError when the server 
   ];
   for (const [label, reply, options] of cases) {
     await t.step(label, async () => {
-      await using server = tlsServer(async (conn, reader, writer) => {
-        await readRequests(reader, 2);
-        if (typeof reply === "string") {
-          writer.writeText(reply);
-          await writer.flushed();
-        } else {
-          await conn.write(reply);
-        }
+      await using server = fakeTlsServer(async (peer) => {
+        await readRequests(peer, 2);
+        if (typeof reply === "string") await peer.send(reply);
+        else await peer.sendBytes(reply);
       });
       await using client = await connectTo(server.port, { ...options, richValues: false });
       const errors = await allRejectWithConnectionError([client.call("a"), client.call("b")]);
@@ -462,21 +386,23 @@ Deno.test("RpcClient.call() rejects a request over the frame limit with RangeErr
 });
 
 Deno.test("RpcClient ignores a response with an id it never sent", async () => {
-  await using server = tlsServer(async (_conn, reader, writer) => {
-    const [request] = await readRequests(reader, 1);
+  await using server = fakeTlsServer(async (peer) => {
+    const [request] = await readRequests(peer, 1);
     const id = request!.id!;
-    writer.writeText(JSON.stringify({ jsonrpc: "2.0", id: id + 1000, result: "stray" }));
-    writer.writeText(JSON.stringify({ jsonrpc: "2.0", id: String(id), result: "string id" }));
-    writer.writeText(
-      JSON.stringify({ jsonrpc: "2.0", id: id + 1, error: { code: 1, message: "x" } }),
+    // Three strays in one write, then the real answer.
+    await peer.sendBytes(
+      new Uint8Array([
+        ...framed(JSON.stringify({ jsonrpc: "2.0", id: id + 1000, result: "stray" })),
+        ...framed(JSON.stringify({ jsonrpc: "2.0", id: String(id), result: "string id" })),
+        ...framed(
+          JSON.stringify({ jsonrpc: "2.0", id: id + 1, error: { code: 1, message: "x" } }),
+        ),
+      ]),
     );
-    await writer.flushed();
-    writer.writeText(JSON.stringify({ jsonrpc: "2.0", id, result: "real" }));
-    await writer.flushed();
-    const [second] = await readRequests(reader, 1);
-    writer.writeText(JSON.stringify({ jsonrpc: "2.0", id: second!.id, result: "second" }));
-    await writer.flushed();
-    await reader.read();
+    await peer.send({ jsonrpc: "2.0", id, result: "real" });
+    const [second] = await readRequests(peer, 1);
+    await peer.send({ jsonrpc: "2.0", id: second!.id, result: "second" });
+    await peer.receiveText();
   });
   await using client = await connectTo(server.port, { richValues: false });
   assert.equal(await settles(client.call("first"), "the first call"), "real");
@@ -542,7 +468,7 @@ Deno.test("RpcClient closes when disposed by await using", async () => {
 });
 
 Deno.test("RpcClient.closed resolves when the server closes the connection", async () => {
-  await using server = tlsServer(async () => {});
+  await using server = fakeTlsServer(async () => {});
   await using client = await connectTo(server.port, { richValues: false });
   await settles(client.closed, "client.closed");
   assert.equal(client.isClosed, true);
@@ -602,7 +528,7 @@ Deno.test("connect() rejects with ConnectionError naming the address when nothin
 
 Deno.test("connect() rejects with ConnectionError when the server's certificate is not trusted", async () => {
   const logs: string[] = [];
-  await using server = await startServer(handlers, {}, logs);
+  await using server = await startServer(handlers, { logs });
   const error = await rejectsWithConnectionError(
     connect({ hostname: "127.0.0.1", port: server.addr.port }),
     "connect() without the test CA",

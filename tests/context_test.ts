@@ -1,13 +1,17 @@
 import assert from "node:assert/strict";
-import { connect, type RpcClient } from "../client.ts";
+import { connect } from "../client.ts";
 import { type CallContext, callContext } from "../context.ts";
 import { CancelledError, ConnectionError, TimeoutError } from "../errors.ts";
-import { type RpcServer, serve } from "../server.ts";
-import { certs, RawClient, serverOptions, within } from "./_util.ts";
-
-function connectTo(server: RpcServer): Promise<RpcClient> {
-  return connect({ hostname: "127.0.0.1", port: server.addr.port, caCerts: [certs.ca] });
-}
+import { serve } from "../server.ts";
+import {
+  certs,
+  connectTo,
+  delay,
+  fakeTlsServer,
+  RawClient,
+  serverOptions,
+  within,
+} from "./_util.ts";
 
 /** A handler that records its context and waits until its signal aborts, then reports why. */
 function waiter() {
@@ -33,7 +37,7 @@ Deno.test("callContext() gives a handler its peer, id, method and deadline, in p
     return "ok";
   }
   async function later(): Promise<string> {
-    await new Promise((resolve) => setTimeout(resolve, 5));
+    await delay(5);
     const context = callContext()!;
     seen.later = {
       method: context.method,
@@ -43,7 +47,7 @@ Deno.test("callContext() gives a handler its peer, id, method and deadline, in p
     return "ok";
   }
   await using server = await serve({ plain, ns: { later } }, serverOptions());
-  await using client = await connectTo(server);
+  await using client = await connectTo(server.addr.port);
   await t.step("plain function, inside the call", async () => {
     assert.equal(await client.call("plain"), "ok");
     assert.deepEqual(seen.plain, { hostname: "127.0.0.1", id: 1, method: "plain" });
@@ -63,7 +67,7 @@ Deno.test("callContext() gives a handler its peer, id, method and deadline, in p
 Deno.test("aborting the caller's signal rejects at once with its reason and aborts the handler with CancelledError", async () => {
   const { wait, started, aborted } = waiter();
   await using server = await serve({ wait, ping: () => "pong" }, serverOptions());
-  await using client = await connectTo(server);
+  await using client = await connectTo(server.addr.port);
   const controller = new AbortController();
   const call = client.withOptions({ signal: controller.signal }).proxy.wait();
   await within(started, "the handler to start");
@@ -78,7 +82,7 @@ Deno.test("aborting the caller's signal rejects at once with its reason and abor
 Deno.test("an already aborted signal rejects without sending the call", async () => {
   let calls = 0;
   await using server = await serve({ count: () => ++calls }, serverOptions());
-  await using client = await connectTo(server);
+  await using client = await connectTo(server.addr.port);
   const reason = new Error("too late");
   await assert.rejects(
     client.withOptions({ signal: AbortSignal.abort(reason) }).call("count"),
@@ -106,7 +110,7 @@ Deno.test("a call's timeout travels as its deadline: the handler's signal aborts
 Deno.test("the client rejects with TimeoutError when its per-call timeout passes, and other calls go on", async () => {
   const { wait, aborted } = waiter();
   await using server = await serve({ wait, ping: () => "pong" }, serverOptions());
-  await using client = await connectTo(server);
+  await using client = await connectTo(server.addr.port);
   const slow = client.withOptions({ timeout: 100 }).proxy.wait();
   const fast = client.proxy.ping();
   assert.equal(await fast, "pong");
@@ -130,7 +134,7 @@ Deno.test("a timeout that is not a positive number is an invalid request", async
 Deno.test("a client that disconnects aborts the signals of its calls in flight", async () => {
   const { wait, started, aborted } = waiter();
   await using server = await serve({ wait }, serverOptions());
-  const client = await connectTo(server);
+  const client = await connectTo(server.addr.port);
   const call = assert.rejects(client.call("wait"), ConnectionError);
   await within(started, "the handler to start");
   await client.close();
@@ -173,8 +177,8 @@ Deno.test("a handler's callContext().notify() reaches the client's listeners on 
     return rows;
   }
   await using server = await serve({ importRows }, serverOptions());
-  await using client = await connectTo(server);
-  await using other = await connectTo(server);
+  await using client = await connectTo(server.addr.port);
+  await using other = await connectTo(server.addr.port);
   const progress: unknown[][] = [];
   const notes: unknown[] = [];
   const stop = client.on("progress", (...params) => progress.push(params));
@@ -191,23 +195,19 @@ Deno.test("a handler's callContext().notify() reaches the client's listeners on 
 });
 
 Deno.test("the client answers a request from the server with method not found", async () => {
-  // A hand-made server: it calls the client and reads what comes back.
-  using listener = Deno.listenTls({
-    hostname: "127.0.0.1",
-    port: 0,
-    cert: certs.cert,
-    key: certs.key,
+  // A hand-made server: it calls the client, reads what comes back, and waits for it to leave.
+  const replied = Promise.withResolvers<unknown>();
+  await using server = fakeTlsServer(async (peer) => {
+    replied.resolve(await peer.exchange({ jsonrpc: "2.0", id: 9, method: "whoAreYou" }));
+    while (await peer.receiveText() !== null) { /* until the client leaves */ }
   });
-  const accepted = listener.accept();
   await using client = await connect({
     hostname: "127.0.0.1",
-    port: listener.addr.port,
+    port: server.port,
     caCerts: [certs.ca],
     richValues: false, // this hand-made server answers no rpc.hello
   });
-  await using server = new RawClient(await accepted);
-  await server.conn.handshake();
-  const reply = await server.exchange({ jsonrpc: "2.0", id: 9, method: "whoAreYou" }) as {
+  const reply = await within(replied.promise, "the client's reply") as {
     id: number;
     error: { code: number };
   };
@@ -219,7 +219,7 @@ Deno.test("the client answers a request from the server with method not found", 
 Deno.test("notifications from the client reach the server's handlers", async () => {
   const got = Promise.withResolvers<string>();
   await using server = await serve({ log: (line: string) => got.resolve(line) }, serverOptions());
-  await using client = await connectTo(server);
+  await using client = await connectTo(server.addr.port);
   client.notify("log", "hello");
   assert.equal(await within(got.promise, "the notification"), "hello");
 });

@@ -2,18 +2,7 @@ import assert from "node:assert/strict";
 import { serve } from "../server.ts";
 import { connect, RpcError } from "../client.ts";
 import * as calc from "../examples/calc.ts";
-import { certs, serverOptions } from "./_util.ts";
-
-const root = new URL("../", import.meta.url);
-
-function has(command: string): boolean {
-  try {
-    new Deno.Command(command, { args: ["--version"], stdout: "null", stderr: "null" }).outputSync();
-    return true;
-  } catch {
-    return false;
-  }
-}
+import { certs, has, root, runDeno, serverOptions } from "./_util.ts";
 
 Deno.test({
   name: "examples/python_client.py, written from PROTOCOL.md, calls the server",
@@ -65,34 +54,20 @@ Deno.test({
 
 Deno.test("deno task demo makes development certificates and runs the calculator end to end", async () => {
   const home = await Deno.makeTempDir();
-  const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
-    args: ["task", "--quiet", "demo"],
-    cwd: root.pathname,
+  const { code, stdout: out, stderr } = await runDeno(["task", "--quiet", "demo"], {
     env: { TLSRPC_HOME: home },
-  }).output();
+  });
   const files = (await Array.fromAsync(Deno.readDir(`${home}/dev-certs`))).map((e) => e.name)
     .sort();
   await Deno.remove(home, { recursive: true });
   assert.deepEqual(files, ["ca.key", "ca.pem", "cert.pem", "key.pem"]);
-  assert.match(new TextDecoder().decode(stderr), /for development only/);
-  const out = new TextDecoder().decode(stdout);
-  assert.equal(code, 0, new TextDecoder().decode(stderr));
+  assert.match(stderr, /for development only/);
+  assert.equal(code, 0, stderr);
   assert.match(out, /cli: call add 2 3 -> 5 \(exit 0\)/);
   assert.match(out, /library: add\(2, 3\) -> 5/);
   assert.match(out, /answers in order: add\(40, 2\) -> 42, sleep\(200\) -> 200/);
   assert.match(out, /server: stopped \(exit 0\)/);
 });
-
-async function runDeno(args: string[], env: Record<string, string> = {}) {
-  const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
-    args,
-    cwd: root.pathname,
-    env,
-    stdin: "null",
-  }).output();
-  const decoder = new TextDecoder();
-  return { code, stdout: decoder.decode(stdout), stderr: decoder.decode(stderr) };
-}
 
 Deno.test("examples/service.ts, a class with a namespace, serves its methods and coded errors", async () => {
   const { default: Inventory, InventoryErrors } = await import("../examples/service.ts");
@@ -130,7 +105,12 @@ Deno.test("examples/typed_client.ts calls a running calculator with types from i
   await using server = await serve(calc, serverOptions());
   const out = await runDeno(
     ["run", "--allow-net", "--allow-read", "--allow-env", "examples/typed_client.ts"],
-    { TLSRPC_PORT: String(server.addr.port), TLSRPC_CA: new URL("testdata/ca.pem", root).pathname },
+    {
+      env: {
+        TLSRPC_PORT: String(server.addr.port),
+        TLSRPC_CA: new URL("testdata/ca.pem", root).pathname,
+      },
+    },
   );
   assert.equal(out.code, 0, out.stderr);
   assert.equal(
@@ -201,7 +181,7 @@ console.log(await client.call("add", 40, 2), typeof tlsrpc.serve, typeof tlsrpc.
         String(server.addr.port),
         certs.ca,
       ],
-      { DENO_DIR: `${dir}/deno_dir` },
+      { env: { DENO_DIR: `${dir}/deno_dir` } },
     );
     assert.equal(out.code, 0, out.stderr);
     assert.equal(out.stdout, "42 function function\n");

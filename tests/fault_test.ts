@@ -9,9 +9,26 @@
 
 import assert from "node:assert/strict";
 import { serve, type ServeOptions } from "../server.ts";
-import { connect, type RpcClient } from "../client.ts";
 import { ConnectionError, ErrorCode } from "../errors.ts";
-import { certs, RawClient, recordClientHello, serverOptions, within } from "./_util.ts";
+import {
+  connectTo,
+  delay,
+  framed,
+  gate,
+  header,
+  PARTIAL_CLIENT_HELLO,
+  RawClient,
+  recordClientHello,
+  request,
+  serverOptions,
+  settlesWithin,
+  TcpClient,
+  until,
+  watchedOptions,
+  whileGoodClientCalls,
+  within,
+  writeAll,
+} from "./_util.ts";
 
 type Transport = NonNullable<ServeOptions["transport"]>;
 
@@ -30,72 +47,14 @@ const encoder = new TextEncoder();
 
 // --- helpers -----------------------------------------------------------------------------------
 
-/** A frame's 4-byte length prefix. */
-function header(length: number): Uint8Array {
-  const bytes = new Uint8Array(4);
-  new DataView(bytes.buffer).setUint32(0, length);
-  return bytes;
-}
-
-/** The bytes of one frame holding `payload`. */
-function framed(payload: string | Uint8Array): Uint8Array {
-  const body = typeof payload === "string" ? encoder.encode(payload) : payload;
-  const bytes = new Uint8Array(4 + body.length);
-  bytes.set(header(body.length));
-  bytes.set(body, 4);
-  return bytes;
-}
-
-/** A request object. */
-function request(id: unknown, method: string, params?: unknown): Record<string, unknown> {
-  return { jsonrpc: "2.0", id, method, ...(params === undefined ? {} : { params }) };
-}
-
-/** Resolves after `ms`. */
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** Whether `promise` settles within `ms`; it is not awaited for its outcome. */
-async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      promise.then(() => true, () => true),
-      new Promise<boolean>((resolve) => timer = setTimeout(() => resolve(false), ms)),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/** Polls `predicate` every 10 ms until it holds; throws once `ms` have passed. */
-async function until(
-  predicate: () => boolean | Promise<boolean>,
-  what: string,
-  ms = 5000,
-): Promise<void> {
-  const deadline = Date.now() + ms;
-  // The deadline ends the loop; the count only guards against a clock that stands still.
-  for (let turns = 0; !(await predicate()); turns++) {
-    if (Date.now() > deadline || turns > ms) throw new Error(`Gave up waiting: ${what}`);
-    await delay(10);
-  }
-}
-
 /** Resolves once a new client is served by the server on `port`, within `ms`. */
 function served(port: number, what: string, ms = SLACK_MS): Promise<void> {
   return until(() => callOnce(port).then(() => true, () => false), what, ms);
 }
 
-/** A client made with `connect()`, trusting the test CA. */
-function connectTo(port: number, connectTimeout = 5000): Promise<RpcClient> {
-  return connect({ hostname: "127.0.0.1", port, caCerts: [certs.ca], connectTimeout });
-}
-
 /** Connects, calls `add`, and closes: rejects when the server refuses the connection. */
 async function callOnce(port: number): Promise<unknown> {
-  await using client = await connectTo(port, 3000);
+  await using client = await connectTo(port, { connectTimeout: 3000 });
   return await client.call("add", 1, 1);
 }
 
@@ -105,155 +64,6 @@ const base = {
   subtract: (a: number, b: number) => a - b,
   echo: (value: unknown) => value,
 };
-
-/**
- * Runs `misbehave` while a good client, connected before it starts, calls the server in a loop
- * (`add` and `subtract`, which examples/calc.ts has too). Every good call must succeed, during the
- * misbehaviour and once more after it.
- */
-async function whileGoodClientCalls<T>(port: number, misbehave: () => Promise<T>): Promise<T> {
-  await using client = await connectTo(port);
-  let stopped = false;
-  let calls = 0;
-  const calling = (async () => {
-    // The pause between calls leaves the server to the attack; the bound keeps a case finite.
-    for (let i = 0; !stopped && i < 20_000; i++) {
-      const results = await Promise.all([client.call("add", i, 1), client.call("subtract", i, 1)]);
-      assert.deepEqual(results, [i + 1, i - 1]);
-      calls++;
-      await delay(5);
-    }
-  })();
-  // Awaited below; this only keeps a failure from counting as unhandled until then.
-  calling.catch(() => {});
-  let outcome: { ok: true; value: T } | { ok: false; error: unknown };
-  try {
-    outcome = { ok: true, value: await misbehave() };
-  } catch (error) {
-    outcome = { ok: false, error };
-  }
-  stopped = true;
-  // A failed good call is what this suite guards against: report it first.
-  await calling;
-  if (!outcome.ok) throw outcome.error;
-  assert.equal(await client.call("add", calls, 1), calls + 1);
-  return outcome.value;
-}
-
-/** Server options for `transport` whose `onError` lines can be awaited. */
-function watched(transport: Transport, extra: Partial<ServeOptions> = {}): {
-  options: ServeOptions;
-  lines: string[];
-  waitFor(predicate: (lines: string[]) => boolean, what: string, ms?: number): Promise<void>;
-} {
-  const lines: string[] = [];
-  let wake: (() => void) | undefined;
-  const options: ServeOptions = {
-    ...serverOptions(),
-    transport,
-    ...extra,
-    onError: (_error, line) => {
-      lines.push(line);
-      wake?.();
-    },
-  };
-  async function waitFor(
-    predicate: (lines: string[]) => boolean,
-    what: string,
-    ms = 5000,
-  ): Promise<void> {
-    // Each turn waits for one more line; the lines a case causes (5 a second) bound the loop.
-    for (let turns = 0; !predicate(lines); turns++) {
-      if (turns > 200) throw new Error(`Gave up waiting: ${what}`);
-      await within(new Promise<void>((resolve) => wake = resolve), what, ms);
-    }
-  }
-  return { options, lines, waitFor };
-}
-
-/**
- * A promise handlers wait on until the test opens it; `entered` resolves once `expected` calls
- * have reached it.
- */
-function gate(expected = 1): { promise: Promise<void>; open(): void; entered: Promise<void> } {
-  const opened = Promise.withResolvers<void>();
-  const entered = Promise.withResolvers<void>();
-  let count = 0;
-  return {
-    get promise() {
-      if (++count >= expected) entered.resolve();
-      return opened.promise;
-    },
-    open: () => opened.resolve(),
-    entered: entered.promise,
-  };
-}
-
-/** A plain TCP connection to the TLS port, for clients that never finish a handshake. */
-class Tcp implements AsyncDisposable {
-  readonly conn: Deno.TcpConn;
-  /** Resolves once the server has closed or reset the connection (or this side closed it). */
-  readonly closed: Promise<void>;
-  #closing = false;
-  #closedByServer = false;
-
-  /** Connects to `port` on 127.0.0.1. */
-  static async open(port: number): Promise<Tcp> {
-    return new Tcp(await Deno.connect({ hostname: "127.0.0.1", port }));
-  }
-
-  constructor(conn: Deno.TcpConn) {
-    this.conn = conn;
-    this.closed = this.#watch();
-    this.closed.catch(() => {});
-  }
-
-  /** Whether the server closed the connection, rather than this side. */
-  get closedByServer(): boolean {
-    return this.#closedByServer;
-  }
-
-  /** Writes all of `bytes`; false when the connection has failed. */
-  async write(bytes: Uint8Array): Promise<boolean> {
-    try {
-      let offset = 0;
-      while (offset < bytes.length) offset += await this.conn.write(bytes.subarray(offset));
-      return true;
-    } catch {
-      return false;
-    }
-  }
-
-  async #watch(): Promise<void> {
-    const buffer = new Uint8Array(16 * 1024);
-    // A handshake's worth of records or an alert may come before the close: 256 reads is plenty.
-    for (let i = 0; i < 256; i++) {
-      try {
-        if (await this.conn.read(buffer) === null) break;
-      } catch {
-        break;
-      }
-      if (i === 255) throw new Error("The server kept sending on a connection it should close");
-    }
-    if (!this.#closing) this.#closedByServer = true;
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    this.#closing = true;
-    try {
-      this.conn.close();
-    } catch {
-      // Already closed.
-    }
-    await this.closed.catch(() => {});
-  }
-}
-
-/** A partial TLS ClientHello: the record header promises 512 bytes, and 11 arrive. */
-const PARTIAL_CLIENT_HELLO = new Uint8Array([
-  ...[0x16, 0x03, 0x01, 0x02, 0x00], // handshake record, TLS 1.0 record version, 512 bytes
-  ...[0x01, 0x00, 0x01, 0xfc, 0x03, 0x03], // ClientHello of 508 bytes, client version TLS 1.2
-]);
 
 /** A TLS record header that claims 0xFFFF bytes, beyond the largest record TLS allows. */
 const HUGE_RECORD_HEADER = new Uint8Array([0x16, 0x03, 0x01, 0xff, 0xff, 0x01, 0x00, 0xff, 0xfb]);
@@ -282,13 +92,13 @@ Deno.test("serve() closes a connection that fails or stalls its TLS handshake an
      * Misbehaves on a connection of its own. Returns the connection when the server is to close
      * it, or undefined when the client leaves by itself.
      */
-    misbehave(port: number): Promise<Tcp | undefined>;
+    misbehave(port: number): Promise<TcpClient | undefined>;
   }[] = [
     {
       name: "plaintext bytes to the TLS port",
       stalls: false,
       async misbehave(port) {
-        const tcp = await Tcp.open(port);
+        const tcp = await TcpClient.connect(port);
         await tcp.write(encoder.encode("hello\r\n"));
         return tcp;
       },
@@ -297,7 +107,7 @@ Deno.test("serve() closes a connection that fails or stalls its TLS handshake an
       name: "an HTTP request to the TLS port",
       stalls: false,
       async misbehave(port) {
-        const tcp = await Tcp.open(port);
+        const tcp = await TcpClient.connect(port);
         await tcp.write(encoder.encode("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"));
         return tcp;
       },
@@ -306,7 +116,7 @@ Deno.test("serve() closes a connection that fails or stalls its TLS handshake an
       name: "a TLS record header that claims 0xFFFF bytes",
       stalls: false,
       async misbehave(port) {
-        const tcp = await Tcp.open(port);
+        const tcp = await TcpClient.connect(port);
         await tcp.write(HUGE_RECORD_HEADER);
         return tcp;
       },
@@ -315,7 +125,7 @@ Deno.test("serve() closes a connection that fails or stalls its TLS handshake an
       name: "a partial ClientHello, then close",
       stalls: false,
       async misbehave(port) {
-        await using tcp = await Tcp.open(port);
+        await using tcp = await TcpClient.connect(port);
         await tcp.write(PARTIAL_CLIENT_HELLO);
         return undefined;
       },
@@ -325,8 +135,7 @@ Deno.test("serve() closes a connection that fails or stalls its TLS handshake an
       stalls: false,
       async misbehave(port) {
         using conn = await Deno.connect({ hostname: "127.0.0.1", port });
-        let offset = 0;
-        while (offset < hello.length) offset += await conn.write(hello.subarray(offset));
+        await writeAll(conn, hello);
         // The server's reply has begun to arrive; closing with the rest unread sends a reset.
         assert.notEqual(await conn.read(new Uint8Array(1)), null);
         return undefined;
@@ -349,13 +158,13 @@ Deno.test("serve() closes a connection that fails or stalls its TLS handshake an
     {
       name: "a client that connects and says nothing",
       stalls: true,
-      misbehave: (port) => Tcp.open(port),
+      misbehave: (port) => TcpClient.connect(port),
     },
     {
       name: "a partial ClientHello, then silence",
       stalls: true,
       async misbehave(port) {
-        const tcp = await Tcp.open(port);
+        const tcp = await TcpClient.connect(port);
         await tcp.write(PARTIAL_CLIENT_HELLO);
         return tcp;
       },
@@ -364,7 +173,7 @@ Deno.test("serve() closes a connection that fails or stalls its TLS handshake an
       name: "a whole ClientHello, then silence",
       stalls: true,
       async misbehave(port) {
-        const tcp = await Tcp.open(port);
+        const tcp = await TcpClient.connect(port);
         await tcp.write(hello);
         return tcp;
       },
@@ -455,7 +264,7 @@ Deno.test("serve() closes a connection whose ClientHello has one byte corrupted,
             corruptions.slice(from, from + 32).map(async ({ offset, mask }) => {
               const bytes = hello.slice();
               bytes[offset]! ^= mask;
-              await using tcp = await Tcp.open(port);
+              await using tcp = await TcpClient.connect(port);
               await tcp.write(bytes);
               const what = `the close after corrupting offset ${offset} with mask 0x${
                 mask.toString(16)
@@ -483,16 +292,18 @@ Deno.test("serve() holds maxConnections against 1 000 silent connections with bo
   const rssBound = 128 * 1024 * 1024;
   for (const transport of TRANSPORTS) {
     await t.step(transport, async () => {
-      const server = watched(transport, { maxConnections, handshakeTimeout: NEVER_MS });
+      const server = watchedOptions({ transport, maxConnections, handshakeTimeout: NEVER_MS });
       await using rpc = await serve(base, server.options);
       const port = rpc.addr.port;
       const rssBefore = Deno.memoryUsage().rss;
       let rssPeak = rssBefore;
-      const conns: Tcp[] = [];
+      const conns: TcpClient[] = [];
       try {
         await whileGoodClientCalls(port, async () => {
           for (let i = 0; i < silent; i += 100) {
-            conns.push(...await Promise.all(Array.from({ length: 100 }, () => Tcp.open(port))));
+            conns.push(
+              ...await Promise.all(Array.from({ length: 100 }, () => TcpClient.connect(port))),
+            );
             rssPeak = Math.max(rssPeak, Deno.memoryUsage().rss);
           }
           await server.waitFor(
@@ -526,7 +337,7 @@ Deno.test("serve() holds maxConnections against 1 000 silent connections with bo
 Deno.test("serve() refuses connections above maxConnections at once with one log line each, and serves again when the count falls", async (t) => {
   for (const transport of TRANSPORTS) {
     await t.step(transport, async () => {
-      const server = watched(transport, { maxConnections: 3 });
+      const server = watchedOptions({ transport, maxConnections: 3 });
       await using rpc = await serve(base, server.options);
       const port = rpc.addr.port;
       await whileGoodClientCalls(port, async () => {
@@ -556,7 +367,7 @@ Deno.test("serve() logs at most 5 connection errors a second under attack, then 
   const attacks = 50;
   for (const transport of TRANSPORTS) {
     await t.step(transport, async () => {
-      const server = watched(transport);
+      const server = watchedOptions({ transport });
       await using rpc = await serve(base, server.options);
       const summary =
         /^(\d+) more connection errors in the last \d+ s \(at most 5 are logged a second\)$/;
@@ -564,7 +375,7 @@ Deno.test("serve() logs at most 5 connection errors a second under attack, then 
         lines.reduce((sum, line) => sum + Number(summary.exec(line)?.[1] ?? 1), 0);
       await whileGoodClientCalls(rpc.addr.port, async () => {
         await Promise.all(Array.from({ length: attacks }, async () => {
-          await using tcp = await Tcp.open(rpc.addr.port);
+          await using tcp = await TcpClient.connect(rpc.addr.port);
           await tcp.write(encoder.encode("hello\r\n"));
           await within(tcp.closed, "the server to close a plaintext connection", SLACK_MS);
         }));
@@ -580,76 +391,6 @@ Deno.test("serve() logs at most 5 connection errors a second under attack, then 
       assert.ok(summaries.length >= 1);
     });
   }
-});
-
-const hasBash = (() => {
-  try {
-    return new Deno.Command("bash", { args: ["-c", "exit 0"], stdout: "null", stderr: "null" })
-      .outputSync().success;
-  } catch {
-    return false;
-  }
-})();
-
-Deno.test({
-  name: "cli serve recovers from running out of file descriptors at accept (EMFILE)",
-  ignore: !hasBash,
-  async fn() {
-    const root = new URL("../", import.meta.url).pathname;
-    const decoder = new TextDecoder();
-    const child = new Deno.Command("bash", {
-      args: [
-        "-c",
-        'ulimit -n 64; exec "$0" run -A cli.ts serve examples/calc.ts --port 0 ' +
-        "--cert testdata/server.pem --key testdata/server.key",
-        Deno.execPath(),
-      ],
-      cwd: root,
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    const stderr = new Response(child.stderr).text();
-    const stdout = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-    try {
-      let firstLine = "";
-      while (!firstLine.includes("\n")) {
-        const { value, done } = await within(stdout.read(), "the listening line", 20_000);
-        if (done) break;
-        firstLine += value;
-      }
-      const port = Number(/^listening on 127\.0\.0\.1:(\d+)\n/.exec(firstLine)?.[1]);
-      assert.ok(port > 0, `no port in ${JSON.stringify(firstLine)}`);
-      await whileGoodClientCalls(port, async () => {
-        // About 25 descriptors are in use at start: 80 more connections push accept over 64.
-        const conns: Tcp[] = [];
-        try {
-          for (let i = 0; i < 80; i++) conns.push(await Tcp.open(port));
-          await delay(500);
-        } finally {
-          await Promise.all(conns.map((conn) => conn[Symbol.asyncDispose]()));
-        }
-      });
-      // The accept loop may be backing off: a few tries, each bounded by --timeout.
-      let call: Deno.CommandOutput | undefined;
-      for (let attempt = 0; attempt < 3 && !call?.success; attempt++) {
-        call = await new Deno.Command(Deno.execPath(), {
-          args: [
-            ...["run", "-A", "cli.ts", "call", "--hostname", "127.0.0.1", "--port", String(port)],
-            ...["--ca", "testdata/ca.pem", "--timeout", "2000", "add", "2", "3"],
-          ],
-          cwd: root,
-          stdin: "null",
-        }).output();
-      }
-      assert.equal(decoder.decode(call?.stdout), "5\n", decoder.decode(call?.stderr));
-    } finally {
-      child.kill("SIGTERM");
-      await child.status;
-      await stdout.cancel();
-      await stderr;
-    }
-  },
 });
 
 // --- frames and payloads -------------------------------------------------------------------------
@@ -707,7 +448,7 @@ Deno.test("serve() closes a connection that breaks the framing and keeps serving
     await t.step(transport, async (t) => {
       for (const { name, misbehave, logged, answers } of cases) {
         await t.step(name, async () => {
-          const server = watched(transport, { frameTimeout });
+          const server = watchedOptions({ transport, frameTimeout });
           await using rpc = await serve(base, server.options);
           await whileGoodClientCalls(rpc.addr.port, async () => {
             await using raw = await RawClient.connect(rpc.addr.port);
@@ -983,7 +724,7 @@ Deno.test("serve() closes a client that never reads its responses once maxQueued
   const writeTimeout = 500;
   for (const transport of TRANSPORTS) {
     await t.step(transport, async () => {
-      const server = watched(transport, { maxQueuedBytes: 4 * 1024 * 1024, writeTimeout });
+      const server = watchedOptions({ transport, maxQueuedBytes: 4 * 1024 * 1024, writeTimeout });
       await using rpc = await serve({ ...base, big: () => mebibyte }, server.options);
       await whileGoodClientCalls(rpc.addr.port, async () => {
         await using raw = await RawClient.connect(rpc.addr.port);
@@ -1019,7 +760,7 @@ Deno.test("serve() closes an idle connection after idleTimeout, but not while a 
   for (const transport of TRANSPORTS) {
     await t.step(transport, async (t) => {
       const held = gate();
-      const server = watched(transport, { idleTimeout });
+      const server = watchedOptions({ transport, idleTimeout });
       await using rpc = await serve({
         ...base,
         hold: async () => {

@@ -4,14 +4,20 @@
 // asserts how long anything took.
 
 import assert from "node:assert/strict";
-import { connect, type ConnectOptions, type RpcClient } from "../client.ts";
+import type { RpcClient } from "../client.ts";
 import { ConnectionError, RpcError, TimeoutError } from "../errors.ts";
-import { FrameReader, FrameWriter } from "../framing.ts";
 import { type RpcServer, serve, type ServeOptions } from "../server.ts";
 import { callContext } from "../context.ts";
-import { certs, serverOptions, within as settles } from "./_util.ts";
-
-const decoder = new TextDecoder();
+import {
+  closeQuietly,
+  connectTo,
+  delay,
+  type FakeTlsServer,
+  fakeTlsServer,
+  serverOptions,
+  until,
+  within as settles,
+} from "./_util.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -35,31 +41,6 @@ async function rejectsWith<E extends Error>(
   return result.error;
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** Polls `condition` every 10 ms, at most `ms` in all; fails naming `what` if it never holds. */
-async function waitFor(condition: () => boolean, what: string, ms = 5_000): Promise<void> {
-  for (let waited = 0; !condition(); waited += 10) {
-    if (waited >= ms) assert.fail(`Gave up waiting for ${what} after ${ms} ms`);
-    await sleep(10);
-  }
-}
-
-function closeQuietly(closer: { close(): void }): void {
-  try {
-    closer.close();
-  } catch {
-    // Already closed.
-  }
-}
-
-/** Connects to `port` on 127.0.0.1 trusting the test CA. */
-function connectTo(port: number, options: ConnectOptions = {}): Promise<RpcClient> {
-  return connect({ hostname: "127.0.0.1", port, caCerts: [certs.ca], ...options });
-}
-
 /**
  * Serves `handlers` on `port` of 127.0.0.1, the port a previous server just left: the listen is
  * retried a few times in case the port is still briefly busy.
@@ -76,7 +57,7 @@ async function serveOn(
       const busy = error instanceof Deno.errors.AddrInUse ||
         (error as { code?: unknown } | null)?.code === "EADDRINUSE";
       if (!busy || attempt >= 20) throw error;
-      await sleep(50);
+      await delay(50);
     }
   }
 }
@@ -206,71 +187,20 @@ function tcpProxy(target: number): TcpProxy {
  * A hand-made TLS server that completes the handshake, records the method of every frame it
  * reads and never answers, keeping each connection open until the client leaves.
  */
-interface SilentServer extends AsyncDisposable {
-  readonly port: number;
+interface SilentServer extends FakeTlsServer {
   /** The methods of the requests received, in order, over all connections. */
   readonly methods: string[];
-  /** Connections whose handshake completed. */
-  readonly connections: number;
 }
 
 function silentServer(): SilentServer {
-  const listener = Deno.listenTls({
-    hostname: "127.0.0.1",
-    port: 0,
-    cert: certs.cert,
-    key: certs.key,
-  });
-  const conns = new Set<Deno.TlsConn>();
-  const tasks = new Set<Promise<void>>();
   const methods: string[] = [];
-  let connections = 0;
-  async function handle(conn: Deno.TlsConn): Promise<void> {
-    conns.add(conn);
-    try {
-      await conn.handshake();
-      connections++;
-      // The writer is never used: this server answers nothing, not even rpc.ping.
-      void new FrameWriter(conn);
-      const reader = new FrameReader(conn);
-      for (let frames = await reader.read(); frames; frames = await reader.read()) {
-        for (const frame of frames) {
-          methods.push(String(JSON.parse(decoder.decode(frame)).method));
-        }
-      }
-    } catch {
-      // The client went away.
-    } finally {
-      closeQuietly(conn);
-      conns.delete(conn);
+  // It answers nothing, not even rpc.ping.
+  const server = fakeTlsServer(async (peer) => {
+    for (let text = await peer.receiveText(); text !== null; text = await peer.receiveText()) {
+      methods.push(String(JSON.parse(text).method));
     }
-  }
-  const accepting = (async () => {
-    for (;;) {
-      let conn: Deno.TlsConn;
-      try {
-        conn = await listener.accept();
-      } catch {
-        return;
-      }
-      const task = handle(conn);
-      tasks.add(task);
-      void task.then(() => tasks.delete(task));
-    }
-  })();
-  return {
-    port: listener.addr.port,
-    methods,
-    get connections() {
-      return connections;
-    },
-    async [Symbol.asyncDispose]() {
-      closeQuietly(listener);
-      await accepting;
-      for (const conn of conns) closeQuietly(conn);
-      await Promise.all(tasks);
-    },
-  };
+  });
+  return Object.assign(server, { methods });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -322,10 +252,10 @@ Deno.test("a client with reconnect rides out a server restart on the same port: 
   const inFlight = ["flight-0", "flight-1", "flight-2"];
   const inFlightOutcomes = inFlight.map((key) => outcome(client.call("held", key)));
   const idempotent = outcome(client.withOptions({ idempotent: true }).call("held", "flight-idem"));
-  await waitFor(() => held.length === 4, "the four held calls to reach the first server");
+  await until(() => held.length === 4, "the four held calls to reach the first server");
 
   await settles(first.shutdown(), "the first server's shutdown");
-  await waitFor(() => disconnects.length > 0, "onDisconnect");
+  await until(() => disconnects.length > 0, "onDisconnect");
   assert.equal(client.isClosed, false);
 
   // Calls made during the outage wait for the new connection.
@@ -389,16 +319,16 @@ Deno.test("an idempotent call is sent again only once: when the retried call's c
     onReconnect: () => void reconnects++,
   });
   const call = outcome(client.withOptions({ idempotent: true }).call("held", "idem"));
-  await waitFor(() => counts.get("idem") === 1, "the call to reach the server");
+  await until(() => counts.get("idem") === 1, "the call to reach the server");
   proxy.cut();
-  await waitFor(() => counts.get("idem") === 2, "the call to be sent again after reconnecting");
+  await until(() => counts.get("idem") === 2, "the call to be sent again after reconnecting");
   assert.equal(reconnects, 1);
   proxy.cut();
   const result = await settles(call, "the idempotent call");
   assert.ok(!result.ok, `the call resolved: ${JSON.stringify(result)}`);
   assert.ok(result.error instanceof ConnectionError, `expected ConnectionError: ${result.error}`);
   // The client comes back once more, and the call is not sent a third time.
-  await waitFor(() => reconnects === 2, "the second reconnection");
+  await until(() => reconnects === 2, "the second reconnection");
   assert.equal(await settles(client.call("ping"), "a call after"), "pong");
   assert.equal(counts.get("idem"), 2);
   assert.equal(disconnects, 2);
@@ -456,7 +386,7 @@ Deno.test("a call that waits for a reconnection rejects with TimeoutError when i
     assert.equal(await client.call("ping"), "pong");
     proxy.mode = "refuse";
     proxy.cut();
-    await waitFor(() => disconnects === 1, "onDisconnect");
+    await until(() => disconnects === 1, "onDisconnect");
     const timedOut = await rejectsWith(
       client.withOptions({ timeout: 150 }).call("ping"),
       TimeoutError,
@@ -489,8 +419,8 @@ Deno.test("close() while a reconnection attempt hangs in its TLS handshake aband
     assert.equal(await client.call("ping"), "pong");
     proxy.mode = "stall";
     proxy.cut();
-    await waitFor(() => disconnects === 1, "onDisconnect");
-    await waitFor(() => proxy.stalled === 1, "a reconnection attempt to reach the stalling proxy");
+    await until(() => disconnects === 1, "onDisconnect");
+    await until(() => proxy.stalled === 1, "a reconnection attempt to reach the stalling proxy");
     const waiting = outcome(client.call("ping"));
     await settles(client.close(), "close() during the attempt");
     const result = await settles(waiting, "the waiting call");
@@ -543,7 +473,7 @@ Deno.test("a client with reconnect presents its token again on every new connect
   });
   assert.deepEqual(await client.call("whoami"), { user: "ada", connection: 1 });
   proxy.cut();
-  await waitFor(() => reconnects === 1, "the reconnection");
+  await until(() => reconnects === 1, "the reconnection");
   // Without a new rpc.auth this would be refused with -32004.
   const identity = await settles(
     client.call("whoami").catch((error: unknown) => {
@@ -596,7 +526,7 @@ Deno.test("keepalive marks a silent server's connection dead: onDisconnect is ca
     try {
       const error = await rejectsWith(client.call("never"), ConnectionError, "the pending call");
       assert.match(error.message, /keepalive/);
-      await waitFor(() => reconnects >= 1, "onReconnect");
+      await until(() => reconnects >= 1, "onReconnect");
       assert.ok(disconnects.length >= 1);
       assert.match((disconnects[0] as Error).message, /keepalive/);
       assert.ok(server.connections >= 2, `${server.connections} connections`);
@@ -619,7 +549,7 @@ Deno.test("keepalive pings are answered by the server without calling any handle
     onDisconnect: (error) => void disconnects.push(error),
   });
   // Several idle timeouts' worth of quiet: a wait, not a measurement.
-  await sleep(1_200);
+  await delay(1_200);
   assert.deepEqual(disconnects, []);
   assert.equal(client.isClosed, false);
   assert.equal(calls, 0, "keepalive must not reach a handler");

@@ -6,10 +6,9 @@ import assert from "node:assert/strict";
 import { connect, type ConnectOptions, type RpcClient } from "../client.ts";
 import { callContext } from "../context.ts";
 import { RpcError } from "../errors.ts";
-import { FrameReader, FrameWriter } from "../framing.ts";
-import { type RpcServer, serve, type ServeOptions } from "../server.ts";
+import { FrameReader } from "../framing.ts";
 import { decodeFrame, DEFAULT_MAX_DEPTH } from "../_codec.ts";
-import { certs, RawClient, serverOptions, within } from "./_util.ts";
+import { certs, fakeTlsServer, RawClient, startServer, within } from "./_util.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -18,11 +17,6 @@ const MiB = 1024 * 1024;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-/** Serves `handlers` on 127.0.0.1, port 0, with the test certificate and quiet logs. */
-function startServer(handlers: object, options: Partial<ServeOptions> = {}): Promise<RpcServer> {
-  return serve(handlers, { ...serverOptions(), ...options });
-}
 
 /**
  * Connects to `port` on 127.0.0.1 trusting the test CA. Calls time out after 5 s, so that a call
@@ -450,54 +444,21 @@ Deno.test("a Uint8Array of any size up to the frame limit round-trips, and one b
  * rpc.ping with "pong" and every other request with `null`, and records each frame it receives.
  */
 function recordingServer() {
-  const listener = Deno.listenTls({ hostname: "127.0.0.1", port: 0, ...certs });
   const frames: Uint8Array[] = [];
-  const conns = new Set<Deno.TlsConn>();
-  const tasks = new Set<Promise<void>>();
-  function closeQuietly(closer: { close(): void }): void {
-    try {
-      closer.close();
-    } catch {
-      // Already closed.
+  const server = fakeTlsServer(async (peer) => {
+    for (let frame = await peer.receiveFrame(); frame !== null; frame = await peer.receiveFrame()) {
+      frames.push(frame);
+      const message = decodeFrame(frame, DEFAULT_MAX_DEPTH) as { id?: number; method: string };
+      if (message.id === undefined) continue;
+      const result = message.method === "rpc.hello"
+        ? { extensions: ["rich"] }
+        : message.method === "rpc.ping"
+        ? "pong"
+        : null;
+      await peer.send({ jsonrpc: "2.0", id: message.id, result });
     }
-  }
-  async function handle(conn: Deno.TlsConn): Promise<void> {
-    await conn.handshake();
-    const reader = new FrameReader(conn);
-    const writer = new FrameWriter(conn);
-    for (let batch = await reader.read(); batch !== null; batch = await reader.read()) {
-      for (const frame of batch) {
-        frames.push(frame.slice());
-        const message = decodeFrame(frame, DEFAULT_MAX_DEPTH) as { id?: number; method: string };
-        if (message.id === undefined) continue;
-        const result = message.method === "rpc.hello"
-          ? { extensions: ["rich"] }
-          : message.method === "rpc.ping"
-          ? "pong"
-          : null;
-        writer.writeText(JSON.stringify({ jsonrpc: "2.0", id: message.id, result }));
-      }
-    }
-    await writer.flushed();
-  }
-  const accepting = (async () => {
-    for (;;) {
-      let conn: Deno.TlsConn;
-      try {
-        conn = await listener.accept();
-      } catch {
-        return;
-      }
-      conns.add(conn);
-      const task = handle(conn).catch(() => {}).finally(() => {
-        closeQuietly(conn);
-        conns.delete(conn);
-      });
-      tasks.add(task);
-    }
-  })();
-  return {
-    port: listener.addr.port,
+  });
+  return Object.assign(server, {
     frames,
     /** The frames of requests for `method`, in order. */
     requests(method: string): Uint8Array[] {
@@ -505,13 +466,7 @@ function recordingServer() {
         (decodeFrame(frame, DEFAULT_MAX_DEPTH) as { method?: unknown }).method === method
       );
     },
-    async [Symbol.asyncDispose]() {
-      closeQuietly(listener);
-      await accepting;
-      for (const conn of conns) closeQuietly(conn);
-      await Promise.all(tasks);
-    },
-  };
+  });
 }
 
 Deno.test("bytes travel raw: a 1 MiB Uint8Array param makes a frame of at most 1 MiB plus 200 bytes", async (t) => {

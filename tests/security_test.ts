@@ -3,21 +3,29 @@
 // CLI flags for both, on real sockets and real subprocesses.
 
 import assert from "node:assert/strict";
-import { connect, type ConnectOptions, type RpcClient } from "../client.ts";
+import { connect, type ConnectOptions } from "../client.ts";
 import { ConnectionError, ErrorCode, RpcError } from "../errors.ts";
 import { type RpcServer, serve, type ServeOptions } from "../server.ts";
 import { callContext } from "../context.ts";
 import { MAX_AUTH_FAILURES } from "../_auth.ts";
 import { type DevCertificates, generateDevCertificates } from "../dev_cert.ts";
-import { certs, RawClient, serverOptions, within as settles } from "./_util.ts";
+import {
+  connectTo,
+  delay,
+  type Output,
+  RawClient,
+  root,
+  runCli,
+  serverOptions,
+  startServe,
+  startServer,
+  within as settles,
+} from "./_util.ts";
 
 /** The token of these tests: distinctive, so that finding it in a log or a message means a leak. */
 const TOKEN = "s3cr3t-token-value";
 
-const root = new URL("../", import.meta.url);
 const path = (relative: string) => new URL(relative, root).pathname;
-const cli = path("cli.ts");
-const decoder = new TextDecoder();
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -30,11 +38,6 @@ async function rejection(promise: Promise<unknown>, what: string): Promise<unkno
   );
   if (result.ok) assert.fail(`${what}: expected a rejection, got ${JSON.stringify(result)}`);
   return (result as { error: unknown }).error;
-}
-
-/** Connects to `port` on 127.0.0.1 trusting the test CA. */
-function connectTo(port: number, options: ConnectOptions = {}): Promise<RpcClient> {
-  return connect({ hostname: "127.0.0.1", port, caCerts: [certs.ca], ...options });
 }
 
 /**
@@ -80,15 +83,6 @@ function errorOf(response: unknown): { code: number; message: string } {
   const error = (response as { error?: { code: number; message: string } } | null)?.error;
   assert.ok(error, `expected an error response, got ${JSON.stringify(response)}`);
   return error;
-}
-
-/** Serves `handlers` on port 0 with the test certificate, logging into `logs`. */
-function startServer(
-  handlers: object,
-  options: Partial<ServeOptions>,
-  logs: string[] = [],
-): Promise<RpcServer> {
-  return serve(handlers, { ...serverOptions(logs), ...options });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -200,7 +194,7 @@ Deno.test("rpc.auth refuses every token but the right one with -32005: another l
 Deno.test("rpc.auth forgives two wrong tokens, and answers the third with -32005 and closes the connection", async (t) => {
   assert.equal(MAX_AUTH_FAILURES, 3);
   const logs: string[] = [];
-  await using server = await startServer({ ping: () => "pong" }, { token: TOKEN }, logs);
+  await using server = await startServer({ ping: () => "pong" }, { token: TOKEN, logs });
   const auth = (id: number, token: string) => ({
     jsonrpc: "2.0",
     id,
@@ -278,7 +272,7 @@ Deno.test("serve() rejects an empty token, and token together with authenticate,
 Deno.test("connect() with the right token calls normally; with a wrong one it rejects with ConnectionError saying the server refused the token", async (t) => {
   const logs: string[] = [];
   let calls = 0;
-  await using server = await startServer({ count: () => ++calls }, { token: TOKEN }, logs);
+  await using server = await startServer({ count: () => ++calls }, { token: TOKEN, logs });
   await t.step("the right token", async () => {
     await using client = await connectTo(server.addr.port, { token: TOKEN });
     assert.equal(await client.call("count"), 1);
@@ -320,7 +314,7 @@ Deno.test("authenticate() decides who a token belongs to: handlers see its ident
       return users.get(token);
     }],
     ["an async function", async (token, peer) => {
-      await new Promise((resolve) => setTimeout(resolve, 5));
+      await delay(5);
       seen.push({ token, peer });
       return users.get(token);
     }],
@@ -331,7 +325,7 @@ Deno.test("authenticate() decides who a token belongs to: handlers see its ident
       await using server = await startServer({
         whoami: () => callContext()?.identity,
         later: async () => {
-          await new Promise((resolve) => setTimeout(resolve, 5));
+          await delay(5);
           return callContext()?.identity;
         },
       }, { authenticate });
@@ -581,91 +575,6 @@ Deno.test('serve() rejects clientCa with transport "deno" with TypeError', async
 // ---------------------------------------------------------------------------------------------
 // The CLI
 
-interface Output {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/**
- * Runs `cli.ts` with `args` and `env` (added to this process's environment, TLSRPC_TOKEN cleared
- * unless given), bounded by a guard that kills it.
- */
-async function run(args: string[], env: Record<string, string> = {}): Promise<Output> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", cli, ...args],
-    env: { TLSRPC_TOKEN: "", ...env },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const timer = setTimeout(() => child.kill("SIGKILL"), 20_000);
-  try {
-    const output = await child.output();
-    return {
-      code: output.code,
-      stdout: decoder.decode(output.stdout),
-      stderr: decoder.decode(output.stderr),
-    };
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/** `cli.ts serve` in a subprocess, its port read from the "listening on" line. */
-interface ServeProcess {
-  readonly port: number;
-  /** Sends SIGTERM and resolves with the exit status and the whole output. */
-  stop(): Promise<Output>;
-}
-
-async function startServe(args: string[], env: Record<string, string> = {}): Promise<ServeProcess> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", cli, "serve", ...args],
-    env: { TLSRPC_TOKEN: "", ...env },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const stderr = new Response(child.stderr).text();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let stdout = "";
-  async function stop(): Promise<Output> {
-    try {
-      child.kill("SIGTERM");
-    } catch {
-      // Already exited.
-    }
-    for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) {
-      stdout += chunk.value;
-    }
-    const status = await child.status;
-    return { code: status.code, stdout, stderr: await stderr };
-  }
-  try {
-    await settles(
-      (async () => {
-        while (!stdout.includes("\n")) {
-          const { value, done } = await reader.read();
-          if (done) break;
-          stdout += value;
-        }
-      })(),
-      "cli serve's first line",
-      20_000,
-    );
-  } catch (error) {
-    const output = await stop();
-    throw new Error(`cli serve did not start: ${output.stderr}`, { cause: error });
-  }
-  const port = Number(/^listening on 127\.0\.0\.1:(\d+)\n/.exec(stdout)?.[1]);
-  if (!(port > 0)) {
-    const output = await stop();
-    assert.fail(`cli serve printed no port: ${JSON.stringify(output)}`);
-  }
-  return { port, stop };
-}
-
 /** Asserts a CLI failure: `code`, nothing on stdout, and one line on stderr without the token. */
 function assertFailure(output: Output, code: number, pattern: RegExp, tokens: string[]): void {
   assert.equal(output.code, code, JSON.stringify(output));
@@ -705,7 +614,7 @@ Deno.test("cli serve --token-file or $TLSRPC_TOKEN requires the token; call and 
       await t.step(`serve with the token from ${how}`, async (t) => {
         const server = await startServe(
           [calc, "--port", "0", ...serverFiles, ...serveArgs],
-          serveEnv,
+          { env: serveEnv },
         );
         let stopped = false;
         try {
@@ -725,16 +634,18 @@ Deno.test("cli serve --token-file or $TLSRPC_TOKEN requires the token; call and 
             listEnv,
             listWrong,
           ] = await Promise.all([
-            run([...call, "--token-file", tokenFile, "add", "1", "2"]),
-            run([...call, "add", "1", "2"], { TLSRPC_TOKEN: TOKEN }),
-            run([...call, "--token-file", tokenFile, "add", "1", "2"], { TLSRPC_TOKEN: WRONG }),
-            run([...call, "--token-file", wrongFile, "add", "1", "2"]),
-            run([...call, "add", "1", "2"], { TLSRPC_TOKEN: WRONG }),
-            run([...call, "add", "1", "2"]),
-            run([...call, "--token-file", emptyFile, "add", "1", "2"]),
-            run([...list, "--token-file", tokenFile]),
-            run(list, { TLSRPC_TOKEN: TOKEN }),
-            run([...list, "--token-file", wrongFile]),
+            runCli([...call, "--token-file", tokenFile, "add", "1", "2"]),
+            runCli([...call, "add", "1", "2"], { env: { TLSRPC_TOKEN: TOKEN } }),
+            runCli([...call, "--token-file", tokenFile, "add", "1", "2"], {
+              env: { TLSRPC_TOKEN: WRONG },
+            }),
+            runCli([...call, "--token-file", wrongFile, "add", "1", "2"]),
+            runCli([...call, "add", "1", "2"], { env: { TLSRPC_TOKEN: WRONG } }),
+            runCli([...call, "add", "1", "2"]),
+            runCli([...call, "--token-file", emptyFile, "add", "1", "2"]),
+            runCli([...list, "--token-file", tokenFile]),
+            runCli(list, { env: { TLSRPC_TOKEN: TOKEN } }),
+            runCli([...list, "--token-file", wrongFile]),
           ]);
           await t.step("call --token-file", () => {
             assert.equal(callFile.code, 0, callFile.stderr);
@@ -829,11 +740,11 @@ Deno.test("cli serve --client-ca and call/list --cert --key: mutual TLS end to e
       const target = ["--port", String(server.port), "--ca", files.ca];
       const withCert = ["--cert", files.clientCert, "--key", files.clientKey];
       const [whoami, list, noCert, intruder, certOnly] = await Promise.all([
-        run(["call", ...target, ...withCert, "whoami"]),
-        run(["list", ...target, ...withCert]),
-        run(["call", ...target, "whoami"]),
-        run(["call", ...target, "--cert", files.otherCert, "--key", files.otherKey, "whoami"]),
-        run(["call", ...target, "--cert", files.clientCert, "whoami"]),
+        runCli(["call", ...target, ...withCert, "whoami"]),
+        runCli(["list", ...target, ...withCert]),
+        runCli(["call", ...target, "whoami"]),
+        runCli(["call", ...target, "--cert", files.otherCert, "--key", files.otherKey, "whoami"]),
+        runCli(["call", ...target, "--cert", files.clientCert, "whoami"]),
       ]);
       await t.step("call with the client certificate: its subject is the identity", () => {
         assert.equal(whoami.code, 0, whoami.stderr);

@@ -1,21 +1,17 @@
 import assert from "node:assert/strict";
+import { runDeno } from "../_util.ts";
 
 Deno.test("deno task bench runs every measurement in its smoke version and prints the table", async () => {
-  const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-net",
-      "--allow-read",
-      "--allow-run",
-      "--allow-sys",
-      "bench/bench.ts",
-      "--smoke",
-    ],
-    cwd: new URL("../../", import.meta.url).pathname,
-    stdin: "null",
-  }).output();
-  const out = new TextDecoder().decode(stdout);
-  assert.equal(code, 0, new TextDecoder().decode(stderr));
+  const { code, stdout: out, stderr } = await runDeno([
+    "run",
+    "--allow-net",
+    "--allow-read",
+    "--allow-run",
+    "--allow-sys",
+    "bench/bench.ts",
+    "--smoke",
+  ]);
+  assert.equal(code, 0, stderr);
   for (
     const row of [
       "bare echo: sequential round trips",

@@ -1,20 +1,11 @@
 // CI runs a short version of the soak test (soak.ts): a few seconds of good clients and chaos.
 
 import assert from "node:assert/strict";
+import { type Output, runDeno } from "../_util.ts";
 
-const soak = new URL("../../bench/soak.ts", import.meta.url).pathname;
-const decoder = new TextDecoder();
-
-async function runSoak(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const output = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", soak, ...args],
-    stdin: "null",
-  }).output();
-  return {
-    code: output.code,
-    stdout: decoder.decode(output.stdout),
-    stderr: decoder.decode(output.stderr),
-  };
+/** Runs `bench/soak.ts` with `args`. */
+function runSoak(args: string[]): Promise<Output> {
+  return runDeno(["run", "-A", "bench/soak.ts", ...args]);
 }
 
 /** The number printed after `label: ` on a line of its own, or NaN. */

@@ -1,0 +1,276 @@
+// Tests of the transport seam on real sockets: what a Connection promises (read, write, close,
+// closed) from both listeners, reusePort, what each listener refuses, and what counts as a
+// disconnect.
+
+import assert from "node:assert/strict";
+import { type Connection, listen, type Listener, type ListenOptions } from "../_transport.ts";
+import { disconnectError, isDisconnect } from "../_util.ts";
+import { certs, delay, settlesWithin, until, within } from "./_util.ts";
+
+type Transport = "node" | "deno";
+
+const TRANSPORTS: readonly Transport[] = ["node", "deno"];
+
+/** A listener on a free port whose connections and log lines the test can await. */
+class TestListener implements AsyncDisposable {
+  readonly lines: string[] = [];
+  readonly connections: Connection[] = [];
+  listener!: Listener;
+  #arrived: (() => void) | undefined;
+
+  static async open(
+    transport: Transport,
+    extra: Partial<ListenOptions> = {},
+  ): Promise<TestListener> {
+    const test = new TestListener();
+    test.listener = await listen(transport, {
+      hostname: "127.0.0.1",
+      port: 0,
+      cert: certs.cert,
+      key: certs.key,
+      handshakeTimeout: 5000,
+      maxConnections: 100,
+      onConnection: (conn) => {
+        test.connections.push(conn);
+        test.#arrived?.();
+      },
+      log: (_error, line) => void test.lines.push(line),
+      ...extra,
+    });
+    return test;
+  }
+
+  get port(): number {
+    return this.listener.addr.port;
+  }
+
+  /** The next connection handed out: the `index`th. */
+  async connection(index: number): Promise<Connection> {
+    while (this.connections.length <= index) {
+      await within(new Promise<void>((resolve) => this.#arrived = resolve), "a connection");
+    }
+    return this.connections[index]!;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    for (const conn of this.connections) conn.close();
+    this.listener.close();
+    await within(this.listener.closed, "the listener to close");
+    await Promise.all(this.connections.map((conn) => within(conn.closed!, "a socket to go")));
+  }
+}
+
+/** A TLS client of the test CA whose handshake is done. */
+async function client(port: number): Promise<Deno.TlsConn> {
+  const conn = await Deno.connectTls({ hostname: "127.0.0.1", port, caCerts: [certs.ca] });
+  await conn.handshake();
+  return conn;
+}
+
+function closeQuietly(conn: { close(): void }): void {
+  try {
+    conn.close();
+  } catch {
+    // Already closed.
+  }
+}
+
+/** Writes through `conn` until a write has not resolved for 300 ms: the peer reads nothing. */
+async function fillUntilBlocked(conn: Connection): Promise<{ blocked: Promise<number> }> {
+  const chunk = new Uint8Array(64 * 1024);
+  for (let i = 0; i < 10_000; i++) {
+    const write = conn.write(chunk);
+    if (!(await settlesWithin(write, 300))) return { blocked: write };
+    await write;
+  }
+  throw new Error("The peer took 640 MiB without reading");
+}
+
+Deno.test("Connection: read resolves with the peer's bytes, then null once the peer ends the stream", async (t) => {
+  for (const transport of TRANSPORTS) {
+    await t.step(transport, async () => {
+      await using server = await TestListener.open(transport);
+      const peer = await client(server.port);
+      const conn = await server.connection(0);
+      await peer.write(new TextEncoder().encode("hello"));
+      const buffer = new Uint8Array(16);
+      const count = await within(conn.read(buffer), "the bytes");
+      assert.equal(new TextDecoder().decode(buffer.subarray(0, count!)), "hello");
+      await peer.closeWrite();
+      assert.equal(await within(conn.read(buffer), "the end"), null);
+      closeQuietly(peer);
+    });
+  }
+});
+
+Deno.test("Connection.close(): a read under way resolves null and a blocked write rejects with a disconnect error, at once", async (t) => {
+  for (const transport of TRANSPORTS) {
+    await t.step(transport, async () => {
+      await using server = await TestListener.open(transport);
+      const peer = await client(server.port);
+      const conn = await server.connection(0);
+      const reading = conn.read(new Uint8Array(1024));
+      const { blocked } = await fillUntilBlocked(conn);
+      conn.close();
+      conn.close(); // idempotent
+      assert.equal(await within(reading, "the read to end", 100), null);
+      const error = await within(
+        blocked.then(() => undefined, (e: unknown) => e),
+        "the write",
+        100,
+      );
+      assert.ok(isDisconnect(error), `not a disconnect: ${error}`);
+      const later = await conn.write(new Uint8Array(1)).then(() => undefined, (e) => e);
+      assert.ok(isDisconnect(later), `not a disconnect: ${later}`);
+      assert.equal(await conn.read(new Uint8Array(1)), null);
+      closeQuietly(peer);
+      await within(conn.closed!, "the socket to go");
+    });
+  }
+});
+
+Deno.test("Connection.write rejects with a disconnect error once the peer is gone", async (t) => {
+  for (const transport of TRANSPORTS) {
+    await t.step(transport, async () => {
+      await using server = await TestListener.open(transport);
+      const peer = await client(server.port);
+      const conn = await server.connection(0);
+      peer.close();
+      const error = await within(
+        (async () => {
+          // The first writes may land in buffers before the reset is known.
+          for (let i = 0; i < 1000; i++) await conn.write(new Uint8Array(16 * 1024));
+        })().then(() => undefined, (e) => e),
+        "a write to fail",
+      );
+      assert.ok(error !== undefined, "1000 writes to a closed peer succeeded");
+      assert.ok(isDisconnect(error), `not a disconnect: ${error}`);
+      conn.close();
+    });
+  }
+});
+
+Deno.test("Connection.closed resolves only once the socket is gone, and until then the connection counts against maxConnections", async (t) => {
+  for (const transport of TRANSPORTS) {
+    await t.step(transport, async () => {
+      await using server = await TestListener.open(transport, { maxConnections: 1 });
+      const peer = await client(server.port);
+      const conn = await server.connection(0);
+      await fillUntilBlocked(conn);
+      conn.close();
+      if (transport === "deno") {
+        // Deno's close() would leave the socket open, unseen, as long as the peer reads nothing:
+        // the connection waits for the peer, and still counts.
+        assert.equal(await settlesWithin(conn.closed!, 1500), false);
+        const refused = await Deno.connectTls({
+          hostname: "127.0.0.1",
+          port: server.port,
+          caCerts: [certs.ca],
+        });
+        await until(() => server.lines.some((line) => line.startsWith("refused ")), "a refusal");
+        closeQuietly(refused);
+        closeQuietly(peer);
+        await within(conn.closed!, "the socket to go once the peer left");
+      } else {
+        // node destroys the socket after a grace period, whatever the peer does.
+        await within(conn.closed!, "the socket to go", 3000);
+        closeQuietly(peer);
+      }
+      const next = await client(server.port);
+      const served = await server.connection(1);
+      await next.write(new Uint8Array([1]));
+      assert.equal(await within(served.read(new Uint8Array(1)), "a byte"), 1);
+      closeQuietly(next);
+    });
+  }
+});
+
+Deno.test("listen() with reusePort: two node listeners on one port stay quiet for 3 s idle, and both keep serving", async () => {
+  await using first = await TestListener.open("node", { reusePort: true });
+  await using second = await TestListener.open("node", { reusePort: true, port: first.port });
+  assert.equal(second.port, first.port);
+  // Long enough for the watchdog to look a few times (after 1 s, then 2 s).
+  await delay(3000);
+  assert.deepEqual([...first.lines, ...second.lines], []);
+  // The kernel spreads connections by their ports: a few dozen reach both.
+  const peers: Deno.TlsConn[] = [];
+  try {
+    for (
+      let i = 0;
+      i < 64 && (first.connections.length === 0 || second.connections.length === 0);
+      i++
+    ) {
+      peers.push(await client(first.port));
+    }
+    assert.ok(first.connections.length > 0 && second.connections.length > 0);
+    await until(
+      () => first.connections.length + second.connections.length === peers.length,
+      "every connection handed out",
+    );
+  } finally {
+    for (const peer of peers) closeQuietly(peer);
+  }
+  assert.deepEqual([...first.lines, ...second.lines], []);
+});
+
+Deno.test("listen() with a certificate the TLS stack refuses logs nothing while idle, and one line per client", async () => {
+  // A key that is not the certificate's: every handshake fails at once.
+  const { privateKey } = await crypto.subtle.generateKey(
+    { name: "ECDSA", namedCurve: "P-256" },
+    true,
+    ["sign", "verify"],
+  );
+  const pkcs8 = new Uint8Array(await crypto.subtle.exportKey("pkcs8", privateKey));
+  const key = `-----BEGIN PRIVATE KEY-----\n${
+    btoa(String.fromCharCode(...pkcs8)).match(/.{1,64}/g)!.join("\n")
+  }\n-----END PRIVATE KEY-----\n`;
+  await using server = await TestListener.open("node", { key });
+  // Long enough for the watchdog's probe to run twice.
+  await delay(3000);
+  assert.deepEqual(server.lines, []);
+  await assert.rejects(client(server.port));
+  await until(() => server.lines.length > 0, "the failed handshake in the log");
+  assert.equal(server.lines.length, 1);
+  assert.match(server.lines[0]!, /^TLS handshake with 127\.0\.0\.1:\d+ failed: /);
+});
+
+Deno.test("listen() refuses what the deno transport cannot do with a TypeError", async (t) => {
+  const cases: [string, Partial<ListenOptions>, RegExp][] = [
+    ["clientCa", { clientCa: certs.ca }, /^Cannot serve: clientCa needs the "node" transport/],
+    ["reusePort", { reusePort: true }, /^Cannot serve: reusePort needs the "node" transport/],
+  ];
+  for (const [name, extra, message] of cases) {
+    await t.step(name, async () => {
+      await assert.rejects(TestListener.open("deno", extra), (error: unknown) => {
+        assert.ok(error instanceof TypeError);
+        assert.match(error.message, message);
+        return true;
+      });
+    });
+  }
+});
+
+Deno.test("isDisconnect() knows a disconnect by its code or its Deno class, and nothing else", async (t) => {
+  const withCode = (code: string) => Object.assign(new Error("x"), { code });
+  const cases: [string, unknown, boolean][] = [
+    ["ECONNRESET", withCode("ECONNRESET"), true],
+    ["EPIPE", withCode("EPIPE"), true],
+    ["ECONNABORTED", withCode("ECONNABORTED"), true],
+    ["ECANCELED (a write cut short by destroy)", withCode("ECANCELED"), true],
+    ["ERR_STREAM_DESTROYED", withCode("ERR_STREAM_DESTROYED"), true],
+    ["ERR_STREAM_WRITE_AFTER_END", withCode("ERR_STREAM_WRITE_AFTER_END"), true],
+    ["disconnectError()", disconnectError("Cannot write: the connection is closed"), true],
+    ["Deno.errors.BrokenPipe", new Deno.errors.BrokenPipe("x"), true],
+    ["Deno.errors.ConnectionReset", new Deno.errors.ConnectionReset("x"), true],
+    ["Deno.errors.UnexpectedEof", new Deno.errors.UnexpectedEof("x"), true],
+    ["EMFILE", withCode("EMFILE"), false],
+    ["an Error without a code", new Error("x"), false],
+    ["Deno.errors.PermissionDenied", new Deno.errors.PermissionDenied("x"), false],
+    ["a string", "ECONNRESET", false],
+    ["null", null, false],
+    ["a numeric code", Object.assign(new Error("x"), { code: 32 }), false],
+  ];
+  for (const [name, error, expected] of cases) {
+    await t.step(name, () => assert.equal(isDisconnect(error), expected));
+  }
+});
