@@ -53,7 +53,7 @@ export function decodeFrame(
   maxJsonValues: number = DEFAULT_MAX_JSON_VALUES,
 ): unknown {
   if (frame[0] === EXTENDED_MARKER) return decodeExtended(frame, maxDepth, maxJsonValues);
-  checkJsonValues(frame, maxJsonValues);
+  checkJsonValues(frame, maxJsonValues, maxDepth);
   let text: string | undefined = frame.length <= ASCII_FAST_BYTES ? asciiText(frame) : undefined;
   try {
     text ??= decoder.decode(frame);
@@ -128,7 +128,7 @@ function recordIdTexts(text: string, value: unknown): void {
 function decodeExtended(frame: Uint8Array, maxDepth: number, maxJsonValues: number): unknown {
   try {
     const { json, binary } = splitExtended(frame);
-    checkJsonValues(json, maxJsonValues);
+    checkJsonValues(json, maxJsonValues, maxDepth);
     const value = parseExtendedJson(json);
     checkDepth(json, value, maxDepth);
     const owned = frame.byteOffset === 0 && frame.byteLength === frame.buffer.byteLength;
@@ -253,24 +253,63 @@ export function requestMessage(
  * Refuses JSON text with more than `max` structural tokens (`{`, `[`, `:` and `,` outside strings):
  * what parsing costs grows with them, not with the bytes (a 16 MiB string parses in 50 ms, 16 MiB
  * of `[{},{},...]` in 2.7 s). Text no longer than `max` bytes cannot exceed it and is not scanned.
+ * The same pass refuses nesting deeper than `maxDepth`, and reads a top-level `"id"` on the way so
+ * that the refusal can name the request it answers.
  */
-function checkJsonValues(bytes: Uint8Array, max: number): void {
+function checkJsonValues(bytes: Uint8Array, max: number, maxDepth: number): void {
   if (bytes.length <= max) return;
   let count = 0;
+  let depth = 0;
+  let idText = "null";
   for (let i = 0; i < bytes.length; i++) {
     const byte = bytes[i]!;
     if (byte === 0x22) {
-      i = stringEnd(bytes, i);
-    } else if (byte === 0x2c || byte === 0x3a || byte === 0x5b || byte === 0x7b) {
-      if (++count > max) {
+      const end = stringEnd(bytes, i);
+      if (depth === 1 && end === i + 3 && bytes[i + 1] === 0x69 && bytes[i + 2] === 0x64) {
+        idText = scalarAfterColon(bytes, end + 1) ?? idText; // "id": its value, when a scalar
+      }
+      i = end;
+    } else if (byte === 0x5b || byte === 0x7b) {
+      if (++depth > maxDepth) {
         throw new DecodeError(
           ErrorCode.InvalidRequest,
-          `Invalid Request: the message holds more than ${max} JSON values`,
-          "null",
-          "max_json_values",
+          `Invalid Request: arrays and objects nest deeper than ${maxDepth} levels`,
+          idText,
+          "max_depth",
         );
       }
+      count++;
+    } else if (byte === 0x5d || byte === 0x7d) {
+      depth--;
+    } else if (byte === 0x2c || byte === 0x3a) {
+      count++;
+    } else continue;
+    if (count > max) {
+      throw new DecodeError(
+        ErrorCode.InvalidRequest,
+        `Invalid Request: the message holds more than ${max} JSON values`,
+        idText,
+        "max_json_values",
+      );
     }
+  }
+}
+
+/** The JSON text of the number or short string after the colon at or after `at`, if valid. */
+function scalarAfterColon(bytes: Uint8Array, at: number): string | undefined {
+  while (bytes[at] === 0x20 || bytes[at] === 0x0a || bytes[at] === 0x0d || bytes[at] === 0x09) at++;
+  if (bytes[at] !== 0x3a) return undefined;
+  at++;
+  while (bytes[at] === 0x20 || bytes[at] === 0x0a || bytes[at] === 0x0d || bytes[at] === 0x09) at++;
+  let end = at;
+  if (bytes[at] === 0x22) end = stringEnd(bytes, at) + 1;
+  else while (end < bytes.length && /[-+.\deE]/.test(String.fromCharCode(bytes[end]!))) end++;
+  if (end === at || end - at > 256) return undefined;
+  const text = String.fromCharCode(...bytes.subarray(at, end));
+  try {
+    return isId(JSON.parse(text)) ? text : undefined;
+  } catch {
+    return undefined;
   }
 }
 

@@ -816,6 +816,11 @@ Deno.test("shutdown() lets calls in flight finish and refuses new connections", 
       await within(held.entered, "both calls to start");
       const stopping = server.shutdown();
       await assert.rejects(callOnce(server.addr.port), ConnectionError);
+      assert.deepEqual(await within(raw.receive(), "the goaway notification"), {
+        jsonrpc: "2.0",
+        method: "rpc.goaway",
+        params: [],
+      });
       held.open();
       assert.deepEqual(await within(raw.receive(), "the raw call's response"), {
         jsonrpc: "2.0",
