@@ -37,6 +37,12 @@ export const DEFAULT_LIMITS = {
    */
   authTimeout: 10_000,
   /**
+   * Failed authentications one address may make in a burst before its further `rpc.auth` requests
+   * are refused unchecked, whatever connection they come on; one more is forgiven every 6 s (10 a
+   * minute in the long run). 10 is three clients' worth of typos, and turns guessing into years.
+   */
+  maxAuthFailures: 10,
+  /**
    * Milliseconds a connection may stay without a frame while no call is in flight: 5 min keeps
    * pooled clients connected between bursts and still reclaims abandoned sockets. 0 disables.
    */
@@ -92,6 +98,7 @@ export type Limits = { -readonly [K in keyof typeof DEFAULT_LIMITS]: number };
 const POSITIVE_LIMITS: ReadonlySet<keyof Limits> = new Set([
   "handshakeTimeout",
   "maxConnections",
+  "maxAuthFailures",
   "maxInFlight",
   "maxBatch",
   "maxQueuedBytes",

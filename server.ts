@@ -26,7 +26,7 @@
  */
 
 import { Dispatcher, type Interceptor } from "./_dispatch.ts";
-import { fixedToken } from "./_auth.ts";
+import { AuthThrottle, fixedToken } from "./_auth.ts";
 import { type Limits, resolveLimits, sweepInterval } from "./_limits.ts";
 import { RateLimitedLog } from "./_log.ts";
 import { Metrics, type MetricsSnapshot } from "./_metrics.ts";
@@ -94,6 +94,13 @@ export interface ServeOptions extends Partial<Limits> {
    * @default {"node"}
    */
   transport?: "node" | "deno";
+  /**
+   * Share the port with other listeners (`SO_REUSEPORT`): several processes or workers serving the
+   * same port, the kernel spreading connections over them. Needs the `"node"` transport.
+   *
+   * @default {false}
+   */
+  reusePort?: boolean;
   /**
    * A fixed token every client must present (`rpc.auth`, the client's `token` option) before
    * any call. Compared in constant time; never logged. Use `authenticate` for more than one.
@@ -265,6 +272,7 @@ class Server implements RpcServer {
       }),
       exposeStack: options.exposeStack ?? false,
       maxBatch: limits.maxBatch,
+      throttle: new AuthThrottle(limits.maxAuthFailures),
       ...(options.info && { info: options.info }),
       log: (error, line) => this.#log.report(error, line),
       ...(options.interceptors && { interceptors: options.interceptors }),
@@ -292,6 +300,7 @@ class Server implements RpcServer {
       handshakeTimeout: this.#limits.handshakeTimeout,
       maxConnections: this.#limits.maxConnections,
       clientCa: options.clientCa,
+      reusePort: options.reusePort ?? false,
       onConnection: (conn) => this.#accept(conn),
       log: (error, line) => this.#log.report(error, line),
     });
