@@ -1,8 +1,9 @@
-// Opening the client's byte stream: TLS by default, or any dialer the application gives, always
-// under the connect timeout and the caller's signal. What comes back is the client's side of the
-// transport seam: a byte source and sink that can be closed.
+// Opening the client's byte stream to one endpoint: TLS by default, or any dialer the application
+// gives, always under the connect timeout and the caller's signal. What comes back is the client's
+// side of the transport seam: a byte source and sink that can be closed. Also the endpoints
+// themselves: their order, and the names messages give them.
 
-import { closeQuietly, reason } from "./_util.ts";
+import { closeQuietly, formatAddr, reason } from "./_util.ts";
 import { ConnectionError, TimeoutError } from "./errors.ts";
 
 /**
@@ -26,17 +27,26 @@ export interface ClientConnection {
   close(): void;
 }
 
-/**
- * Opens a connection. The signal aborts when the client stops waiting (connect timeout, the
- * caller's signal, `close()`): the dialer should then give up and close whatever it opened. A
- * connection it resolves with after that is closed by the client.
- */
-export type Dialer = (signal: AbortSignal) => Promise<ClientConnection>;
+/** Where a server listens: one of {@linkcode ConnectOptions.endpoints}. */
+export interface Endpoint {
+  /**
+   * The server's host name or IP address. It is also the TLS server name: the server's
+   * certificate must name it.
+   */
+  readonly hostname: string;
+  /** The server's port. */
+  readonly port: number;
+}
 
-/** Where and how the default dialer connects. */
+/**
+ * Opens a connection to `endpoint`. The signal aborts when the client stops waiting (connect
+ * timeout, the caller's signal, `close()`): the dialer should then give up and close whatever it
+ * opened. A connection it resolves with after that is closed by the client.
+ */
+export type Dialer = (signal: AbortSignal, endpoint: Endpoint) => Promise<ClientConnection>;
+
+/** How the default dialer verifies servers and presents itself; the same for every endpoint. */
 export interface TlsDialOptions {
-  hostname: string;
-  port: number;
   /** CA certificates (PEM) besides the system's root store. */
   caCerts?: string[] | undefined;
   /** A client certificate chain (PEM), with `key`, for mutual TLS. */
@@ -44,12 +54,19 @@ export interface TlsDialOptions {
   key?: string | undefined;
 }
 
-/** The default dialer: TCP to `hostname:port`, then TLS verified against `caCerts`. */
+/**
+ * The default dialer: TCP to the endpoint, then TLS verified against `caCerts`, with the
+ * endpoint's hostname as the server name.
+ */
 export function tlsDialer(options: TlsDialOptions): Dialer {
-  const { hostname, port, cert, key } = options;
+  const { cert, key } = options;
   const caCerts = options.caCerts && { caCerts: options.caCerts };
-  return async function dialTls(signal: AbortSignal): Promise<ClientConnection> {
+  return async function dialTls(
+    signal: AbortSignal,
+    endpoint: Endpoint,
+  ): Promise<ClientConnection> {
     signal.throwIfAborted();
+    const { hostname, port } = endpoint;
     if (cert !== undefined && key !== undefined) {
       // Deno.startTls takes no client certificate, so this path keeps Nagle's algorithm on.
       return await handshaken(
@@ -91,19 +108,21 @@ async function handshaken(conn: Deno.TlsConn, signal: AbortSignal): Promise<Deno
 }
 
 /**
- * Runs `dialer` for at most `timeout` ms or until `signal` aborts, whichever comes first.
+ * Runs `dialer` on `endpoint` for at most `timeout` ms or until `signal` aborts, whichever comes
+ * first.
  *
  * @throws {TimeoutError} When the connection is not open within `timeout`.
- * @throws {ConnectionError} When the dialer fails, naming `target`, with its error as `cause`.
+ * @throws {ConnectionError} When the dialer fails, naming the endpoint, with its error as `cause`.
  * @throws The signal's reason when it aborts.
  */
 export async function dial(
   dialer: Dialer,
-  target: string,
+  endpoint: Endpoint,
   timeout: number,
   signal: AbortSignal | undefined,
 ): Promise<ClientConnection> {
   signal?.throwIfAborted();
+  const target = formatAddr(endpoint);
   const controller = new AbortController();
   const stopped = Promise.withResolvers<never>();
   const stop = (why: unknown) => {
@@ -121,7 +140,7 @@ export async function dial(
   signal?.addEventListener("abort", onAbort, { once: true });
   let opening: Promise<ClientConnection> | undefined;
   try {
-    opening = Promise.resolve().then(() => dialer(controller.signal));
+    opening = Promise.resolve().then(() => dialer(controller.signal, endpoint));
     const conn = await Promise.race([opening, stopped.promise]);
     if (controller.signal.aborted) {
       closeQuietly(conn);
@@ -138,4 +157,90 @@ export async function dial(
     signal?.removeEventListener("abort", onAbort);
     stopped.promise.catch(() => {});
   }
+}
+
+/**
+ * The endpoints of `options`: `endpoints`, or the one of `hostname` and `port` (each defaulted),
+ * copied, so that the caller's list can change afterwards.
+ *
+ * @throws {TypeError} When both are given, or `endpoints` is empty or not an array.
+ */
+export function endpointsOf(options: {
+  readonly endpoints?: readonly Endpoint[] | undefined;
+  readonly hostname?: string | undefined;
+  readonly port?: number | undefined;
+}, defaults: Endpoint): Endpoint[] {
+  const { endpoints, hostname, port } = options;
+  if (endpoints === undefined) {
+    return [{ hostname: hostname ?? defaults.hostname, port: port ?? defaults.port }];
+  }
+  if (hostname !== undefined || port !== undefined) {
+    throw new TypeError("Cannot connect: give either endpoints or hostname and port, not both");
+  }
+  if (!Array.isArray(endpoints) || endpoints.length === 0) {
+    throw new TypeError("Cannot connect: endpoints must be a list of one or more endpoints");
+  }
+  return endpoints.map(({ hostname, port }) => ({ hostname, port }));
+}
+
+/**
+ * A client's endpoints in the order it uses them: shuffled once (Fisher–Yates with
+ * `Math.random`), so that clients spread out, then each in turn, round and round.
+ */
+export class EndpointRing {
+  /** The endpoints as messages name them: `"a:1"`, or `"a:1", "b:2"`. */
+  readonly names: string;
+  /** How many there are. */
+  readonly size: number;
+  #order: Endpoint[];
+  #next = 0;
+
+  constructor(endpoints: readonly Endpoint[]) {
+    this.names = endpoints.map((endpoint) => `"${formatAddr(endpoint)}"`).join(", ");
+    this.size = endpoints.length;
+    const order = this.#order = [...endpoints];
+    for (let i = order.length - 1; i > 0; i--) {
+      const j = Math.floor(Math.random() * (i + 1));
+      [order[i], order[j]] = [order[j]!, order[i]!];
+    }
+  }
+
+  /** The endpoint of the next connection attempt. */
+  take(): Endpoint {
+    return this.#order[this.#next++ % this.#order.length]!;
+  }
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts: the wait between reconnection attempts. */
+export function pause(ms: number, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    }
+  });
+}
+
+/**
+ * The error of a first connection that failed on every one of several endpoints, naming each
+ * with what went wrong there; `cause` is an `AggregateError` of the endpoints' errors.
+ */
+export function noEndpointError(
+  failures: readonly { endpoint: Endpoint; error: unknown }[],
+): ConnectionError {
+  const parts = failures.map(({ endpoint, error }) => {
+    const target = formatAddr(endpoint);
+    // "Cannot connect to "a:1": refused" reads as "a:1": refused in the list.
+    const prefix = `Cannot connect to "${target}": `;
+    const text = reason(error);
+    return `"${target}": ${text.startsWith(prefix) ? text.slice(prefix.length) : text}`;
+  });
+  return new ConnectionError(
+    `Cannot connect to any of ${failures.length} endpoints: ${parts.join(", ")}`,
+    { cause: new AggregateError(failures.map(({ error }) => error)) },
+  );
 }

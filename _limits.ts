@@ -1,7 +1,7 @@
 // The limits a server enforces, with their defaults and the reason for each value, and their
 // validation. Every limit bounds what one client can cost the server.
 
-import { DEFAULT_MAX_FRAME_BYTES } from "./framing.ts";
+import { DEFAULT_MAX_FRAME_BYTES } from "./_framing.ts";
 
 /**
  * The deepest nesting of arrays and objects a message may have: 128 is far beyond any sensible API

@@ -15,7 +15,7 @@ import {
 import type { ClientConnection } from "./_dial.ts";
 import { closeQuietly, isDisconnect, reason } from "./_util.ts";
 import { ConnectionError, ErrorCode, ProtocolError, RpcError, TimeoutError } from "./errors.ts";
-import { DEFAULT_MAX_FRAME_BYTES, FrameReader, FrameWriter } from "./framing.ts";
+import { DEFAULT_MAX_FRAME_BYTES, FrameReader, FrameWriter } from "./_framing.ts";
 
 /** How a link behaves; the client's options, resolved. */
 export interface LinkOptions {
@@ -40,6 +40,12 @@ export interface LinkEvents {
   response(link: Link, id: number, error: RpcError | undefined, result: unknown): void;
   /** A notification from the server; `params` as received (an array, an object, or undefined). */
   notification(method: string, params: unknown): void;
+  /**
+   * The server said `rpc.goaway`: it is shutting down, answers calls already running here, and
+   * answers new ones with -32001. Not called for a link whose `start()` has not finished: its
+   * opener sees {@linkcode Link.goingAway} instead.
+   */
+  goaway(link: Link): void;
   /** The link is gone; called once, also for a link that never finished `start()`. */
   lost(link: Link, error: ConnectionError): void;
 }
@@ -70,6 +76,8 @@ export class Link {
   #maxFrameBytes: number;
   #rich = false;
   #lost = false;
+  #started = false;
+  #goingAway = false;
   #lastHeard = Date.now();
   /** The server's error for a message it could not read (id null), just before it closes. */
   #serverError: RpcError | undefined;
@@ -115,6 +123,16 @@ export class Link {
     return this.#lost;
   }
 
+  /** Whether the server said `rpc.goaway` on this connection. */
+  get goingAway(): boolean {
+    return this.#goingAway;
+  }
+
+  /** `host:port` of the server, for messages. */
+  get target(): string {
+    return this.#options.target;
+  }
+
   /**
    * The hello (one round trip, unless rich values are off), then the token, then keepalive, all
    * within `deadline` (`Date.now()` time). On failure the link is closed.
@@ -141,6 +159,12 @@ export class Link {
           this.#rich = Array.isArray(extensions) && extensions.includes("rich");
         } catch (error) {
           // A plain JSON-RPC server answers rpc.hello with "method not found": it gets plain JSON.
+          // A server that answers "shutting down" takes no calls: this connection is no use.
+          if (error instanceof RpcError && error.code === ErrorCode.ShuttingDown) {
+            throw new ConnectionError(`Cannot connect to "${target}": ${error.message}`, {
+              cause: error,
+            });
+          }
           if (!(error instanceof RpcError)) {
             if (signal?.aborted) throw signal.reason;
             throw error instanceof TimeoutError
@@ -175,6 +199,7 @@ export class Link {
     } finally {
       signal?.removeEventListener("abort", onAbort);
     }
+    this.#started = true;
     if (this.#options.keepalive && !this.#lost) {
       const { interval } = this.#options.keepalive;
       this.#keepalive = setInterval(() => this.#checkKeepalive(), Math.max(10, interval / 4));
@@ -458,6 +483,12 @@ export class Link {
       } catch {
         // Jammed (or over the frame limit, for a long name): a server that asks must wait.
       }
+      return;
+    }
+    if (method === "rpc.goaway") {
+      if (this.#goingAway) return;
+      this.#goingAway = true;
+      if (this.#started) this.#events.goaway(this);
       return;
     }
     this.#events.notification(method, (request as { params?: unknown }).params);

@@ -1,9 +1,10 @@
 // Who on the client waits for what the server sends: calls in flight by id (their timers and
 // abort signals, the calls that wait while the client reconnects, the one retry of an idempotent
-// call whose connection dropped), and listeners of notifications by method.
+// call whose connection dropped, the one resend of a call a shutting-down server refused), the
+// connections that drain after rpc.goaway, and listeners of notifications by method.
 
 import type { Link } from "./_link.ts";
-import { ConnectionError, TimeoutError } from "./errors.ts";
+import { ConnectionError, ErrorCode, RpcError, TimeoutError } from "./errors.ts";
 
 /** How one call behaves. */
 export interface StartOptions {
@@ -32,29 +33,43 @@ interface Call {
   link: Link | undefined;
   /** Sent once more after a reconnection already. */
   retried: boolean;
+  /** Sent once more after a -32001 answer already. */
+  resent: boolean;
 }
 
 /** Options for {@linkcode PendingCalls}. */
 export interface PendingOptions {
-  /** `host:port`, for messages. */
-  target: string;
+  /** The server, quoted, for messages: `"host:port"`, or a list of them. */
+  names: string;
   /** Applied to each result before the call resolves with it. */
   mapResult?: ((result: unknown) => unknown) | undefined;
+  /**
+   * A call answered -32001 (the server is shutting down: the call never ran) is sent once more,
+   * on the connection in use then or on the next one, instead of rejecting. The owner retires
+   * the connection that answered so before the answer is settled.
+   */
+  resend: boolean;
 }
 
 /** The table of a client's calls, and the connection they go out on. */
 export class PendingCalls {
   #inFlight = new Map<number, Call>();
+  /** The calls in flight on each connection; one without calls has no entry. */
+  #onLink = new Map<Link, Set<Call>>();
   #waiting = new Set<Call>();
   #nextId = 1;
-  #target: string;
+  #names: string;
   #mapResult: ((result: unknown) => unknown) | undefined;
+  #resend: boolean;
   #link: Link | undefined;
+  /** Connections that take no new calls (rpc.goaway), closed once their last call settles. */
+  #retired = new Set<Link>();
   #closed = false;
 
   constructor(options: PendingOptions) {
-    this.#target = options.target;
+    this.#names = options.names;
     this.#mapResult = options.mapResult;
+    this.#resend = options.resend;
   }
 
   /** The connection calls go out on; `undefined` while connecting, reconnecting, or closed. */
@@ -87,7 +102,7 @@ export class PendingCalls {
   ): Promise<unknown> {
     if (this.#closed) {
       return Promise.reject(
-        new ConnectionError(`Cannot call "${method}": connection to "${this.#target}" is closed`),
+        new ConnectionError(`Cannot call "${method}": connection to ${this.#names} is closed`),
       );
     }
     const { timeout, signal } = options;
@@ -109,14 +124,14 @@ export class PendingCalls {
         onAbort: undefined,
         link: undefined,
         retried: false,
+        resent: false,
       };
       if (timeout > 0) call.timer = setTimeout(() => this.#expire(call, timeout), timeout);
       if (signal) {
         call.onAbort = () => this.#abort(call);
         signal.addEventListener("abort", call.onAbort, { once: true });
       }
-      if (this.#link) this.#transmit(call, this.#link);
-      else this.#waiting.add(call);
+      this.#dispatch(call);
     });
   }
 
@@ -141,10 +156,36 @@ export class PendingCalls {
     }
   }
 
-  /** The answer to call `id`, which counts only if it came on the link the call went out on. */
+  /**
+   * Stops sending calls on `link`, the connection in use, after rpc.goaway: new calls wait for
+   * {@linkcode PendingCalls.use}; those in flight on it stay there, and it is closed once the last
+   * of them settles (at once if there is none).
+   *
+   * @returns Whether `link` was the connection in use (else nothing happens).
+   */
+  retire(link: Link): boolean {
+    if (this.#link !== link || this.#closed) return false;
+    this.#link = undefined;
+    this.#retired.add(link);
+    this.#closeIfDrained(link);
+    return true;
+  }
+
+  /**
+   * The answer to call `id`, which counts only if it came on the link the call went out on. With
+   * `resend`, a -32001 answer sends the call once more instead.
+   */
   settle(link: Link, id: number, error: unknown, result: unknown): void {
     const call = this.#inFlight.get(id);
     if (call === undefined || call.link !== link) return;
+    if (
+      this.#resend && !call.resent && error instanceof RpcError &&
+      error.code === ErrorCode.ShuttingDown
+    ) {
+      call.resent = true;
+      this.#unlink(call);
+      return this.#dispatch(call);
+    }
     this.#drop(call);
     if (error !== undefined) return call.reject(error);
     try {
@@ -156,42 +197,55 @@ export class PendingCalls {
 
   /**
    * `link` is gone: its calls reject with `error`, as their outcome is unknown, except, when
-   * `retry`, idempotent calls not retried yet, which wait for the next connection.
+   * `retry`, idempotent calls not retried yet, which go out on the connection in use, or wait for
+   * the next one.
    *
-   * @returns Whether `link` was the connection in use (else nothing happens).
+   * @returns Whether `link` was the connection in use: the caller reconnects or closes. (A
+   * retired connection, or one never used, is not.)
    */
   lose(link: Link, error: unknown, retry: boolean): boolean {
-    if (this.#link !== link || this.#closed) return false;
-    this.#link = undefined;
-    for (const call of [...this.#inFlight.values()]) {
-      if (call.link !== link) continue;
+    if (this.#closed) return false;
+    const current = this.#link === link;
+    if (current) this.#link = undefined;
+    this.#retired.delete(link);
+    const calls = this.#onLink.get(link);
+    this.#onLink.delete(link);
+    for (const call of calls ?? []) {
       this.#inFlight.delete(call.id);
       call.link = undefined;
       if (retry && call.idempotent && !call.retried) {
         call.retried = true;
-        this.#waiting.add(call);
+        this.#dispatch(call);
       } else {
         this.#drop(call);
         call.reject(error);
       }
     }
-    return true;
+    return current;
   }
 
-  /** Closes the connection in use and rejects every call, now and later, with `error`. */
+  /** Closes every connection and rejects every call, now and later, with `error`. */
   close(error: ConnectionError): void {
     if (this.#closed) return;
     this.#closed = true;
-    const link = this.#link;
+    const links = [this.#link, ...this.#retired];
     this.#link = undefined;
-    link?.close(error);
+    this.#retired.clear();
     const calls = [...this.#inFlight.values(), ...this.#waiting];
     this.#inFlight.clear();
+    this.#onLink.clear();
     this.#waiting.clear();
+    for (const link of links) link?.close(error);
     for (const call of calls) {
       this.#drop(call);
       call.reject(error);
     }
+  }
+
+  /** Sends `call` on the connection in use, or keeps it until there is one. */
+  #dispatch(call: Call): void {
+    if (this.#link) this.#transmit(call, this.#link);
+    else this.#waiting.add(call);
   }
 
   #transmit(call: Call, link: Link): void {
@@ -206,6 +260,9 @@ export class PendingCalls {
     }
     call.link = link;
     this.#inFlight.set(call.id, call);
+    let calls = this.#onLink.get(link);
+    if (calls === undefined) this.#onLink.set(link, calls = new Set());
+    calls.add(call);
   }
 
   /** The server knows the deadline too: it aborts the handler and sends nothing. */
@@ -226,10 +283,36 @@ export class PendingCalls {
 
   /** Forgets a call: its timer, its abort listener, its entries. */
   #drop(call: Call): void {
-    this.#inFlight.delete(call.id);
+    this.#unlink(call);
     this.#waiting.delete(call);
     clearTimeout(call.timer);
     if (call.onAbort) call.signal?.removeEventListener("abort", call.onAbort);
+  }
+
+  /** Takes a call off the connection it went out on (closing a retired one it leaves empty). */
+  #unlink(call: Call): void {
+    const link = call.link;
+    this.#inFlight.delete(call.id);
+    if (link === undefined) return;
+    call.link = undefined;
+    const calls = this.#onLink.get(link);
+    if (calls === undefined) return;
+    calls.delete(call);
+    if (calls.size === 0) {
+      this.#onLink.delete(link);
+      this.#closeIfDrained(link);
+    }
+  }
+
+  /** Closes a retired connection once no call waits for an answer on it. */
+  #closeIfDrained(link: Link): void {
+    if (!this.#retired.has(link) || this.#onLink.has(link)) return;
+    this.#retired.delete(link);
+    link.close(
+      new ConnectionError(
+        `Cannot complete call: connection to "${link.target}" was closed after rpc.goaway`,
+      ),
+    );
   }
 }
 
@@ -248,9 +331,12 @@ export class Listeners {
   #byMethod = new Map<string, Set<Listener>>();
   #onError: (error: unknown, method: string) => void;
 
-  /** @param onError Gets what a listener threw, and notifications no listener can take. */
-  constructor(onError: (error: unknown, method: string) => void) {
-    this.#onError = onError;
+  /**
+   * @param onError Gets what a listener threw, and notifications no listener can take; by
+   * default they are logged with `console.error`.
+   */
+  constructor(onError: ((error: unknown, method: string) => void) | undefined) {
+    this.#onError = onError ?? logListenerError;
   }
 
   /** Adds `listener` for `method`; returns a function that removes it. */
@@ -308,4 +394,9 @@ export class Listeners {
       // The report's own failure has nowhere else to go.
     }
   }
+}
+
+/** Where listener errors go without `onListenerError`. */
+function logListenerError(error: unknown, method: string): void {
+  console.error(`A listener of notification "${method}" threw:`, error);
 }

@@ -9,7 +9,7 @@ import type { Limits } from "./_limits.ts";
 import type { RateLimitedLog } from "./_log.ts";
 import type { Connection } from "./_transport.ts";
 import { ConnectionError, ErrorCode, ProtocolError } from "./errors.ts";
-import { type ByteSink, type ByteSource, FrameReader, FrameWriter } from "./framing.ts";
+import { type ByteSink, type ByteSource, FrameReader, FrameWriter } from "./_framing.ts";
 import { formatAddr, isDisconnect, reason } from "./_util.ts";
 import type { LimitName, Metrics } from "./_metrics.ts";
 

@@ -1,7 +1,9 @@
 /**
- * The tlsrpc client: calls the methods of a tlsrpc server over one TLS connection, many calls at
- * a time, and, when asked, reconnects after the server goes away. It imports only files of this
- * project and needs no permission beyond `--allow-net`, so it can be imported straight from a URL.
+ * The tlsrpc client: calls the methods of a tlsrpc server, or of one of several `endpoints` that
+ * serve the same methods, over one TLS connection, many calls at a time. When asked, it reconnects
+ * after the server goes away, and moves to a new connection without losing a call when a server
+ * shuts down. It imports only files of this project and needs no permission beyond
+ * `--allow-net`, so it can be imported straight from a URL.
  *
  * @example Call a server
  * ```ts
@@ -23,12 +25,19 @@
  * @module
  */
 
-import { dial, type Dialer, tlsDialer } from "./_dial.ts";
-import { Link, type LinkEvents, type LinkOptions } from "./_link.ts";
+import {
+  type CallOptions,
+  type ConnectOptions,
+  type ResolvedOptions,
+  resolveOptions,
+  type RpcCaller,
+} from "./_client_options.ts";
+import { dial, type Endpoint, noEndpointError, pause } from "./_dial.ts";
+import { Link, type LinkEvents } from "./_link.ts";
 import { Listeners, PendingCalls } from "./_pending.ts";
 import { proxyFor, type RemoteProxy } from "./_proxy.ts";
 import { closeQuietly, formatAddr, reason } from "./_util.ts";
-import { ConnectionError } from "./errors.ts";
+import { ConnectionError, ErrorCode, RpcError } from "./errors.ts";
 import { wrap } from "./attr_wrapper.ts";
 
 export {
@@ -38,241 +47,16 @@ export {
   RpcError,
   TimeoutError,
 } from "./errors.ts";
-export type { ClientConnection, Dialer } from "./_dial.ts";
+export { DEFAULT_CLIENT_OPTIONS } from "./_client_options.ts";
+export type {
+  CallOptions,
+  ConnectOptions,
+  KeepaliveOptions,
+  ReconnectOptions,
+  RpcCaller,
+} from "./_client_options.ts";
+export type { ClientConnection, Dialer, Endpoint } from "./_dial.ts";
 export type { ExposedKey, Remote, RemoteProxy } from "./_proxy.ts";
-
-/** The defaults of {@linkcode connect}, each with the reason for its value. */
-export const DEFAULT_CLIENT_OPTIONS = {
-  /** Where a development server listens. */
-  hostname: "localhost",
-  /** The port a tlsrpc server listens on unless told otherwise. */
-  port: 7443,
-  /** TCP connect plus TLS handshake: 10 s covers a slow network and still fails in human time. */
-  connectTimeout: 10_000,
-  /** The first wait before reconnecting: long enough not to hammer a restarting server. */
-  reconnectInitialDelay: 100,
-  /** The longest wait between reconnection attempts: a recovered server is found within 10 s. */
-  reconnectMaxDelay: 10_000,
-  /** Attempts before giving up: with the delays above, about a minute of trying. */
-  reconnectMaxAttempts: 10,
-  /**
-   * Quiet time after which a keepalive ping goes out: 30 s finds a dead peer well before TCP
-   * does (minutes to hours), for one small frame a minute.
-   */
-  keepaliveInterval: 30_000,
-  /** How long a ping may go unanswered before the connection counts as dead. */
-  keepaliveTimeout: 10_000,
-  /**
-   * Bytes that may wait to be written before calls are refused: far above what a reading server
-   * leaves queued (a few frames), and a bound on what one that stops reading costs.
-   */
-  maxQueuedBytes: 64 * 1024 * 1024,
-  /**
-   * How long one write may make no progress before the connection counts as dead: a reading
-   * server takes bytes within milliseconds, and TCP retransmits for minutes before giving up.
-   */
-  writeTimeout: 30_000,
-} as const;
-
-/** Options for reconnecting, in {@linkcode ConnectOptions.reconnect}. */
-export interface ReconnectOptions {
-  /**
-   * Milliseconds before the first attempt; each later wait doubles, with ±50 % jitter.
-   *
-   * @default {100}
-   */
-  initialDelay?: number;
-  /**
-   * The longest wait between attempts, in milliseconds.
-   *
-   * @default {10000}
-   */
-  maxDelay?: number;
-  /**
-   * Attempts before the client gives up and closes.
-   *
-   * @default {10}
-   */
-  maxAttempts?: number;
-}
-
-/** Options for keepalive pings, in {@linkcode ConnectOptions.keepalive}. */
-export interface KeepaliveOptions {
-  /**
-   * Milliseconds without a frame from the server after which the client pings it.
-   *
-   * @default {30000}
-   */
-  interval?: number;
-  /**
-   * Milliseconds the ping may go unanswered before the connection counts as dead.
-   *
-   * @default {10000}
-   */
-  timeout?: number;
-}
-
-/** Options for {@linkcode connect}. */
-export interface ConnectOptions {
-  /**
-   * The server's host name; the server's certificate must name it.
-   *
-   * @default {"localhost"}
-   */
-  hostname?: string;
-  /**
-   * The server's port.
-   *
-   * @default {7443}
-   */
-  port?: number;
-  /**
-   * The CA certificates, PEM, to verify the server's certificate with, besides the system's
-   * root store.
-   */
-  caCerts?: string[];
-  /** A client certificate chain, PEM, for servers that require mutual TLS; with `key`. */
-  cert?: string;
-  /** The private key of `cert`, PEM. */
-  key?: string;
-  /**
-   * A token to present once per connection (`rpc.auth`) before any call, for servers that want
-   * one. Never logged, never part of an error message.
-   */
-  token?: string;
-  /**
-   * Milliseconds each call may take before it rejects with a {@linkcode TimeoutError}; 0 waits
-   * for ever. Calls may set their own with {@linkcode RpcClient.withOptions}.
-   *
-   * @default {0}
-   */
-  timeout?: number;
-  /**
-   * Milliseconds the TCP connection, TLS handshake and authentication may take.
-   *
-   * @default {10000}
-   */
-  connectTimeout?: number;
-  /**
-   * The largest frame sent or accepted, in bytes.
-   *
-   * @default {16777216}
-   */
-  maxFrameBytes?: number;
-  /**
-   * Bytes that may wait to be written to a server that reads slowly or not at all; a call or
-   * notification that would pass the limit is refused with a {@linkcode ConnectionError}. (A
-   * message alone is always taken, up to `maxFrameBytes`.)
-   *
-   * @default {67108864}
-   */
-  maxQueuedBytes?: number;
-  /**
-   * Milliseconds one write to the server may make no progress (a server that stops reading)
-   * before the connection counts as dead: calls in flight reject with a
-   * {@linkcode ConnectionError}, and `reconnect` applies. 0 waits for ever.
-   *
-   * @default {30000}
-   */
-  writeTimeout?: number;
-  /** Aborting it cancels the connection attempt, or closes the client once connected. */
-  signal?: AbortSignal;
-  /**
-   * Resolve calls with read-only {@linkcode wrap | AttrWrapper} views of their results, so that
-   * untyped results read as `result.items[-1].name`; `AttrWrapper.unwrap` gives the data back.
-   *
-   * @default {false}
-   */
-  wrap?: boolean;
-  /**
-   * Offer the server rich values (`rpc.hello` on connecting): `Uint8Array` and other binary data
-   * sent raw, `Date`, `BigInt`, `Map`, `Set`, `undefined`, `NaN`, `±Infinity` and `-0`, exactly. A
-   * server without the extension answers "method not found", and the client then sends plain
-   * JSON only. `false` speaks plain JSON-RPC 2.0 only.
-   *
-   * @default {true}
-   */
-  richValues?: boolean;
-  /**
-   * Reconnect when the connection drops, with exponential backoff and jitter: `true` for the
-   * defaults. Calls made while reconnecting wait (within their own timeout) and then go out.
-   * Calls in flight when it dropped reject with {@linkcode ConnectionError}, as their outcome is
-   * unknown; only calls marked `idempotent` are sent again, once. Without it, a dropped connection
-   * closes the client.
-   *
-   * @default {false}
-   */
-  reconnect?: boolean | ReconnectOptions;
-  /**
-   * Ping the server after a quiet interval, and count the connection dead when the ping goes
-   * unanswered (then `reconnect` applies): `true` for the defaults.
-   *
-   * @default {false}
-   */
-  keepalive?: boolean | KeepaliveOptions;
-  /** Called when the connection drops, with the reason; `onReconnect` follows if it comes back. */
-  onDisconnect?: (error: ConnectionError) => void;
-  /** Called when the client has reconnected, before the calls that waited go out. */
-  onReconnect?: () => void;
-  /**
-   * Called when a notification cannot reach a listener: a listener of `method` threw (or its
-   * promise rejected), or the notification has more than 1 024 by-position params, more than a
-   * listener's parameter list sensibly takes (and far fewer than overflow the stack when spread).
-   * The client and its connection carry on.
-   *
-   * @default {console.error}
-   */
-  onListenerError?: (error: unknown, method: string) => void;
-  /**
-   * Opens the byte stream to the server: by default TLS to `hostname:port`, verified with
-   * `caCerts`, with `cert` and `key` for mutual TLS. Given, the client runs over whatever it
-   * returns (a tunnel, an in-memory pair in tests), and `hostname`, `port`, `caCerts`, `cert` and
-   * `key` only name the server in messages. It is called for every connection, reconnections
-   * included, under `connectTimeout`; it should give up when its signal aborts.
-   *
-   * @default {TLS to hostname:port}
-   */
-  dial?: Dialer;
-}
-
-/** Options for one call, or for every call made through {@linkcode RpcClient.withOptions}. */
-export interface CallOptions {
-  /**
-   * Milliseconds the call may take, waiting for a reconnection included; it then rejects with a
-   * {@linkcode TimeoutError}. The deadline travels with the request, so the handler's signal
-   * aborts too and its late result is dropped. 0 waits for ever.
-   *
-   * @default {the client's `timeout`}
-   */
-  timeout?: number;
-  /**
-   * Aborting it rejects the call at once with the signal's reason and tells the server, whose
-   * handler's signal then aborts.
-   */
-  signal?: AbortSignal;
-  /**
-   * The call may safely run twice: if the connection drops while it is in flight and the client
-   * reconnects, it is sent once more instead of rejecting.
-   *
-   * @default {false}
-   */
-  idempotent?: boolean;
-}
-
-/**
- * The calling half of a client: what {@linkcode RpcClient} offers, and what
- * {@linkcode RpcClient.withOptions} returns with per-call options bound.
- *
- * @typeParam T The type of the server's handlers, or `unknown`.
- */
-export interface RpcCaller<T = unknown> {
-  /** Calls `method` with by-position params. */
-  call(method: string, ...params: unknown[]): Promise<unknown>;
-  /** Calls `method` with by-name params, passed to the handler as one object. */
-  callNamed(method: string, params: Record<string, unknown>): Promise<unknown>;
-  /** The remote methods as functions. */
-  readonly proxy: RemoteProxy<T>;
-}
 
 /**
  * Connects to a tlsrpc server and completes the TLS handshake (and, with a `token`, the
@@ -299,8 +83,10 @@ export interface RpcCaller<T = unknown> {
  * @param options Where to connect, how to verify the server and how to behave.
  * @returns The connected client.
  * @throws {ConnectionError} When the server cannot be reached, the TLS handshake fails or the
- * server refuses the token.
- * @throws {TimeoutError} When connecting takes longer than `connectTimeout`.
+ * server refuses the token; with several `endpoints`, when that happens on each of them.
+ * @throws {TimeoutError} When connecting takes longer than `connectTimeout` (with one endpoint).
+ * @throws {TypeError} When both `endpoints` and `hostname` or `port` are given, or `endpoints` is
+ * empty.
  */
 export async function connect<T = unknown>(options: ConnectOptions = {}): Promise<RpcClient<T>> {
   options.signal?.throwIfAborted();
@@ -311,11 +97,6 @@ export async function connect<T = unknown>(options: ConnectOptions = {}): Promis
 
 /** The method of RpcClient that only `connect()` calls. */
 const OPEN = Symbol("open");
-
-/** Where listener errors go without `onListenerError`. */
-function logListenerError(error: unknown, method: string): void {
-  console.error(`A listener of notification "${method}" threw:`, error);
-}
 
 /**
  * A client of a tlsrpc server, from {@linkcode connect}. Calls are multiplexed on one connection
@@ -353,18 +134,18 @@ function logListenerError(error: unknown, method: string): void {
  */
 export class RpcClient<T = unknown> implements AsyncDisposable, RpcCaller<T> {
   #options: ConnectOptions;
-  #target: string;
-  #dialer: Dialer;
-  #linkOptions: LinkOptions;
+  #resolved: ResolvedOptions;
+  /** The endpoints quoted, for messages. */
+  #names: string;
   #events: LinkEvents;
-  #reconnect: Required<ReconnectOptions> | undefined;
   #calls: PendingCalls;
+  /** When (`Date.now()`) the latest immediate switch after rpc.goaway began. */
+  #lastSwitch = -Infinity;
   #listeners: Listeners;
   /** The read loops of this client's connections that have not ended yet. */
   #reading = new Set<Promise<void>>();
   #closed = Promise.withResolvers<void>();
-  #wakeReconnect: (() => void) | undefined;
-  /** Aborts a (re)connection attempt under way, dial or hello, when the client closes. */
+  /** Aborts a (re)connection attempt under way, or its wait, when the client closes. */
   #stopReconnect = new AbortController();
   #onAbort = () => void this.close();
   #proxy: object | undefined;
@@ -375,58 +156,48 @@ export class RpcClient<T = unknown> implements AsyncDisposable, RpcCaller<T> {
    * @param options Where to connect, how to verify the server and how to behave.
    */
   constructor(options: ConnectOptions = {}) {
-    const defaults = DEFAULT_CLIENT_OPTIONS;
-    const { hostname = defaults.hostname, port = defaults.port, caCerts, cert, key } = options;
-    const target = this.#target = formatAddr({ hostname, port });
     this.#options = options;
-    this.#dialer = options.dial ?? tlsDialer({ hostname, port, caCerts, cert, key });
-    const reconnect = options.reconnect === true ? {} : options.reconnect || undefined;
-    this.#reconnect = reconnect && {
-      initialDelay: reconnect.initialDelay ?? defaults.reconnectInitialDelay,
-      maxDelay: reconnect.maxDelay ?? defaults.reconnectMaxDelay,
-      maxAttempts: reconnect.maxAttempts ?? defaults.reconnectMaxAttempts,
-    };
-    const keepalive = options.keepalive === true ? {} : options.keepalive || undefined;
-    const { maxQueuedBytes = defaults.maxQueuedBytes, writeTimeout = defaults.writeTimeout } =
-      options;
-    if (!(maxQueuedBytes >= 1) || !(writeTimeout >= 0)) {
-      throw new RangeError(
-        `Cannot connect to "${target}": maxQueuedBytes must be 1 or more, writeTimeout 0 or more`,
-      );
-    }
-    this.#linkOptions = {
-      target,
-      maxFrameBytes: options.maxFrameBytes,
-      maxQueuedBytes,
-      writeTimeout,
-      keepalive: keepalive && {
-        interval: keepalive.interval ?? defaults.keepaliveInterval,
-        timeout: keepalive.timeout ?? defaults.keepaliveTimeout,
-      },
-      richValues: options.richValues !== false,
-      token: options.token,
-      connectTimeout: options.connectTimeout ?? defaults.connectTimeout,
-    };
-    this.#calls = new PendingCalls({ target, mapResult: options.wrap ? wrap : undefined });
-    this.#listeners = new Listeners(options.onListenerError ?? logListenerError);
+    this.#resolved = resolveOptions(options);
+    const names = this.#names = this.#resolved.endpoints.names;
+    this.#calls = new PendingCalls({
+      names,
+      mapResult: options.wrap ? wrap : undefined,
+      resend: this.#resolved.reconnect !== undefined,
+    });
+    this.#listeners = new Listeners(options.onListenerError);
     this.#events = {
-      response: (link, id, error, result) => this.#calls.settle(link, id, error, result),
+      response: (link, id, error, result) => {
+        // A server that refuses calls is shutting down, said rpc.goaway or not: leave it first,
+        // so that the refused call goes out on another connection.
+        if (error instanceof RpcError && error.code === ErrorCode.ShuttingDown) this.#goAway(link);
+        this.#calls.settle(link, id, error, result);
+      },
       notification: (method, params) => this.#listeners.deliver(method, params),
+      goaway: (link) => this.#goAway(link),
       lost: (link, error) => this.#lose(link, error),
     };
   }
 
-  /** Connects the first time; called once, by `connect()`. */
+  /** Connects the first time, to the first endpoint that answers; called once, by `connect()`. */
   async [OPEN](): Promise<void> {
-    try {
-      const link = await this.#open(this.#options.signal);
-      if (!this.#calls.use(link)) throw this.#lostWhileConnecting();
-      this.#calls.flush();
-    } catch (error) {
-      this.#shut(new ConnectionError(`Cannot connect to "${this.#target}"`, { cause: error }));
-      throw error;
+    const { signal } = this.#options;
+    const failures: { endpoint: Endpoint; error: unknown }[] = [];
+    for (let tried = 0; tried < this.#resolved.endpoints.size; tried++) {
+      const endpoint = this.#resolved.endpoints.take();
+      try {
+        this.#use(await this.#open(endpoint, signal));
+        this.#calls.flush();
+        signal?.addEventListener("abort", this.#onAbort, { once: true });
+        return;
+      } catch (error) {
+        failures.push({ endpoint, error });
+        if (signal?.aborted) break;
+      }
     }
-    this.#options.signal?.addEventListener("abort", this.#onAbort, { once: true });
+    const only = failures.length === 1 ? failures[0]!.error : undefined;
+    const error = signal?.aborted ? signal.reason : only ?? noEndpointError(failures);
+    this.#shut(new ConnectionError(`Cannot connect to ${this.#names}`, { cause: error }));
+    throw error;
   }
 
   /** Whether the client is closed for good; calls then reject at once. */
@@ -572,7 +343,7 @@ export class RpcClient<T = unknown> implements AsyncDisposable, RpcCaller<T> {
     if (link === undefined) {
       const state = this.isClosed ? "closed" : "not open";
       throw new ConnectionError(
-        `Cannot send notification: connection to "${this.#target}" is ${state}`,
+        `Cannot send notification: connection to ${this.#names} is ${state}`,
       );
     }
     link.notify(method, params);
@@ -634,7 +405,7 @@ export class RpcClient<T = unknown> implements AsyncDisposable, RpcCaller<T> {
    * @returns A promise that resolves once the connection is closed.
    */
   close(): Promise<void> {
-    this.#shut(new ConnectionError(`Cannot complete call: client to "${this.#target}" was closed`));
+    this.#shut(new ConnectionError(`Cannot complete call: client to ${this.#names} was closed`));
     return this.#closed.promise;
   }
 
@@ -643,16 +414,19 @@ export class RpcClient<T = unknown> implements AsyncDisposable, RpcCaller<T> {
     await this.close();
   }
 
-  // --- connections: the first, losing one, reconnecting ---------------------------------------
+  // --- connections: the first, losing one, leaving one after rpc.goaway, reconnecting -------
 
-  /** Opens a connection: the byte stream, then the hello and the token, within connectTimeout. */
-  async #open(signal: AbortSignal | undefined): Promise<Link> {
-    const { connectTimeout } = this.#linkOptions;
-    const deadline = Date.now() + connectTimeout;
-    const conn = await dial(this.#dialer, this.#target, connectTimeout, signal);
+  /**
+   * Opens a connection to `endpoint`: the byte stream, then the hello and the token, within
+   * connectTimeout.
+   */
+  async #open(endpoint: Endpoint, signal: AbortSignal | undefined): Promise<Link> {
+    const { dialer, link: options } = this.#resolved;
+    const deadline = Date.now() + options.connectTimeout;
+    const conn = await dial(dialer, endpoint, options.connectTimeout, signal);
     let link: Link;
     try {
-      link = new Link(conn, this.#linkOptions, this.#events);
+      link = new Link(conn, { ...options, target: formatAddr(endpoint) }, this.#events);
     } catch (error) {
       closeQuietly(conn); // a bad maxFrameBytes
       throw error;
@@ -664,37 +438,81 @@ export class RpcClient<T = unknown> implements AsyncDisposable, RpcCaller<T> {
     return link;
   }
 
+  /**
+   * Sends calls on `link` from now on.
+   *
+   * @throws {ConnectionError} When it was lost, or said rpc.goaway, since it opened (it is closed).
+   */
+  #use(link: Link): void {
+    const why = link.goingAway ? "the server is shutting down" : "the connection was lost";
+    if (link.goingAway || !this.#calls.use(link)) {
+      const error = new ConnectionError(`Cannot connect to "${link.target}": ${why}`);
+      link.close(error);
+      throw error;
+    }
+  }
+
   /** A connection is gone: its calls fail or wait; then reconnect, or close. */
   #lose(link: Link, error: ConnectionError): void {
-    // Not the connection in use: a failed (re)connection attempt, or the client closed.
-    if (!this.#calls.lose(link, error, this.#reconnect !== undefined)) return;
+    // Not the connection in use: a retired one, a failed (re)connection attempt, or closed.
+    if (!this.#calls.lose(link, error, this.#resolved.reconnect !== undefined)) return;
+    this.#disconnected(error);
+    if (this.#resolved.reconnect === undefined) this.#shut(error);
+    else void this.#reconnectLoop(error, false);
+  }
+
+  /**
+   * The server of `link` is shutting down. With reconnect, new calls leave it for a new
+   * connection, opened at once; without, they keep going to it (it answers -32001) until it
+   * closes.
+   */
+  #goAway(link: Link): void {
+    if (this.#resolved.reconnect === undefined || !this.#calls.retire(link)) return;
+    const error = new ConnectionError(
+      `Cannot send calls to "${link.target}": it is shutting down (rpc.goaway)`,
+    );
+    // Servers that say goodbye as soon as they are used must not make the client spin: at most
+    // one immediate switch per initialDelay, the pace of reconnections after drops.
+    const now = Date.now();
+    const immediate = now - this.#lastSwitch >= this.#resolved.reconnect.initialDelay;
+    if (immediate) this.#lastSwitch = now;
+    else this.#disconnected(error);
+    void this.#reconnectLoop(error, immediate);
+  }
+
+  /** Tells the application that no connection takes new calls for now. */
+  #disconnected(error: ConnectionError): void {
     try {
       this.#options.onDisconnect?.(error);
     } catch {
       // The application's callback must not stop the reconnection.
     }
-    if (this.#reconnect === undefined) this.#shut(error);
-    else void this.#reconnectLoop(error);
   }
 
-  /** Exponential backoff with ±50 % jitter, `maxAttempts` times, then the client closes. */
-  async #reconnectLoop(cause: unknown): Promise<void> {
-    const { initialDelay, maxDelay, maxAttempts } = this.#reconnect!;
+  /**
+   * Exponential backoff with ±50 % jitter, `maxAttempts` times, each to the next endpoint, then
+   * the client closes. `immediate`, after rpc.goaway: one attempt first, without waiting and not
+   * counted, and `onDisconnect` only if it fails.
+   */
+  async #reconnectLoop(cause: ConnectionError, immediate: boolean): Promise<void> {
+    const { initialDelay, maxDelay, maxAttempts } = this.#resolved.reconnect!;
     let delay = initialDelay;
-    let last = cause;
+    let last: unknown = cause;
+    if (immediate) {
+      try {
+        return await this.#reopen();
+      } catch (error) {
+        if (this.isClosed) return;
+        last = error;
+        const why = reason(error).replace(/^Cannot /, "cannot ");
+        this.#disconnected(new ConnectionError(`${cause.message}, and ${why}`, { cause: error }));
+      }
+    }
     for (let attempt = 1; attempt <= maxAttempts; attempt++) {
-      await this.#sleep(delay * (0.5 + Math.random()));
+      await pause(delay * (0.5 + Math.random()), this.#stopReconnect.signal);
       if (this.isClosed) return;
       try {
-        const link = await this.#open(this.#stopReconnect.signal);
-        if (this.isClosed) return link.close(new ConnectionError("closed while reconnecting"));
-        if (!this.#calls.use(link)) throw this.#lostWhileConnecting();
-        try {
-          this.#options.onReconnect?.();
-        } catch {
-          // As above.
-        }
-        return this.#calls.flush(); // the calls that waited go out
+        return await this.#reopen();
       } catch (error) {
         if (this.isClosed) return;
         last = error;
@@ -703,32 +521,28 @@ export class RpcClient<T = unknown> implements AsyncDisposable, RpcCaller<T> {
     }
     this.#shut(
       new ConnectionError(
-        `Cannot reconnect to "${this.#target}" after ${maxAttempts} attempts: ${reason(last)}`,
+        `Cannot reconnect to ${this.#names} after ${maxAttempts} attempts: ${reason(last)}`,
         { cause: last },
       ),
     );
   }
 
-  /** For a connection that dropped between its hello and its first use. */
-  #lostWhileConnecting(): ConnectionError {
-    return new ConnectionError(`Cannot connect to "${this.#target}": the connection was lost`);
-  }
-
-  #sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(done, ms);
-      function done() {
-        clearTimeout(timer);
-        resolve();
-      }
-      this.#wakeReconnect = done;
-    });
+  /** One reconnection attempt, to the next endpoint; the calls that waited then go out. */
+  async #reopen(): Promise<void> {
+    const link = await this.#open(this.#resolved.endpoints.take(), this.#stopReconnect.signal);
+    if (this.isClosed) return link.close(new ConnectionError("closed while reconnecting"));
+    this.#use(link);
+    try {
+      this.#options.onReconnect?.();
+    } catch {
+      // As in #disconnected.
+    }
+    this.#calls.flush();
   }
 
   #shut(error: ConnectionError): void {
     if (this.isClosed) return;
     this.#options.signal?.removeEventListener("abort", this.#onAbort);
-    this.#wakeReconnect?.();
     this.#stopReconnect.abort(error);
     this.#calls.close(error);
     void Promise.all(this.#reading).then(() => this.#closed.resolve());

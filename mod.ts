@@ -40,6 +40,7 @@ export type {
   ClientConnection,
   ConnectOptions,
   Dialer,
+  Endpoint,
   ExposedKey,
   KeepaliveOptions,
   ReconnectOptions,

@@ -1,0 +1,436 @@
+// Length-prefixed frames, the implementation behind the public framing.ts (which documents the
+// format and re-exports what is public from here): private modules import it from here, as a
+// private module never imports a public one.
+
+import { ProtocolError } from "./errors.ts";
+
+/** The size of a frame's length prefix in bytes. */
+export const HEADER_BYTES = 4;
+
+/**
+ * The default largest frame payload, in bytes: 16 MiB. Large enough for any sensible RPC argument,
+ * small enough that a hostile length prefix cannot make a peer allocate much memory.
+ */
+export const DEFAULT_MAX_FRAME_BYTES: number = 16 * 1024 * 1024;
+
+/** The largest length a 4-byte prefix can state. */
+const MAX_HEADER_VALUE = 0xffff_ffff;
+
+/**
+ * The read buffer of each connection. A TLS record carries at most 16 KiB, so one read rarely
+ * returns more; frames larger than the buffer are read into a buffer of their own.
+ */
+const READ_BUFFER_BYTES = 16 * 1024;
+
+/** Write buffers above this size are dropped after a flush, so idle connections stay small. */
+const KEEP_WRITE_BUFFER_BYTES = 256 * 1024;
+
+/** Strings longer than this are encoded on their own instead of in the worst case of 3 bytes a char. */
+const ENCODE_IN_PLACE_CHARS = 1024 * 1024;
+
+/** Where a {@linkcode FrameReader} gets its bytes: a `Deno.Conn` is one. */
+export interface ByteSource {
+  /**
+   * Reads into `buffer`, resolving with the number of bytes read, or `null` at the end of the
+   * stream. Rejects when the stream fails.
+   */
+  read(buffer: Uint8Array): Promise<number | null>;
+}
+
+/** Where a {@linkcode FrameWriter} puts its bytes: a `Deno.Conn` is one. */
+export interface ByteSink {
+  /** Writes some of `bytes`, resolving with how many were written. Rejects when the stream fails. */
+  write(bytes: Uint8Array): Promise<number>;
+}
+
+/** Options for {@linkcode FrameReader}. */
+export interface FrameReaderOptions {
+  /**
+   * The largest frame payload accepted, in bytes; a larger length prefix is a protocol error,
+   * detected before anything is allocated.
+   *
+   * @default {16777216}
+   */
+  maxFrameBytes?: number;
+}
+
+/**
+ * Reads frames from a byte stream.
+ *
+ * @example Read frames from a stream, whatever its chunks
+ * ```ts
+ * import { FrameReader } from "./framing.ts";
+ * import assert from "node:assert/strict";
+ *
+ * // Two frames, "hi" and "there", arriving cut at arbitrary places, as TCP may deliver them.
+ * const chunks = [[0, 0, 0], [2, 104, 105, 0, 0], [0, 5, 116, 104, 101, 114, 101]];
+ * const reader = new FrameReader({
+ *   read(into) {
+ *     const chunk = chunks.shift();
+ *     if (chunk === undefined) return Promise.resolve(null);
+ *     into.set(chunk);
+ *     return Promise.resolve(chunk.length);
+ *   },
+ * });
+ * const texts: string[] = [];
+ * for (let frames = await reader.read(); frames !== null; frames = await reader.read()) {
+ *   // A frame is a view of the read buffer: decode it before the next read.
+ *   for (const frame of frames) texts.push(new TextDecoder().decode(frame));
+ * }
+ * assert.deepEqual(texts, ["hi", "there"]);
+ * ```
+ */
+export class FrameReader {
+  #source: ByteSource;
+  #maxFrameBytes: number;
+  #buffer: Uint8Array = new Uint8Array(0);
+  #view: DataView = new DataView(this.#buffer.buffer);
+  #start = 0;
+  #end = 0;
+  #partialSince: number | undefined;
+  #lastReadAt = 0;
+
+  /**
+   * Makes a reader of the frames in `source`.
+   *
+   * @param source The byte stream to read.
+   * @param options The frame size limit.
+   */
+  constructor(source: ByteSource, options?: FrameReaderOptions) {
+    this.#source = source;
+    this.#maxFrameBytes = checkMaxFrameBytes(options?.maxFrameBytes);
+  }
+
+  /** Whether part of a frame has arrived and the rest has not. */
+  get inFrame(): boolean {
+    return this.#partialSince !== undefined;
+  }
+
+  /**
+   * When (`Date.now()`) the first bytes of the frame now partly received arrived, or `undefined`
+   * between frames: a server closes a connection whose frame takes too long (slowloris).
+   */
+  get frameStartedAt(): number | undefined {
+    return this.#partialSince;
+  }
+
+  /**
+   * Resolves with the next frames: at least one, and all that are complete in the bytes read so
+   * far. A frame that fits in the read buffer is a view of that buffer, valid until the next call
+   * of `read`: decode it before then. Resolves with `null` when the stream ends between frames.
+   *
+   * @returns The frames, or `null` at the end of the stream.
+   * @throws {ProtocolError} When a length prefix is 0 or above the limit, or the stream ends
+   * inside a frame. Errors of the byte source are passed on as they are.
+   */
+  async read(): Promise<Uint8Array[] | null> {
+    if (this.#start === this.#end) this.#start = this.#end = 0;
+    for (;;) {
+      const frames = this.#parse();
+      if (frames.length > 0) {
+        // Bytes left over belong to a frame that began in the latest read.
+        this.#partialSince = this.#end === this.#start ? undefined : this.#lastReadAt;
+        return frames;
+      }
+      const available = this.#end - this.#start;
+      if (available >= HEADER_BYTES) {
+        const length = this.#view.getUint32(this.#start);
+        if (length + HEADER_BYTES > READ_BUFFER_BYTES) return [await this.#readLarge(length)];
+      }
+      if (this.#start > 0) {
+        this.#buffer.copyWithin(0, this.#start, this.#end);
+        this.#start = 0;
+        this.#end = available;
+      }
+      if (this.#buffer.length === 0) {
+        this.#buffer = new Uint8Array(READ_BUFFER_BYTES);
+        this.#view = new DataView(this.#buffer.buffer);
+      }
+      const count = await this.#source.read(this.#buffer.subarray(this.#end));
+      if (count === null) {
+        if (this.#end > this.#start) {
+          throw new ProtocolError(
+            `Cannot read frame: the stream ended after ${this.#end - this.#start} bytes of a frame`,
+          );
+        }
+        return null;
+      }
+      this.#end += count;
+      if (count > 0) {
+        this.#lastReadAt = Date.now();
+        this.#partialSince ??= this.#lastReadAt;
+      }
+    }
+  }
+
+  #parse(): Uint8Array[] {
+    const frames: Uint8Array[] = [];
+    while (this.#end - this.#start >= HEADER_BYTES) {
+      const length = this.#view.getUint32(this.#start);
+      this.#checkLength(length);
+      const frameEnd = this.#start + HEADER_BYTES + length;
+      if (frameEnd > this.#end) break;
+      frames.push(this.#buffer.subarray(this.#start + HEADER_BYTES, frameEnd));
+      this.#start = frameEnd;
+    }
+    return frames;
+  }
+
+  #checkLength(length: number): void {
+    if (length === 0) throw new ProtocolError("Cannot read frame: length 0 is not allowed");
+    if (length > this.#maxFrameBytes) {
+      throw new ProtocolError(
+        `Cannot read frame: length ${length} exceeds the limit of ${this.#maxFrameBytes} bytes`,
+      );
+    }
+  }
+
+  async #readLarge(length: number): Promise<Uint8Array> {
+    const frame = new Uint8Array(length);
+    const head = this.#buffer.subarray(this.#start + HEADER_BYTES, this.#end);
+    frame.set(head);
+    this.#start = this.#end = 0;
+    // The read buffer is idle while a large frame streams in; drop it rather than hold both.
+    this.#buffer = new Uint8Array(0);
+    this.#view = new DataView(this.#buffer.buffer);
+    let filled = head.length;
+    while (filled < length) {
+      const count = await this.#source.read(frame.subarray(filled));
+      if (count === null) {
+        throw new ProtocolError(
+          `Cannot read frame: the stream ended after ${filled} of ${length} bytes`,
+        );
+      }
+      filled += count;
+    }
+    this.#partialSince = undefined;
+    return frame;
+  }
+}
+
+/** Options for {@linkcode FrameWriter}. */
+export interface FrameWriterOptions {
+  /**
+   * The largest frame payload to send, in bytes; a larger one is refused with a `RangeError`
+   * before anything is queued.
+   *
+   * @default {16777216}
+   */
+  maxFrameBytes?: number;
+  /**
+   * Called once with the error when writing to the sink fails; the writer drops everything
+   * queued then and afterwards.
+   */
+  onError?: (error: unknown) => void;
+}
+
+const encoder = new TextEncoder();
+
+/**
+ * Queues frames and writes them: at once when the sink is idle, else together with every other
+ * frame queued while the previous write was under way.
+ *
+ * @example Frames queued in one turn go out in one write
+ * ```ts
+ * import { FrameWriter } from "./framing.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const writes: number[] = [];
+ * const writer = new FrameWriter({
+ *   write(bytes) {
+ *     writes.push(bytes.length);
+ *     return Promise.resolve(bytes.length);
+ *   },
+ * });
+ * writer.writeText('{"jsonrpc":"2.0","method":"ping"}'); // 4 + 33 bytes
+ * writer.writeFrame(new Uint8Array([1, 2, 3])); // 4 + 3 bytes
+ * await writer.flushed();
+ * assert.deepEqual(writes, [44]);
+ * ```
+ */
+export class FrameWriter {
+  #sink: ByteSink;
+  #maxFrameBytes: number;
+  #onError: ((error: unknown) => void) | undefined;
+  #buffer = new Uint8Array(0);
+  #spare = new Uint8Array(0);
+  #length = 0;
+  #writing = false;
+  #writeSince: number | undefined;
+  #failed = false;
+  #waiters: (() => void)[] = [];
+
+  /**
+   * Makes a writer of frames to `sink`.
+   *
+   * @param sink The byte stream to write to.
+   * @param options The frame size limit and the error callback.
+   */
+  constructor(sink: ByteSink, options?: FrameWriterOptions) {
+    this.#sink = sink;
+    this.#maxFrameBytes = checkMaxFrameBytes(options?.maxFrameBytes);
+    this.#onError = options?.onError;
+  }
+
+  /**
+   * When (`Date.now()`) the sink write under way began, or `undefined` when none is: a write that
+   * makes no progress for long means a peer that does not read.
+   */
+  get writeStartedAt(): number | undefined {
+    return this.#writeSince;
+  }
+
+  /** The number of bytes queued and not yet handed to the sink. */
+  get queuedBytes(): number {
+    return this.#length;
+  }
+
+  /**
+   * Queues one frame holding `text` encoded as UTF-8.
+   *
+   * @param text The payload, usually JSON text.
+   * @throws {RangeError} When the encoded text is empty or larger than the frame limit.
+   */
+  writeText(text: string): void {
+    if (text.length > ENCODE_IN_PLACE_CHARS) return this.writeFrame(encoder.encode(text));
+    if (this.#failed) return;
+    const at = this.#length;
+    this.#reserve(at + HEADER_BYTES + text.length * 3);
+    const written = encodeText(text, this.#buffer, at + HEADER_BYTES);
+    this.#checkSize(written);
+    new DataView(this.#buffer.buffer, this.#buffer.byteOffset).setUint32(at, written);
+    this.#length = at + HEADER_BYTES + written;
+    this.#schedule();
+  }
+
+  /**
+   * Queues one frame holding `payload`, copied.
+   *
+   * @param payload The frame's bytes.
+   * @throws {RangeError} When the payload is empty or larger than the frame limit.
+   */
+  writeFrame(payload: Uint8Array): void {
+    this.#checkSize(payload.length);
+    if (this.#failed) return;
+    const at = this.#length;
+    this.#reserve(at + HEADER_BYTES + payload.length);
+    new DataView(this.#buffer.buffer, this.#buffer.byteOffset).setUint32(at, payload.length);
+    this.#buffer.set(payload, at + HEADER_BYTES);
+    this.#length = at + HEADER_BYTES + payload.length;
+    this.#schedule();
+  }
+
+  /**
+   * Queues one frame whose payload is `parts` back to back, copied once, into the write buffer.
+   *
+   * @param parts The pieces of the frame's payload.
+   * @throws {RangeError} When the payload is empty or larger than the frame limit.
+   */
+  writeParts(parts: readonly Uint8Array[]): void {
+    let size = 0;
+    for (const part of parts) size += part.length;
+    this.#checkSize(size);
+    if (this.#failed) return;
+    const at = this.#length;
+    this.#reserve(at + HEADER_BYTES + size);
+    new DataView(this.#buffer.buffer, this.#buffer.byteOffset).setUint32(at, size);
+    let offset = at + HEADER_BYTES;
+    for (const part of parts) {
+      this.#buffer.set(part, offset);
+      offset += part.length;
+    }
+    this.#length = offset;
+    this.#schedule();
+  }
+
+  /**
+   * Resolves when everything queued so far has been handed to the sink, or when writing failed.
+   *
+   * @returns A promise that never rejects.
+   */
+  flushed(): Promise<void> {
+    if (!this.#writing || this.#failed) return Promise.resolve();
+    return new Promise((resolve) => this.#waiters.push(resolve));
+  }
+
+  #checkSize(size: number): void {
+    if (size === 0) throw new RangeError("Cannot write frame: the payload is empty");
+    if (size > this.#maxFrameBytes) {
+      throw new RangeError(
+        `Cannot write frame: ${size} bytes exceed the limit of ${this.#maxFrameBytes} bytes`,
+      );
+    }
+  }
+
+  #reserve(size: number): void {
+    if (size <= this.#buffer.length) return;
+    const grown = new Uint8Array(Math.max(size, this.#buffer.length * 2, 4096));
+    grown.set(this.#buffer.subarray(0, this.#length));
+    this.#buffer = grown;
+  }
+
+  #schedule(): void {
+    if (this.#writing) return;
+    this.#writing = true;
+    // A microtask lets replies that are ready in the same turn share one write.
+    queueMicrotask(() => this.#flush());
+  }
+
+  async #flush(): Promise<void> {
+    try {
+      while (this.#length > 0 && !this.#failed) {
+        const out = this.#buffer.subarray(0, this.#length);
+        const spare = this.#spare;
+        this.#spare = this.#buffer;
+        this.#buffer = spare;
+        this.#length = 0;
+        let offset = 0;
+        while (offset < out.length) {
+          this.#writeSince = Date.now();
+          offset += await this.#sink.write(out.subarray(offset));
+        }
+        this.#writeSince = undefined;
+        if (this.#spare.length > KEEP_WRITE_BUFFER_BYTES) this.#spare = new Uint8Array(0);
+      }
+    } catch (error) {
+      this.#failed = true;
+      this.#writeSince = undefined;
+      this.#length = 0;
+      this.#buffer = this.#spare = new Uint8Array(0);
+      this.#onError?.(error);
+    } finally {
+      this.#writing = false;
+      if (this.#buffer.length > KEEP_WRITE_BUFFER_BYTES) this.#buffer = new Uint8Array(0);
+      const waiters = this.#waiters;
+      this.#waiters = [];
+      for (const resolve of waiters) resolve();
+    }
+  }
+}
+
+/** Texts up to this long are copied char by char when ASCII: cheaper than a call into Rust. */
+const ASCII_FAST_CHARS = 512;
+
+/** Writes `text` as UTF-8 into `buffer` at `offset`, which has room for 3 bytes a char. */
+function encodeText(text: string, buffer: Uint8Array, offset: number): number {
+  if (text.length <= ASCII_FAST_CHARS) {
+    let i = 0;
+    for (; i < text.length; i++) {
+      const code = text.charCodeAt(i);
+      if (code >= 0x80) break;
+      buffer[offset + i] = code;
+    }
+    if (i === text.length) return i;
+  }
+  return encoder.encodeInto(text, buffer.subarray(offset)).written;
+}
+
+function checkMaxFrameBytes(value: number | undefined): number {
+  if (value === undefined) return DEFAULT_MAX_FRAME_BYTES;
+  if (!Number.isInteger(value) || value < 1 || value > MAX_HEADER_VALUE) {
+    throw new RangeError(
+      `Cannot use maxFrameBytes ${value}: it must be an integer from 1 to ${MAX_HEADER_VALUE}`,
+    );
+  }
+  return value;
+}
