@@ -21,12 +21,51 @@ export function closeQuietly(closer: { close(): void }): void {
   }
 }
 
-/** Whether a read or write error only says that the peer went away. */
+/**
+ * Error codes that only say that the peer went away, or that this side closed the connection
+ * first: node's socket errors (`ECANCELED` is a write cut short by this side's `destroy()`) and the
+ * ones the transports give for a closed connection.
+ */
+const DISCONNECT_CODES: ReadonlySet<string> = new Set([
+  "ECONNRESET",
+  "EPIPE",
+  "ECONNABORTED",
+  "ECANCELED",
+  "ENOTCONN",
+  "ERR_STREAM_DESTROYED",
+  "ERR_STREAM_WRITE_AFTER_END",
+  "ERR_STREAM_PREMATURE_CLOSE",
+  "ERR_SOCKET_CLOSED",
+]);
+
+/**
+ * Whether a read or write error only says that the peer went away: by its `code` (node's errors,
+ * {@linkcode disconnectError}), or by its class among Deno's errors where there is a `Deno`.
+ */
 export function isDisconnect(error: unknown): boolean {
-  return error instanceof Deno.errors.ConnectionReset ||
-    error instanceof Deno.errors.ConnectionAborted ||
-    error instanceof Deno.errors.BrokenPipe ||
-    error instanceof Deno.errors.BadResource ||
-    error instanceof Deno.errors.Interrupted ||
-    error instanceof Deno.errors.UnexpectedEof;
+  if (typeof error !== "object" || error === null) return false;
+  const code = (error as { code?: unknown }).code;
+  if (typeof code === "string" && DISCONNECT_CODES.has(code)) return true;
+  // Looked up, not referenced: this module also runs where there is no Deno.
+  const errors = (globalThis as { Deno?: { errors?: typeof Deno.errors } }).Deno?.errors;
+  return errors !== undefined && (
+    error instanceof errors.ConnectionReset ||
+    error instanceof errors.ConnectionAborted ||
+    error instanceof errors.BrokenPipe ||
+    error instanceof errors.NotConnected ||
+    error instanceof errors.BadResource ||
+    error instanceof errors.Interrupted ||
+    error instanceof errors.UnexpectedEof
+  );
+}
+
+/**
+ * The error a connection's `write` rejects with once the peer is gone or this side closed it:
+ * an `Error` with code `"EPIPE"`, which {@linkcode isDisconnect} recognises.
+ */
+export function disconnectError(message: string, cause?: unknown): Error & { code: string } {
+  return Object.assign(
+    new Error(message, cause === undefined ? undefined : { cause }),
+    { code: "EPIPE" },
+  );
 }

@@ -185,6 +185,44 @@ Deno.test("Connection.closed resolves only once the socket is gone, and until th
   }
 });
 
+Deno.test("deno transport: a timed-out handshake counts against maxConnections until its peer leaves", async () => {
+  await using server = await TestListener.open("deno", {
+    maxConnections: 1,
+    handshakeTimeout: 200,
+  });
+  const silent = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+  await until(
+    () => server.lines.some((line) => line.includes("no handshake within 200 ms")),
+    "the timeout",
+  );
+  // Deno would keep its socket open anyway: it still holds the only place.
+  const refused = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+  await until(() => server.lines.some((line) => line.startsWith("refused ")), "a refusal");
+  closeQuietly(refused);
+  silent.close();
+  // A refused client may still complete its handshake (Deno finishes it in the background before
+  // the close): served means handed out.
+  await until(async () => {
+    const next = await client(server.port).catch(() => undefined);
+    await delay(200);
+    if (next !== undefined) closeQuietly(next);
+    return server.connections.length > 0;
+  }, "a client handed out once the silent one left");
+});
+
+Deno.test("deno transport: closing the listener stops waiting for peers that read nothing", async () => {
+  await using server = await TestListener.open("deno");
+  const peer = await client(server.port);
+  const conn = await server.connection(0);
+  await fillUntilBlocked(conn);
+  conn.close();
+  assert.equal(await settlesWithin(conn.closed!, 300), false);
+  server.listener.close();
+  await within(server.listener.closed, "the listener to close");
+  await within(conn.closed!, "the connection to let go");
+  closeQuietly(peer);
+});
+
 Deno.test("listen() with reusePort: two node listeners on one port stay quiet for 3 s idle, and both keep serving", async () => {
   await using first = await TestListener.open("node", { reusePort: true });
   await using second = await TestListener.open("node", { reusePort: true, port: first.port });
@@ -211,6 +249,24 @@ Deno.test("listen() with reusePort: two node listeners on one port stay quiet fo
     for (const peer of peers) closeQuietly(peer);
   }
   assert.deepEqual([...first.lines, ...second.lines], []);
+});
+
+Deno.test("listen() with reusePort: a closed listener leaves its sibling all the connections", async () => {
+  // The watchdog names the socket through a duplicate descriptor: left open, it would keep the
+  // closed listener's socket in the port's group, and connections would wait there for no one.
+  await using first = await TestListener.open("node", { reusePort: true });
+  await using second = await TestListener.open("node", { reusePort: true, port: first.port });
+  first.listener.close();
+  await within(first.listener.closed, "the first listener to close");
+  const peers: Deno.TlsConn[] = [];
+  try {
+    for (let i = 0; i < 16; i++) {
+      peers.push(await within(client(first.port), `connection ${i}`, 2000));
+    }
+    await until(() => second.connections.length === 16, "every connection at the second");
+  } finally {
+    for (const peer of peers) closeQuietly(peer);
+  }
 });
 
 Deno.test("listen() with a certificate the TLS stack refuses logs nothing while idle, and one line per client", async () => {

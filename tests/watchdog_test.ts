@@ -163,18 +163,14 @@ Deno.test("acceptQueueLength() reads a LISTEN socket's queue from /proc/net/tcp 
   }
 });
 
-/** The descriptor of this process's listening socket on `port`, from /proc. */
-async function listeningFd(port: number): Promise<number> {
+/** The inode of the listening socket on `port`, from /proc/net/tcp. */
+async function listeningInode(port: number): Promise<string> {
   const hexPort = port.toString(16).toUpperCase().padStart(4, "0");
   const table = await Deno.readTextFile("/proc/net/tcp");
   const row = table.split("\n").map((line) => line.trim().split(/\s+/))
     .find((fields) => fields[1]?.endsWith(`:${hexPort}`) && fields[3] === "0A");
-  assert.ok(row, `no listener on port ${port}`);
-  for await (const entry of Deno.readDir("/proc/self/fd")) {
-    const link = await Deno.readLink(`/proc/self/fd/${entry.name}`).catch(() => "");
-    if (link === `socket:[${row[9]}]`) return Number(entry.name);
-  }
-  throw new Error(`no descriptor for the listener on port ${port}`);
+  assert.ok(row?.[9], `no listener on port ${port}`);
+  return row[9];
 }
 
 Deno.test({
@@ -183,9 +179,8 @@ Deno.test({
   async fn() {
     // Deno.listen accepts only when asked: connections wait in the kernel's queue meanwhile.
     using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    const fd = await listeningFd(listener.addr.port);
-    const queue = new AcceptQueue(() => fd, false);
-    assert.ok(await queue.usable());
+    const inode = await listeningInode(listener.addr.port);
+    const queue = new AcceptQueue(() => inode, false);
     assert.equal(await queue.check(), "accepting");
     const peers = await Promise.all(
       [1, 2, 3].map(() => Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port })),
@@ -194,10 +189,15 @@ Deno.test({
     const accepted = await Promise.all(peers.map(() => listener.accept()));
     assert.equal(await queue.check(), "accepting");
     for (const conn of [...peers, ...accepted]) conn.close();
-    assert.equal(await new AcceptQueue(() => undefined, false).usable(), false);
-    assert.equal(await new AcceptQueue(() => 0, false).check(), "unknown");
+    assert.equal(await new AcceptQueue(() => undefined, false).check(), "unknown");
+    assert.equal(await new AcceptQueue(() => "1", false).check(), "unknown");
   },
 });
+
+/** A socket's peer, as the node listener reports it. */
+function peerOf(socket: net.Socket): { hostname: string; port: number } {
+  return { hostname: socket.remoteAddress!, port: socket.remotePort! };
+}
 
 /** A node:net server that reports each connection to `probe`, as the node listener does. */
 async function probedServer(
@@ -223,7 +223,7 @@ Deno.test("SelfProbe says accepting when the listener reports its connection, wh
   const ref: { probe?: SelfProbe } = {};
   const decisions: boolean[] = [];
   await using server = await probedServer((socket) =>
-    ref.probe!.claim(socket.remotePort!, (isProbe) => {
+    ref.probe!.claim(peerOf(socket), (isProbe) => {
       decisions.push(isProbe);
       if (isProbe) socket.destroy();
     })
@@ -259,8 +259,8 @@ Deno.test("SelfProbe.report() drops the probe's own lines, and holds others' onl
     const port = socket.remotePort!;
     // As the node listener does for a handshake that fails inside node:tls's own listener: the
     // line comes before the connection is claimed, and before connect() resolved in the probe.
-    ref.probe!.report(port, () => emitted.push(port));
-    ref.probe!.claim(port, (isProbe) => {
+    ref.probe!.report(peerOf(socket), () => emitted.push(port));
+    ref.probe!.claim(peerOf(socket), (isProbe) => {
       if (isProbe) probePort = port;
       socket.destroy();
     });
@@ -269,9 +269,32 @@ Deno.test("SelfProbe.report() drops the probe's own lines, and holds others' onl
   assert.equal(await probe.check(), "accepting");
   assert.ok(probePort > 0);
   assert.equal(emitted.length, 0, `lines emitted for ${emitted}`);
-  probe.report(40000, () => emitted.push(40000));
+  probe.report({ hostname: "127.0.0.1", port: 40000 }, () => emitted.push(40000));
   assert.deepEqual(emitted, [40000]);
 });
+
+/** Whether a byte sent on a new TLS connection to `port` comes back within 2 s. */
+async function echoed(port: number, byte: number): Promise<boolean> {
+  let conn: Deno.TlsConn | undefined;
+  try {
+    conn = await within(
+      Deno.connectTls({ hostname: "127.0.0.1", port, caCerts: [certs.ca] }),
+      "connect",
+      2000,
+    );
+    await within(conn.write(new Uint8Array([byte])), "the byte", 2000);
+    const echo = new Uint8Array(1);
+    return await within(conn.read(echo), "the echo", 2000) === 1 && echo[0] === byte;
+  } catch {
+    return false;
+  } finally {
+    try {
+      conn?.close();
+    } catch {
+      // Already closed.
+    }
+  }
+}
 
 Deno.test({
   name:
@@ -327,21 +350,14 @@ Deno.test({
       await delay(500);
       for (const conn of flood) conn.close();
       await readLine(/listening again/, "a listener to listen again", 15_000);
-      // Each listener gets about half of these: all must be served.
-      for (let i = 0; i < 12; i++) {
-        const conn = await within(
-          Deno.connectTls({ hostname: "127.0.0.1", port, caCerts: [certs.ca] }),
-          `connection ${i}`,
-          10_000,
-        );
-        try {
-          await within(conn.write(new Uint8Array([i])), `the byte of connection ${i}`, 10_000);
-          const echo = new Uint8Array(1);
-          assert.equal(await within(conn.read(echo), `the echo of connection ${i}`, 10_000), 1);
-          assert.equal(echo[0], i);
-        } finally {
-          conn.close();
-        }
+      // Either listener may have been stuck, or both, each recovering in its own time: 12 echoes
+      // in a row, each landing on either listener, say both serve again.
+      const deadline = Date.now() + 20_000;
+      let inARow = 0;
+      for (let i = 0; inARow < 12; i++) {
+        assert.ok(Date.now() < deadline, `${inARow} echoes in a row, then a failure: ${output}`);
+        if (await echoed(port, i % 256)) inARow++;
+        else inARow = 0;
       }
     } finally {
       try {

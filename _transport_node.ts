@@ -1,0 +1,420 @@
+// The "node" transport: a node:tls server (Deno's node compatibility layer) and its connections.
+// A connection whose handshake fails or stalls is destroyed and its socket closed at once, and
+// an accept watchdog (_watchdog.ts) covers Deno's node:net giving up accepting after EMFILE.
+//
+// This module does not import _transport.ts, which imports it: its classes fit the interfaces
+// declared there (Connection, Listener, ListenOptions) by shape, and the compiler checks that
+// where listen() hands them out.
+
+import tls from "node:tls";
+import type { Buffer } from "node:buffer";
+import net from "node:net";
+import type { Socket } from "node:net";
+import { type CertificateIdentity, readCertificateIdentity } from "./_x509.ts";
+import { disconnectError, formatAddr, reason } from "./_util.ts";
+import { AcceptQueue, AcceptWatchdog, SelfProbe, socketInode } from "./_watchdog.ts";
+
+/** Bytes a connection buffers from its socket before it pauses reading (backpressure). */
+const READ_HIGH_WATER = 256 * 1024;
+
+/** How long a closing connection may take to flush its last bytes before it is destroyed. */
+const CLOSE_GRACE_MS = 1000;
+
+interface Address {
+  hostname: string;
+  port: number;
+}
+
+/** The fields of `ListenOptions` (_transport.ts, which documents them) this listener reads. */
+export interface NodeListenOptions {
+  hostname: string;
+  port: number;
+  cert: string;
+  key: string;
+  handshakeTimeout: number;
+  maxConnections: number;
+  clientCa?: string | undefined;
+  reusePort?: boolean | undefined;
+  onConnection(conn: NodeConnection): void;
+  log(error: unknown, line: string): void;
+}
+
+/** Listens with node:tls; resolves once the port is bound. */
+export async function listenNode(options: NodeListenOptions): Promise<NodeListener> {
+  const listener = new NodeListener(options);
+  await listener.listen();
+  return listener;
+}
+
+/** A node:tls server that hands out connections whose handshake completed. */
+export class NodeListener {
+  #options: NodeListenOptions;
+  #server: tls.Server;
+  #addr: Deno.NetAddr | undefined;
+  #open = 0;
+  #closing = false;
+  #restarting = false;
+  #closed = Promise.withResolvers<void>();
+  /** Raw sockets whose handshake has not completed: closing the listener destroys them. */
+  #handshaking = new Set<Socket>();
+  /** Raw sockets whose handshake failure is not worth a line: refused ones, the probe's. */
+  #quiet = new WeakSet<Socket>();
+  /** Each raw socket's peer as the "connection" event saw it: a TLS socket may not know it. */
+  #peers = new WeakMap<Socket, Address>();
+  /** The raw socket node:tls is wrapping right now (see #createServer). */
+  #arriving: Socket | undefined;
+  #probe: SelfProbe | undefined;
+  #watchdog: AcceptWatchdog | undefined;
+  /** The listening socket's inode, with `reusePort` where /proc can be read. */
+  #inode: string | undefined;
+
+  /** Use {@linkcode listenNode}. */
+  constructor(options: NodeListenOptions) {
+    this.#options = options;
+    this.#server = this.#createServer();
+  }
+
+  /** The bound address, with the real port when 0 was asked for. */
+  get addr(): Deno.NetAddr {
+    return this.#addr!;
+  }
+
+  /** Resolves once the listener has stopped (after `close()`). */
+  get closed(): Promise<void> {
+    return this.#closed.promise;
+  }
+
+  /** Binds the port and starts the watchdog. */
+  async listen(): Promise<void> {
+    await this.#bind(this.#server, this.#options.port);
+    const address = this.#server.address();
+    if (address === null || typeof address === "string") {
+      this.#server.close();
+      throw new Error("Cannot listen: the server has no TCP address");
+    }
+    this.#addr = { transport: "tcp", hostname: address.address, port: address.port };
+    if (this.#options.reusePort) {
+      // Other sockets share the port and would answer a probe: only the accept queue can tell.
+      // Where it cannot be read (not Linux, or no --allow-all) there is no watchdog.
+      if (this.#inode === undefined) return;
+      const ipv6 = address.family === "IPv6" || address.address.includes(":");
+      this.#watchdog = this.#watch(new AcceptQueue(() => this.#inode, ipv6));
+    } else {
+      this.#probe = new SelfProbe(loopbackFor(address.address), address.port);
+      this.#watchdog = this.#watch(this.#probe);
+    }
+  }
+
+  /** Stops accepting and destroys connections still in their handshake; handed-out ones stay. */
+  close(): void {
+    if (this.#closing) return;
+    this.#closing = true;
+    // A restart under way closes the server it makes once bound (see #listenAgain).
+    const stopped = this.#restarting ? undefined : closeServer(this.#server);
+    for (const socket of this.#handshaking) socket.destroy();
+    this.#closed.resolve(Promise.all([stopped, this.#watchdog?.close()]).then(() => {}));
+  }
+
+  #watch(check: AcceptQueue | SelfProbe): AcceptWatchdog {
+    return new AcceptWatchdog({
+      check,
+      restart: () => this.#listenAgain(),
+      log: (error, line) => this.#options.log(error, line),
+    });
+  }
+
+  /** Replaces a listener that no longer accepts with a new one on the same port. */
+  async #listenAgain(): Promise<void> {
+    if (this.#closing) return;
+    // Closing the stuck socket resets the connections waiting in its queue; they retry.
+    void closeServer(this.#server);
+    const server = this.#createServer();
+    this.#server = server;
+    this.#restarting = true;
+    try {
+      await this.#bind(server, this.#addr!.port);
+    } finally {
+      this.#restarting = false;
+    }
+    if (this.#closing) await closeServer(server);
+  }
+
+  #createServer(): tls.Server {
+    const options = this.#options;
+    const server = tls.createServer({
+      cert: options.cert,
+      key: options.key,
+      handshakeTimeout: options.handshakeTimeout,
+      ...(options.clientCa !== undefined &&
+        { ca: options.clientCa, requestCert: true, rejectUnauthorized: true }),
+    });
+    // Ahead of node:tls's own "connection" listener: a handshake that fails at once (a key the
+    // TLS stack refuses) is reported from inside that listener, with no other way to its socket.
+    server.prependListener("connection", (socket: Socket) => this.#arriving = socket);
+    server.on("connection", (socket: Socket) => this.#onConnection(socket));
+    server.on("tlsClientError", (error, socket) => this.#onHandshakeError(error, socket));
+    server.on("secureConnection", (socket) => this.#onSecureConnection(socket));
+    return server;
+  }
+
+  async #bind(server: tls.Server, port: number): Promise<void> {
+    this.#inode = undefined;
+    await this.#listenOn(server, port);
+    if (this.#options.reusePort) this.#inode = await listeningInode(server);
+  }
+
+  #listenOn(server: tls.Server, port: number): Promise<void> {
+    const { hostname, reusePort, log } = this.#options;
+    return new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen({ port, host: hostname, ...(reusePort && { reusePort: true }) }, () => {
+        server.off("error", reject);
+        server.on("error", (error) => log(error, `listener error: ${reason(error)}`));
+        resolve();
+      });
+    });
+  }
+
+  #onConnection(socket: Socket): void {
+    this.#arriving = undefined;
+    const peer = { hostname: socket.remoteAddress ?? "?", port: socket.remotePort ?? 0 };
+    this.#peers.set(socket, peer);
+    let probe = false;
+    const decide = (isProbe: boolean) => {
+      if (!isProbe) return this.#watchdog?.accepted();
+      probe = true;
+      this.#quiet.add(socket);
+      socket.destroy();
+    };
+    if (this.#probe !== undefined) this.#probe.claim(peer, decide);
+    else decide(false);
+    if (probe) return;
+    const limit = this.#options.maxConnections;
+    if (this.#closing || this.#open >= limit) {
+      this.#quiet.add(socket);
+      socket.destroy();
+      if (this.#closing) return;
+      const open = `${this.#open} connections open`;
+      this.#options.log(undefined, `refused ${formatAddr(peer)}: ${open}, the limit is ${limit}`);
+      return;
+    }
+    this.#open++;
+    this.#handshaking.add(socket);
+    // Nagle's algorithm off from the first byte: the handshake's small writes must not wait
+    // for delayed ACKs (40 ms on Linux), nor must small replies later.
+    socket.setNoDelay(true);
+    socket.once("close", () => {
+      this.#open--;
+      this.#handshaking.delete(socket);
+    });
+    // A raw socket error before the handshake ends is reported as tlsClientError too.
+    socket.on("error", () => {});
+  }
+
+  #onHandshakeError(error: Error, socket: tls.TLSSocket): void {
+    const raw = parentOf(socket) ?? this.#arriving;
+    socket.destroy();
+    const quiet = () => raw !== undefined && this.#quiet.has(raw);
+    if (quiet()) return;
+    const peer = this.#peerOf(socket);
+    const emit = () => {
+      // Held lines are emitted later: the socket may have turned out to be the probe's by then.
+      if (quiet()) return;
+      this.#options.log(error, `TLS handshake with ${formatAddr(peer)} failed: ${reason(error)}`);
+    };
+    if (this.#probe !== undefined) this.#probe.report(peer, emit);
+    else emit();
+  }
+
+  #onSecureConnection(socket: tls.TLSSocket): void {
+    const raw = parentOf(socket);
+    if (raw !== undefined) this.#handshaking.delete(raw);
+    const peer = this.#peerOf(socket);
+    let identity: CertificateIdentity | undefined;
+    try {
+      // Deno says `authorized` of every server socket: only one that asked has a certificate.
+      const der = this.#options.clientCa !== undefined && socket.authorized
+        ? socket.getPeerCertificate().raw
+        : undefined;
+      identity = der === undefined ? undefined : readCertificateIdentity(der);
+    } catch (error) {
+      // The handshake verified it, but a name in it cannot be read unambiguously.
+      this.#options.log(error, `refused ${formatAddr(peer)}: ${reason(error)}`);
+      socket.destroy();
+      return;
+    }
+    this.#options.onConnection(new NodeConnection(socket, peer, identity));
+  }
+
+  /** The peer of a TLS socket, from its raw socket: Deno's TLS socket does not always know it. */
+  #peerOf(socket: tls.TLSSocket): Address {
+    const raw = parentOf(socket) ?? this.#arriving;
+    return (raw && this.#peers.get(raw)) ??
+      {
+        hostname: raw?.remoteAddress ?? socket.remoteAddress ?? "?",
+        port: raw?.remotePort ?? socket.remotePort ?? 0,
+      };
+  }
+}
+
+/** A node:tls socket as a pull-based byte source and sink. */
+export class NodeConnection {
+  /** The peer's address. */
+  readonly remoteAddr: Address;
+  /** The verified client certificate's identity, when the server asked for one. */
+  readonly peerCertificate: CertificateIdentity | undefined;
+  /** Resolves once the socket is closed. */
+  readonly closed: Promise<void>;
+  #socket: tls.TLSSocket;
+  #chunks: Uint8Array[] = [];
+  #buffered = 0;
+  #ended = false;
+  #closing = false;
+  #error: unknown;
+  #wake: (() => void) | undefined;
+  /** How to reject each write under way, should the connection close first. */
+  #writes = new Set<(error: Error) => void>();
+
+  /** Wraps a socket whose handshake completed. */
+  constructor(
+    socket: tls.TLSSocket,
+    remoteAddr: Address,
+    peerCertificate: CertificateIdentity | undefined,
+  ) {
+    this.#socket = socket;
+    this.remoteAddr = remoteAddr;
+    this.peerCertificate = peerCertificate;
+    const closed = Promise.withResolvers<void>();
+    this.closed = closed.promise;
+    socket.on("data", (chunk: Buffer) => {
+      this.#chunks.push(chunk);
+      this.#buffered += chunk.length;
+      if (this.#buffered > READ_HIGH_WATER) socket.pause();
+      this.#notify();
+    });
+    socket.on("end", () => {
+      this.#ended = true;
+      this.#notify();
+    });
+    socket.on("error", (error) => {
+      this.#error ??= error;
+      this.#notify();
+    });
+    socket.on("close", () => {
+      this.#ended = true;
+      this.#notify();
+      this.#failWrites();
+      closed.resolve();
+    });
+  }
+
+  async read(into: Uint8Array): Promise<number | null> {
+    while (this.#chunks.length === 0) {
+      if (this.#error !== undefined && !this.#closing) throw this.#error;
+      if (this.#ended || this.#closing) return null;
+      await new Promise<void>((resolve) => this.#wake = resolve);
+    }
+    let count = 0;
+    while (count < into.length && this.#chunks.length > 0) {
+      const chunk = this.#chunks[0]!;
+      const take = Math.min(chunk.length, into.length - count);
+      into.set(take === chunk.length ? chunk : chunk.subarray(0, take), count);
+      count += take;
+      if (take === chunk.length) this.#chunks.shift();
+      else this.#chunks[0] = chunk.subarray(take);
+    }
+    this.#buffered -= count;
+    if (this.#buffered <= READ_HIGH_WATER && this.#socket.isPaused()) this.#socket.resume();
+    return count;
+  }
+
+  write(bytes: Uint8Array): Promise<number> {
+    if (this.#error !== undefined) return Promise.reject(this.#error);
+    if (this.#closing || this.#socket.destroyed) return Promise.reject(this.#closedError());
+    return new Promise((resolve, reject) => {
+      this.#writes.add(reject);
+      this.#socket.write(bytes, (error) => {
+        this.#writes.delete(reject);
+        if (error) reject(error);
+        else resolve(bytes.length);
+      });
+    });
+  }
+
+  close(): void {
+    if (this.#closing) return;
+    this.#closing = true;
+    const socket = this.#socket;
+    if (!socket.destroyed && !socket.writableEnded) {
+      // end() sends close_notify after what is queued; destroy() if that cannot finish soon.
+      const timer = setTimeout(() => socket.destroy(), CLOSE_GRACE_MS);
+      socket.once("close", () => clearTimeout(timer));
+      socket.once("finish", () => socket.destroy());
+      socket.end();
+    }
+    // What the peer has not taken is dropped: the writer's buffers go at once, not after the grace.
+    this.#chunks = [];
+    this.#buffered = 0;
+    this.#failWrites();
+    this.#notify();
+  }
+
+  #failWrites(): void {
+    for (const reject of this.#writes) reject(this.#closedError());
+    this.#writes.clear();
+  }
+
+  #closedError(): Error {
+    return disconnectError(
+      `Cannot write to ${formatAddr(this.remoteAddr)}: the connection is closed`,
+    );
+  }
+
+  #notify(): void {
+    const wake = this.#wake;
+    this.#wake = undefined;
+    wake?.();
+  }
+}
+
+/** The raw socket under a TLS socket: node and Deno both keep it as `_parent`. */
+function parentOf(socket: tls.TLSSocket): Socket | undefined {
+  return (socket as unknown as { _parent?: Socket })._parent;
+}
+
+/**
+ * The inode of a server's listening socket, for reading its accept queue; `undefined` where it
+ * cannot be had. Deno 2.9's node:net tells the descriptor only through `_handle.fdForIpc()`, an
+ * internal that makes a new duplicate at each call. The duplicate is closed at once, through a
+ * net.Socket (node:fs cannot close a bare descriptor in Deno): left open, it would keep the socket
+ * alive after the listener closed, taking its share of a shared port's connections to no one.
+ */
+async function listeningInode(server: tls.Server): Promise<string | undefined> {
+  const handle = (server as unknown as { _handle?: { fdForIpc?: () => number } })._handle;
+  let fd: number | undefined;
+  try {
+    fd = handle?.fdForIpc?.();
+  } catch {
+    return undefined;
+  }
+  if (typeof fd !== "number" || fd < 0) return undefined;
+  try {
+    return await socketInode(fd);
+  } finally {
+    try {
+      new net.Socket({ fd, readable: false, writable: false }).destroy();
+    } catch {
+      // Nothing else can close it.
+    }
+  }
+}
+
+/** Closes a server; resolves once it has stopped, even if it was not listening. */
+function closeServer(server: tls.Server): Promise<void> {
+  return new Promise((resolve) => server.close(() => resolve()));
+}
+
+/** Where to connect to reach a listener bound to `address`: loopback for a wildcard. */
+function loopbackFor(address: string): string {
+  return address === "0.0.0.0" ? "127.0.0.1" : address === "::" ? "::1" : address;
+}
