@@ -10,6 +10,7 @@ import { type Authenticator, AuthThrottle } from "./_auth.ts";
 import { buildMethodTable, type Method } from "./_introspect.ts";
 import { Call, detachedSession, MAX_TIMEOUT, type Session } from "./_call.ts";
 import { type BatchState, BUILTINS, type BuiltinServer, type Reply } from "./_builtins.ts";
+import { traceServerCall, tracing } from "./_trace.ts";
 
 export type { Reply } from "./_builtins.ts";
 
@@ -244,6 +245,13 @@ export class Dispatcher {
       method,
       timeout === undefined ? undefined : Math.min(Math.ceil(timeout), MAX_TIMEOUT),
     );
+    if (tracing) {
+      return traceServerCall(
+        call,
+        request.traceparent,
+        () => this.#invoke(entry, call, args, idText, session, codec),
+      );
+    }
     return this.#invoke(entry, call, args, idText, session, codec);
   }
 

@@ -207,14 +207,21 @@ export class Link {
   }
 
   /**
-   * Sends call `id`; `timeout` (ms) travels with it as its deadline.
+   * Sends call `id`; `timeout` (ms) travels with it as its deadline, and `traceparent` (when
+   * tracing) names its client span as the server span's parent.
    *
    * @throws {TypeError} When the params cannot be encoded.
    * @throws {RangeError} When the message is larger than the frame limit.
    * @throws {ConnectionError} When the link is lost or too many bytes wait to be written.
    */
-  call(id: number, method: string, params: unknown, timeout: number | undefined): void {
-    this.#send(this.#encode(id, method, params, timeout), id, `call "${method}"`);
+  call(
+    id: number,
+    method: string,
+    params: unknown,
+    timeout: number | undefined,
+    traceparent?: string,
+  ): void {
+    this.#send(this.#encode(id, method, params, timeout, traceparent), id, `call "${method}"`);
   }
 
   /**
@@ -359,9 +366,18 @@ export class Link {
     method: string,
     params: unknown,
     timeout: number | undefined,
+    traceparent?: string,
   ): Encoded {
     try {
-      return requestMessage(id, method, params, timeout, this.#rich, DEFAULT_MAX_DEPTH);
+      return requestMessage(
+        id,
+        method,
+        params,
+        timeout,
+        this.#rich,
+        DEFAULT_MAX_DEPTH,
+        traceparent,
+      );
     } catch (error) {
       const what = id === undefined ? "notify" : "call";
       const why = error instanceof NotPlainError

@@ -5,6 +5,14 @@
 
 import type { Link } from "./_link.ts";
 import { ConnectionError, ErrorCode, RpcError, TimeoutError } from "./errors.ts";
+import {
+  setServer,
+  settling,
+  startClientSpan,
+  traceparentOf,
+  type TraceSpan,
+  tracing,
+} from "./_trace.ts";
 
 /** How one call behaves. */
 export interface StartOptions {
@@ -35,6 +43,8 @@ interface Call {
   retried: boolean;
   /** Sent once more after a -32001 answer already. */
   resent: boolean;
+  /** Its client span, when tracing: settling the call ends it. */
+  span: TraceSpan | undefined;
 }
 
 /** Options for {@linkcode PendingCalls}. */
@@ -125,7 +135,9 @@ export class PendingCalls {
         link: undefined,
         retried: false,
         resent: false,
+        span: undefined,
       };
+      if (tracing) traceCall(call);
       if (timeout > 0) call.timer = setTimeout(() => this.#expire(call, timeout), timeout);
       if (signal) {
         call.onAbort = () => this.#abort(call);
@@ -250,8 +262,13 @@ export class PendingCalls {
 
   #transmit(call: Call, link: Link): void {
     const left = call.deadline === undefined ? undefined : Math.max(1, call.deadline - Date.now());
+    let traceparent: string | undefined;
+    if (call.span !== undefined) {
+      setServer(call.span, link.target);
+      traceparent = traceparentOf(call.span);
+    }
     try {
-      link.call(call.id, call.method, call.params, left);
+      link.call(call.id, call.method, call.params, left, traceparent);
     } catch (error) {
       // Params that cannot be encoded, a frame over the limit, a jammed or closed connection.
       this.#drop(call);
@@ -314,6 +331,14 @@ export class PendingCalls {
       ),
     );
   }
+}
+
+/** Gives `call` its client span, a child of the caller's context, ended when the call settles. */
+function traceCall(call: Call): void {
+  call.span = startClientSpan(call.method, call.id);
+  const { resolve, reject } = settling(call.span, call.resolve, call.reject);
+  call.resolve = resolve;
+  call.reject = reject;
 }
 
 /** A listener of notifications. */

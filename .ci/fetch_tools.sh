@@ -1,21 +1,27 @@
 #!/usr/bin/env bash
-# Fetches the programs the tests start (Prometheus and promtool, HAProxy) from Debian's packages
-# into .ci/cache/tools/, without installing anything system-wide: `apt-get download` into a temp
-# dir, then `dpkg -x` into the cache. Shared libraries that the binaries need and the machine
-# lacks are fetched the same way (the packages' lib* dependencies that are not installed), and
-# `ldd` then checks that nothing is missing. Each binary that needs such a library gets a wrapper
-# in .ci/cache/tools/bin/ that sets LD_LIBRARY_PATH; the others are linked there as they are.
+# Fetches the programs the tests start (Prometheus and promtool, HAProxy, nginx with its stream
+# module) from Debian's packages into .ci/cache/tools/, without installing anything system-wide:
+# `apt-get download` into a temp dir, then `dpkg -x` into the cache. Shared libraries that the
+# binaries need and the machine lacks are fetched the same way (the packages' lib* dependencies
+# that are not installed), and `ldd` then checks that nothing is missing. Each binary that needs
+# such a library gets a wrapper in .ci/cache/tools/bin/ that sets LD_LIBRARY_PATH; the others are
+# linked there as they are.
 #
 # Idempotent: a package already extracted (marker in .ci/cache/tools/.fetched/) is skipped.
 # Prints where the binaries are. Exits non-zero when a package cannot be had or a library is
-# still missing.
+# still missing. nginx's stream module is a file nginx loads (load_module), not a binary: it is at
+# .ci/cache/tools/usr/lib/nginx/modules/ngx_stream_module.so, Debian's path under the cache.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 tools="$root/.ci/cache/tools"
 marks="$tools/.fetched"
-# The packages the tests need, and the binaries of each that they run.
-packages=(prometheus haproxy)
-binaries=(usr/bin/prometheus usr/bin/promtool usr/sbin/haproxy)
+# The packages the tests need, and the binaries of each that they run. On bookworm the package
+# `nginx` holds the binary (`nginx-core` is an empty package that depends on it and on every
+# module); `libnginx-mod-stream` holds the stream (TCP proxy) module.
+packages=(prometheus haproxy nginx libnginx-mod-stream)
+binaries=(usr/bin/prometheus usr/bin/promtool usr/sbin/haproxy usr/sbin/nginx)
+# Files the tests load that are not binaries run from bin/.
+modules=(usr/lib/nginx/modules/ngx_stream_module.so)
 
 mkdir -p "$marks" "$tools/bin"
 downloads=$(mktemp -d)
@@ -91,7 +97,25 @@ done
 libpath=$(find "$tools" -name '*.so*' \( -type f -o -type l \) -printf '%h\n' 2>/dev/null |
   sort -u | paste -sd: -)
 
+version() { # NAME: the first line of its version (nginx has -v, not --version)
+  local flag=--version
+  [ "$1" = nginx ] && flag=-v
+  "$tools/bin/$1" "$flag" 2>&1 | head -1
+}
+
 failed=0
+for module in "${modules[@]}"; do
+  if [ ! -f "$tools/$module" ]; then
+    echo "Cannot fetch tools: $tools/$module is missing after extracting the packages" >&2
+    failed=1
+  elif LD_LIBRARY_PATH="$libpath" ldd "$tools/$module" | grep -q 'not found'; then
+    echo "Cannot fetch tools: $tools/$module misses shared libraries:" >&2
+    LD_LIBRARY_PATH="$libpath" ldd "$tools/$module" | grep 'not found' >&2
+    failed=1
+  else
+    echo "$(basename "$module"): $tools/$module"
+  fi
+done
 for bin in "${binaries[@]}"; do
   path="$tools/$bin"
   name=$(basename "$bin")
@@ -120,6 +144,6 @@ LD_LIBRARY_PATH="$rel\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}" exec "\$tools/$bin
 EOF
     chmod +x "$tools/bin/$name"
   fi
-  echo "$name: $tools/bin/$name ($("$tools/bin/$name" --version 2>&1 | head -1))"
+  echo "$name: $tools/bin/$name ($(version "$name"))"
 done
 exit "$failed"
