@@ -6,6 +6,8 @@
 import { ErrorCode } from "./errors.ts";
 import { parseJson } from "./_json.ts";
 import {
+  type DecodeLimits,
+  DEFAULT_DECODE_LIMITS,
   EXTENDED_MARKER,
   ExtendedFrameError,
   extendedParts,
@@ -51,8 +53,9 @@ export function decodeFrame(
   frame: Uint8Array,
   maxDepth: number,
   maxJsonValues: number = DEFAULT_MAX_JSON_VALUES,
+  limits: DecodeLimits = DEFAULT_DECODE_LIMITS,
 ): unknown {
-  if (frame[0] === EXTENDED_MARKER) return decodeExtended(frame, maxDepth, maxJsonValues);
+  if (frame[0] === EXTENDED_MARKER) return decodeExtended(frame, maxDepth, maxJsonValues, limits);
   checkJsonValues(frame, maxJsonValues, maxDepth);
   let text: string | undefined = frame.length <= ASCII_FAST_BYTES ? asciiText(frame) : undefined;
   try {
@@ -125,16 +128,31 @@ function recordIdTexts(text: string, value: unknown): void {
  * buffer (large frames are read into one of their own), else copies: a small frame is a view of
  * the connection's read buffer, which the next read overwrites.
  */
-function decodeExtended(frame: Uint8Array, maxDepth: number, maxJsonValues: number): unknown {
+function decodeExtended(
+  frame: Uint8Array,
+  maxDepth: number,
+  maxJsonValues: number,
+  limits: DecodeLimits,
+): unknown {
   try {
     const { json, binary } = splitExtended(frame);
     checkJsonValues(json, maxJsonValues, maxDepth);
     const value = parseExtendedJson(json);
     checkDepth(json, value, maxDepth);
     const owned = frame.byteOffset === 0 && frame.byteLength === frame.buffer.byteLength;
-    return revive(value, binary, owned);
+    return revive(value, binary, owned, limits);
   } catch (error) {
     if (error instanceof DecodeError) throw error;
+    if (error instanceof ExtendedFrameError && error.limit !== undefined) {
+      // Well-formed but too costly: the request is refused, not unreadable.
+      const limit = /BigInt/.test(error.message) ? "max_bigint_digits" : "max_decoded_bytes";
+      throw new DecodeError(
+        ErrorCode.InvalidRequest,
+        `Invalid Request: ${error.message}`,
+        "null",
+        limit,
+      );
+    }
     const why = error instanceof ExtendedFrameError || error instanceof SyntaxError
       ? error.message
       : error instanceof TypeError
@@ -228,7 +246,10 @@ export function errorMessage(
   );
 }
 
-/** A request, or a notification when `id` is undefined, whose params may need rich values. */
+/**
+ * A request, or a notification when `id` is undefined, whose params may need rich values. A
+ * `traceparent` (W3C Trace Context, made by `_trace.ts`: JSON-safe) goes in a member of its own.
+ */
 export function requestMessage(
   id: number | undefined,
   method: string,
@@ -236,13 +257,15 @@ export function requestMessage(
   timeout: number | undefined,
   rich: boolean,
   maxDepth: number,
+  traceparent?: string,
 ): Encoded {
   const idText = id === undefined ? "" : `"id":${id},`;
   const timeoutText = timeout === undefined ? "" : `,"timeout":${timeout}`;
+  const traceText = traceparent === undefined ? "" : `,"traceparent":"${traceparent}"`;
   return encodeWith(
     `{"jsonrpc":"2.0",${idText}"method":${JSON.stringify(method)},"params":`,
     params,
-    `${timeoutText}}`,
+    `${timeoutText}${traceText}}`,
     rich,
     maxDepth,
     1, // the request object; the params array is part of the value
@@ -417,6 +440,8 @@ export interface CodecOptions {
   maxDepth?: number;
   /** The most JSON values (containers, keys, items) a message may hold. */
   maxJsonValues?: number;
+  /** What a rich frame's byte sections and BigInts may decode into. */
+  decodeLimits?: DecodeLimits;
 }
 
 /** One connection's codec: frames to messages and messages to frames, with its settings. */
@@ -427,12 +452,15 @@ export class Codec {
   readonly maxDepth: number;
   /** The most JSON values (containers, keys, items) a message may hold. */
   readonly maxJsonValues: number;
+  /** What a rich frame's byte sections and BigInts may decode into. */
+  readonly decodeLimits: DecodeLimits;
   #plain: Codec | undefined;
 
   constructor(options: CodecOptions = {}) {
     this.rich = options.rich ?? false;
     this.maxDepth = options.maxDepth ?? DEFAULT_MAX_DEPTH;
     this.maxJsonValues = options.maxJsonValues ?? DEFAULT_MAX_JSON_VALUES;
+    this.decodeLimits = options.decodeLimits ?? DEFAULT_DECODE_LIMITS;
   }
 
   /** These settings without rich values: a batch's answer is one plain JSON array. */
@@ -442,6 +470,7 @@ export class Codec {
       rich: false,
       maxDepth: this.maxDepth,
       maxJsonValues: this.maxJsonValues,
+      decodeLimits: this.decodeLimits,
     });
     return this.#plain;
   }
@@ -452,7 +481,7 @@ export class Codec {
    * @throws {DecodeError} When the frame is not a message, with the code to answer with.
    */
   decode(frame: Uint8Array): unknown {
-    return decodeFrame(frame, this.maxDepth, this.maxJsonValues);
+    return decodeFrame(frame, this.maxDepth, this.maxJsonValues, this.decodeLimits);
   }
 
   /**

@@ -2,6 +2,7 @@
 // validation. Every limit bounds what one client can cost the server.
 
 import { DEFAULT_MAX_FRAME_BYTES } from "./_framing.ts";
+import { DEFAULT_MAX_BIGINT_DIGITS, DEFAULT_MAX_DECODED_BYTES } from "./_rich.ts";
 
 /**
  * The deepest nesting of arrays and objects a message may have: 128 is far beyond any sensible API
@@ -85,6 +86,16 @@ export const DEFAULT_LIMITS = {
   maxDepth: DEFAULT_MAX_DEPTH,
   /** JSON values in a message: see {@linkcode DEFAULT_MAX_JSON_VALUES}. */
   maxJsonValues: DEFAULT_MAX_JSON_VALUES,
+  /**
+   * Bytes a rich frame's byte sections may decode into (views and copies alike), so that no frame
+   * costs much more than its own size; byte sections may not overlap. 16 MiB, the frame limit.
+   */
+  maxDecodedBytes: DEFAULT_MAX_DECODED_BYTES,
+  /**
+   * Decimal digits of a BigInt in a rich frame: parsing and printing BigInts grow faster than
+   * linearly (8 million digits took 3 s). 10 000 digits parse, add and print in under 1 ms.
+   */
+  maxBigIntDigits: DEFAULT_MAX_BIGINT_DIGITS,
   /** The largest frame accepted or sent: see {@linkcode DEFAULT_MAX_FRAME_BYTES}. */
   maxFrameBytes: DEFAULT_MAX_FRAME_BYTES,
   /** Milliseconds `shutdown()` lets calls in flight finish before it closes their connections. */
@@ -104,6 +115,8 @@ const POSITIVE_LIMITS: ReadonlySet<keyof Limits> = new Set([
   "maxQueuedBytes",
   "maxDepth",
   "maxJsonValues",
+  "maxDecodedBytes",
+  "maxBigIntDigits",
   "maxFrameBytes",
 ]);
 

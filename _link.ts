@@ -447,7 +447,11 @@ export class Link {
     try {
       for (let frames = await reader.read(); frames; frames = await reader.read()) {
         this.#lastHeard = Date.now();
-        for (const frame of frames) this.#receive(decodeFrame(frame, DEFAULT_MAX_DEPTH));
+        // The server's replies are bounded by the frame size, not by the count of their values: a
+        // large result is the point of many calls.
+        for (const frame of frames) {
+          this.#receive(decodeFrame(frame, DEFAULT_MAX_DEPTH, Number.MAX_SAFE_INTEGER));
+        }
       }
       this.#fail(
         this.#serverError ? this.#lostError(undefined) : new ConnectionError(

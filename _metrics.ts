@@ -49,6 +49,8 @@ export const LIMIT_NAMES = [
   "max_batch",
   "max_frame_bytes",
   "max_json_values",
+  "max_decoded_bytes",
+  "max_bigint_digits",
   "max_depth",
   "max_queued_bytes",
   "frame_timeout",

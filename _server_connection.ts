@@ -62,7 +62,14 @@ export class ServerConnection implements Session {
     this.authenticated = !dispatcher.requiresToken;
     this.#limits = limits;
     this.#log = log;
-    this.codec = new Codec({ maxDepth: limits.maxDepth, maxJsonValues: limits.maxJsonValues });
+    this.codec = new Codec({
+      maxDepth: limits.maxDepth,
+      maxJsonValues: limits.maxJsonValues,
+      decodeLimits: {
+        maxDecodedBytes: limits.maxDecodedBytes,
+        maxBigIntDigits: limits.maxBigIntDigits,
+      },
+    });
     const bytes = metrics === undefined ? conn : countedBytes(conn, metrics);
     this.#reader = new FrameReader(bytes, { maxFrameBytes: limits.maxFrameBytes });
     this.#writer = new FrameWriter(bytes, {
