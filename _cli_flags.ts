@@ -3,32 +3,8 @@
 // errors with their exit codes.
 
 import { parseArgs, type ParseArgsConfig } from "node:util";
+import { CliError, ExitCode, permissionError } from "./_cli_error.ts";
 import { reason } from "./_util.ts";
-
-/** Exit codes of the CLI. */
-export const ExitCode = {
-  /** The command did what it was asked. */
-  Ok: 0,
-  /** The server answered with an error, or the server could not start. */
-  Failure: 1,
-  /** The command line is wrong: a bad flag, a missing argument or file, a token it cannot read. */
-  Usage: 2,
-  /** The server could not be reached, the TLS handshake failed, or the call timed out. */
-  Connection: 3,
-} as const;
-
-/** A failure the CLI reports in one line on stderr (and a remote error's data on another). */
-export class CliError extends Error {
-  readonly exitCode: number;
-  /** A remote error's data. */
-  readonly data: unknown;
-  constructor(exitCode: number, message: string, options?: { data?: unknown }) {
-    super(message);
-    this.name = "CliError";
-    this.exitCode = exitCode;
-    this.data = options?.data;
-  }
-}
 
 /** One flag: its parseArgs configuration, and its help. */
 export interface FlagSpec {
@@ -112,8 +88,12 @@ export type ParsedValues<T extends NonNullable<ParseArgsConfig["options"]>> = Re
   typeof parseArgs<{ args: string[]; options: T; allowPositionals: true; strict: true }>
 >["values"];
 
-/** Parses flags; arguments that look like negative numbers are positionals, not short options. */
+/**
+ * Parses the flags of `command`; arguments that look like negative numbers are positionals, not
+ * short options. A bad flag is a usage error that points at the command's help.
+ */
 export function parseFlags<T extends NonNullable<ParseArgsConfig["options"]>>(
+  command: string,
   args: string[],
   options: T,
 ): { values: ParsedValues<T>; positionals: string[] } {
@@ -130,7 +110,9 @@ export function parseFlags<T extends NonNullable<ParseArgsConfig["options"]>>(
     parsed = parseArgs({ args: masked, options, allowPositionals: true, strict: true });
   } catch (error) {
     const message = unmask(reason(error)).split(". To specify")[0];
-    throw new CliError(ExitCode.Usage, `Cannot parse arguments: ${message}`);
+    throw new CliError(ExitCode.Usage, `Cannot parse arguments: ${message}`, {
+      hint: `run "help ${command}" to see its options`,
+    });
   }
   const values = parsed.values as Record<string, unknown>;
   for (const [key, value] of Object.entries(values)) {
@@ -157,13 +139,21 @@ export function integer(
   return number;
 }
 
-/** The text of the file a flag names; a file that cannot be read is a usage error. */
+/**
+ * The text of the file a flag names. A file that cannot be read is a usage error naming the flag
+ * and the file, and, when Deno's permissions are the reason, the flag to add.
+ */
 export async function readFile(flag: string, path: string): Promise<string> {
   try {
     return await Deno.readTextFile(path);
   } catch (error) {
-    const why = error instanceof Deno.errors.NotFound ? "file not found" : reason(error);
-    throw new CliError(ExitCode.Usage, `Cannot read ${flag} "${path}": ${why}`);
+    throw permissionError(`read ${flag} "${path}"`, error) ??
+      new CliError(
+        ExitCode.Usage,
+        `Cannot read ${flag} "${path}": ${
+          error instanceof Deno.errors.NotFound ? "file not found" : reason(error)
+        }`,
+      );
   }
 }
 
@@ -172,25 +162,58 @@ export function usage(command: string, message: string): never {
   throw new CliError(ExitCode.Usage, `Cannot run "${command}": ${message} (see --help)`);
 }
 
-/** An ARG of `call`: JSON when it is valid JSON, else the string itself. */
-export function parseArg(arg: string): unknown {
+/**
+ * What starts like JSON: an array, an object, a string, or a number. An ARG that starts so but does
+ * not parse is a typo to report, not a string to send.
+ */
+const JSON_START = /^\s*(?:[[{"]|-?\d)/;
+
+/**
+ * An ARG of `call`: JSON when it is valid JSON, else the string itself, unless it starts like
+ * JSON (`[`, `{`, `"`, a digit or `-` and a digit): then it is a usage error naming it.
+ *
+ * @param arg The argument.
+ * @param position Its position among the ARGs, from 1, for the error.
+ */
+export function parseArg(arg: string, position: number): unknown {
   try {
     return JSON.parse(arg);
   } catch {
-    return arg;
+    if (!JSON_START.test(arg)) return arg;
+    throw new CliError(
+      ExitCode.Usage,
+      `Cannot use ARG ${position} "${arg}": it starts like JSON but is not valid JSON`,
+      { hint: `fix the JSON, or quote a string as JSON: '${JSON.stringify(arg)}'` },
+    );
   }
 }
 
-/** The `--params` of `call`: a JSON object. */
-export function parseNamedParams(text: string): Record<string, unknown> {
-  let value: unknown;
+/**
+ * The `--params` of `call`, a JSON object of by-name params: the value itself, `@FILE` for the
+ * contents of FILE, or `-` for standard input.
+ */
+export async function readNamedParams(value: string): Promise<Record<string, unknown>> {
+  let text = value;
+  let source = "--params";
+  if (value === "-") {
+    source = "--params - (standard input)";
+    text = await new Response(Deno.stdin.readable).text();
+  } else if (value.startsWith("@")) {
+    source = `--params "${value}"`;
+    text = await readFile("--params", value.slice(1));
+  }
+  let parsed: unknown;
   try {
-    value = JSON.parse(text);
+    parsed = JSON.parse(text);
   } catch (error) {
-    throw new CliError(ExitCode.Usage, `Cannot use --params: ${reason(error)}`);
+    throw new CliError(ExitCode.Usage, `Cannot use ${source}: ${reason(error)}`, {
+      hint: 'give a JSON object, e.g. --params \'{"name":"ada"}\', @FILE or - for stdin',
+    });
   }
-  if (value === null || typeof value !== "object" || Array.isArray(value)) {
-    throw new CliError(ExitCode.Usage, "Cannot use --params: it must be a JSON object");
+  if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
+    throw new CliError(ExitCode.Usage, `Cannot use ${source}: it must be a JSON object`, {
+      hint: "for by-position params, give them as ARGs after METHOD",
+    });
   }
-  return value as Record<string, unknown>;
+  return parsed as Record<string, unknown>;
 }

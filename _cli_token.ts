@@ -1,7 +1,8 @@
 // Where the CLI's token comes from. It fails closed: a source that may hold a token but cannot be
 // read stops the command with a usage error, never turns into "no token".
 
-import { CliError, ExitCode, readFile, usage } from "./_cli_flags.ts";
+import { CliError, ExitCode } from "./_cli_error.ts";
+import { readFile, usage } from "./_cli_flags.ts";
 
 /** The environment variable that holds a token when no --token-file is given. */
 export const TOKEN_VARIABLE = "TLSRPC_TOKEN";

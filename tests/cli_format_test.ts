@@ -1,5 +1,13 @@
 import assert from "node:assert/strict";
-import { BYTES_PREVIEW, escapeText, formatMethod, formatValue, rawJson } from "../_format.ts";
+import {
+  BYTES_PREVIEW,
+  describeMethod,
+  escapeText,
+  formatMethod,
+  formatValue,
+  rawJson,
+  toJson,
+} from "../_format.ts";
 import { formatFlags, HELP_FLAG, switchFlag, valueFlag } from "../_cli_flags.ts";
 
 /** Characters a terminal acts on or that reorder text; line ends allowed where the test says. */
@@ -188,6 +196,23 @@ Deno.test("formatMethod() prints name(params), escaped, whatever the discover do
     },
     { name: "no name", method: null, expected: "undefined()" },
     {
+      name: "an optional and a rest parameter",
+      method: {
+        name: "mix",
+        params: [
+          { name: "a", required: true },
+          { name: "b", required: false },
+          { name: "xs", required: false, "x-rest": true },
+        ],
+      },
+      expected: "mix(a, b?, ...xs)",
+    },
+    {
+      name: "required and x-rest only as own booleans",
+      method: { name: "m", params: [{ name: "a", required: "no", "x-rest": "yes" }] },
+      expected: "m(a)",
+    },
+    {
       name: "a null-prototype object",
       method: Object.assign(Object.create(null), { name: Object.create(null) }),
       expected: "{}()",
@@ -222,4 +247,90 @@ Deno.test("formatFlags() lines up the flags, wraps descriptions, and keeps each 
   );
   assert.ok(lines.slice(3, -1).every((line) => line.startsWith(" ".repeat(18))), text);
   assert.equal(lines.at(-1), "  -h, --help      show this help");
+});
+
+Deno.test("toJson() prints plain JSON as itself and rich values as one-key tagged objects", async (t) => {
+  const cases: { name: string; value: unknown; indent?: number; expected: string }[] = [
+    { name: "plain JSON", value: { a: [1, "x", null, true] }, expected: '{"a":[1,"x",null,true]}' },
+    { name: "plain JSON, indented", value: { a: 1 }, indent: 2, expected: '{\n  "a": 1\n}' },
+    { name: "a function's missing result", value: undefined, expected: "null" },
+    {
+      name: "a BigInt",
+      value: 12345678901234567890n,
+      expected: '{"$bigint":"12345678901234567890"}',
+    },
+    { name: "bytes", value: new Uint8Array([1, 2, 3]), expected: '{"$bytes":"AQID"}' },
+    {
+      name: "another typed array",
+      value: new Int16Array([1]),
+      expected: '{"$bytes":"AQA=","type":"Int16Array"}',
+    },
+    {
+      name: "an ArrayBuffer",
+      value: new Uint8Array([255]).buffer,
+      expected: '{"$bytes":"/w==","type":"ArrayBuffer"}',
+    },
+    {
+      name: "a Date, and an invalid one",
+      value: [new Date(Date.UTC(2024, 0, 1)), new Date(NaN)],
+      expected: '[{"$date":"2024-01-01T00:00:00.000Z"},{"$date":null}]',
+    },
+    {
+      name: "a Map with keys of any kind",
+      value: new Map<unknown, unknown>([[1, "one"], [[2], new Set([3n])]]),
+      expected: '{"$map":[[1,"one"],[[2],{"$set":[{"$bigint":"3"}]}]]}',
+    },
+    {
+      name: "undefined inside, NaN, ±Infinity and -0",
+      value: { u: undefined, n: [NaN, Infinity, -Infinity, -0, 0] },
+      expected: '{"u":{"$undefined":true},"n":[{"$number":"NaN"},{"$number":"Infinity"},' +
+        '{"$number":"-Infinity"},{"$number":"-0"},0]}',
+    },
+    {
+      name: "a data object with a tag key is wrapped, other $ keys are not",
+      value: [{ $bigint: "1" }, { $schema: "x", $t: 1 }],
+      expected: '[{"$object":{"$bigint":"1"}},{"$schema":"x","$t":1}]',
+    },
+    {
+      name: "a __proto__ key stays a key",
+      value: JSON.parse('{"__proto__":{"a":1}}'),
+      expected: '{"__proto__":{"a":1}}',
+    },
+  ];
+  for (const c of cases) {
+    await t.step(c.name, () => {
+      const text = toJson(c.value, c.indent);
+      assert.equal(text, c.expected);
+      JSON.parse(text); // any JSON reader reads it
+    });
+  }
+  await t.step("characters a terminal acts on are escaped, and the JSON is the same", () => {
+    const hostile = "\x1b[2J\u009b\u202e";
+    const text = toJson(new Map([[hostile, hostile]]));
+    assert.doesNotMatch(text, UNSAFE);
+    assert.deepEqual(JSON.parse(text), { $map: [[hostile, hostile]] });
+  });
+});
+
+Deno.test("describeMethod() prints the signature, then each parameter's kind, escaped", () => {
+  const text = describeMethod({
+    name: "greet\x1b",
+    summary: "Greets\u202e",
+    params: [
+      { name: "name", required: true },
+      { name: "greeting", required: false },
+      { name: "xs", required: false, "x-rest": true },
+    ],
+  });
+  assert.equal(
+    text,
+    [
+      String.raw`greet\x1b(name, greeting?, ...xs)`,
+      String.raw`  Greets\u{202e}`,
+      "  name      required",
+      "  greeting  optional",
+      "  ...xs     rest: takes any number of values, by position",
+    ].join("\n"),
+  );
+  assert.equal(describeMethod({ name: "ping", params: [] }), "ping()\n  no parameters");
 });
