@@ -1,29 +1,40 @@
 // The server's log of connection errors, rate-limited so that an attack cannot turn the log into
 // a second attack.
 
+/** What a log line is about, for structured logs: its kind and the peer it concerns. */
+export interface LogFields {
+  /** The kind of event: `"handshake_failed"`, `"closed"`, `"protocol_error"`, ... */
+  readonly event?: string;
+  /** The peer's address, `host:port`. */
+  readonly peer?: string;
+}
+
 /**
  * Passes on at most `perSecond` lines a second and counts the rest; `flush` writes the count as
  * one summary line.
  */
 export class RateLimitedLog {
-  #emit: (error: unknown, line: string) => void;
+  #emit: (error: unknown, line: string, fields: LogFields) => void;
   #perSecond: number;
   #windowStart = 0;
   #lines = 0;
   #suppressed = 0;
 
-  constructor(emit: (error: unknown, line: string) => void, perSecond: number) {
+  constructor(
+    emit: (error: unknown, line: string, fields: LogFields) => void,
+    perSecond: number,
+  ) {
     this.#emit = emit;
     this.#perSecond = perSecond;
   }
 
   /** Logs `line` (about `error`, if any) unless this second's lines are used up. */
-  report(error: unknown, line: string): void {
+  report(error: unknown, line: string, fields: LogFields = {}): void {
     const now = Date.now();
     if (now - this.#windowStart >= 1000) this.#roll(now);
     if (this.#lines < this.#perSecond) {
       this.#lines++;
-      this.#write(error, line);
+      this.#write(error, line, fields);
     } else {
       this.#suppressed++;
     }
@@ -42,6 +53,7 @@ export class RateLimitedLog {
         undefined,
         `${this.#suppressed} more connection errors in the last ${seconds} s ` +
           `(at most ${this.#perSecond} are logged a second)`,
+        { event: "suppressed" },
       );
     }
     this.#windowStart = now;
@@ -49,9 +61,9 @@ export class RateLimitedLog {
     this.#suppressed = 0;
   }
 
-  #write(error: unknown, line: string): void {
+  #write(error: unknown, line: string, fields: LogFields): void {
     try {
-      this.#emit(error, line);
+      this.#emit(error, line, fields);
     } catch {
       // A failing log hook must not take a connection task down with it.
     }

@@ -28,7 +28,7 @@
 import { Dispatcher, type Interceptor } from "./_dispatch.ts";
 import { AuthThrottle, fixedToken } from "./_auth.ts";
 import { type Limits, resolveLimits, sweepInterval } from "./_limits.ts";
-import { RateLimitedLog } from "./_log.ts";
+import { type LogFields, RateLimitedLog } from "./_log.ts";
 import { Metrics, type MetricsSnapshot } from "./_metrics.ts";
 import { type MetricsServer, serveMetrics } from "./_metrics_http.ts";
 import { ServerConnection } from "./_server_connection.ts";
@@ -42,6 +42,7 @@ export type { MethodInfo } from "./_introspect.ts";
 export type { InterceptedCall, Interceptor } from "./_dispatch.ts";
 export type { CallContext } from "./_context.ts";
 export type { MetricsSnapshot } from "./_metrics.ts";
+export type { LogFields } from "./_log.ts";
 
 /** A server's counts, from {@linkcode RpcServer.metrics}. */
 export interface ServerMetrics {
@@ -101,6 +102,18 @@ export interface ServeOptions extends Partial<Limits> {
    * @default {false}
    */
   reusePort?: boolean;
+  /**
+   * Read a PROXY protocol header (v1 or v2) at the start of every connection, as a balancer sends
+   * it (HAProxy `send-proxy` or `send-proxy-v2`, nginx `proxy_protocol on`): the client's address
+   * in it becomes the connection's peer (`callContext().peer`, log lines) instead of the
+   * balancer's. Every connection must then begin with a header, read under `handshakeTimeout`; one
+   * without is closed and logged, so enable it only behind a balancer that sends one, and keep the
+   * port out of others' reach, for anyone who can connect can claim any address. Needs the `"node"`
+   * transport.
+   *
+   * @default {false}
+   */
+  proxyProtocol?: boolean;
   /**
    * A fixed token every client must present (`rpc.auth`, the client's `token` option) before
    * any call. Compared in constant time; never logged. Use `authenticate` for more than one.
@@ -179,7 +192,7 @@ export interface ServeOptions extends Partial<Limits> {
    * one-line description of it; at most 5 a second, then one summary line with the count. The
    * default prints the line to stderr.
    */
-  onError?: (error: unknown, line: string) => void;
+  onError?: (error: unknown, line: string, fields: LogFields) => void;
 }
 
 /** A running server, from {@linkcode serve}. */
@@ -301,7 +314,10 @@ class Server implements RpcServer {
       maxConnections: this.#limits.maxConnections,
       clientCa: options.clientCa,
       reusePort: options.reusePort ?? false,
+      proxyProtocol: options.proxyProtocol ?? false,
       onConnection: (conn) => this.#accept(conn),
+      onHandshakeFailure: (reason) => this.#metrics?.handshakeFailed(reason),
+      onRefused: (limit) => this.#metrics?.limitRefused(limit),
       log: (error, line) => this.#log.report(error, line),
     });
     this.#addr = this.#listener.addr;
