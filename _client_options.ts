@@ -259,12 +259,14 @@ export interface CallOptions {
  * {@linkcode RpcClient.withOptions} returns with per-call options bound.
  *
  * @typeParam T The type of the server's handlers, or `unknown`.
+ * @typeParam R The type `call` and `callNamed` resolve with: `unknown`, or with `wrap: true` an
+ * AttrWrapper view typed so that any path reads (`result.items[-1].name`).
  */
-export interface RpcCaller<T = unknown> {
+export interface RpcCaller<T = unknown, R = unknown> {
   /** Calls `method` with by-position params. */
-  call(method: string, ...params: unknown[]): Promise<unknown>;
-  /** Calls `method` with by-name params, passed to the handler as one object. */
-  callNamed(method: string, params: Record<string, unknown>): Promise<unknown>;
+  call(method: string, ...params: unknown[]): Promise<R>;
+  /** Calls `method` with by-name params, matched to the handler's parameter names. */
+  callNamed(method: string, params: Record<string, unknown>): Promise<R>;
   /** The remote methods as functions. */
   readonly proxy: RemoteProxy<T>;
 }

@@ -38,7 +38,7 @@ import { Listeners, PendingCalls } from "./_pending.ts";
 import { proxyFor, type RemoteProxy } from "./_proxy.ts";
 import { closeQuietly, formatAddr, reason } from "./_util.ts";
 import { ConnectionError, ErrorCode, RpcError } from "./errors.ts";
-import { wrap } from "./attr_wrapper.ts";
+import { type Untyped, wrap } from "./attr_wrapper.ts";
 
 export {
   CancelledError,
@@ -88,6 +88,10 @@ export type { ExposedKey, Remote, RemoteProxy } from "./_proxy.ts";
  * @throws {TypeError} When both `endpoints` and `hostname` or `port` are given, or `endpoints` is
  * empty.
  */
+export async function connect<T = unknown>(
+  options: ConnectOptions & { wrap: true },
+): Promise<RpcClient<T, Untyped>>;
+export async function connect<T = unknown>(options?: ConnectOptions): Promise<RpcClient<T>>;
 export async function connect<T = unknown>(options: ConnectOptions = {}): Promise<RpcClient<T>> {
   options.signal?.throwIfAborted();
   const client = new RpcClient<T>(options);
@@ -131,8 +135,10 @@ const OPEN = Symbol("open");
  * ```
  *
  * @typeParam T The type of the server's handlers, for a typed {@linkcode RpcClient.proxy}.
+ * @typeParam R What `call` and `callNamed` resolve with: `unknown`, or an AttrWrapper view
+ * (`Untyped`) for a client made with `wrap: true`.
  */
-export class RpcClient<T = unknown> implements AsyncDisposable, RpcCaller<T> {
+export class RpcClient<T = unknown, R = unknown> implements AsyncDisposable, RpcCaller<T, R> {
   #options: ConnectOptions;
   #resolved: ResolvedOptions;
   /** The endpoints quoted, for messages. */
@@ -237,8 +243,8 @@ export class RpcClient<T = unknown> implements AsyncDisposable, RpcCaller<T> {
    * @throws {TimeoutError} When no response came within the timeout.
    * @throws {TypeError} When the params cannot be sent.
    */
-  call(method: string, ...params: unknown[]): Promise<unknown> {
-    return this.#request(method, params, undefined);
+  call(method: string, ...params: unknown[]): Promise<R> {
+    return this.#request(method, params, undefined) as Promise<R>;
   }
 
   /**
@@ -267,8 +273,8 @@ export class RpcClient<T = unknown> implements AsyncDisposable, RpcCaller<T> {
    * @throws {ConnectionError} When the client is closed or the connection drops before the response.
    * @throws {TimeoutError} When no response came within the timeout.
    */
-  callNamed(method: string, params: Record<string, unknown>): Promise<unknown> {
-    return this.#request(method, params, undefined);
+  callNamed(method: string, params: Record<string, unknown>): Promise<R> {
+    return this.#request(method, params, undefined) as Promise<R>;
   }
 
   /**
@@ -298,9 +304,9 @@ export class RpcClient<T = unknown> implements AsyncDisposable, RpcCaller<T> {
    * @param options The timeout, signal and idempotence of every call made through the result.
    * @returns `call`, `callNamed` and `proxy` with those options.
    */
-  withOptions(options: CallOptions): RpcCaller<T> {
+  withOptions(options: CallOptions): RpcCaller<T, R> {
     const request = (method: string, params: unknown[] | Record<string, unknown>) =>
-      this.#request(method, params, options);
+      this.#request(method, params, options) as Promise<R>;
     let proxy: object | undefined;
     return {
       call: (method, ...params) => request(method, params),

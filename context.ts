@@ -49,3 +49,34 @@ export type { CallContext } from "./_context.ts";
 export function callContext(): CallContext | undefined {
   return currentContext();
 }
+
+/**
+ * The context of the call being served, for code that only runs inside a handler: typed without
+ * `undefined`, so no `!` or `?.` is needed.
+ *
+ * @example Read the caller's address
+ * ```ts
+ * import { requireCallContext } from "./context.ts";
+ *
+ * function whoCalled(): string {
+ *   const { peer } = requireCallContext();
+ *   return `${peer.hostname}:${peer.port}`;
+ * }
+ * try {
+ *   whoCalled();
+ * } catch (error) {
+ *   console.log((error as Error).message); // Cannot read the call context: not inside a handler
+ * }
+ * ```
+ *
+ * @returns The current call's context.
+ * @throws {TypeError} When called outside a handler (or after an `await` in a handler that is not
+ * an `async` function).
+ */
+export function requireCallContext(): CallContext {
+  const context = currentContext();
+  if (context === undefined) {
+    throw new TypeError("Cannot read the call context: not inside a handler");
+  }
+  return context;
+}

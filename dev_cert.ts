@@ -525,6 +525,61 @@ export function defaultDevCertDir(options?: StateDirOptions): string {
   return (os === "windows" ? win32 : posix).join(defaultStateDir(options), "dev-certs");
 }
 
+/** Options for {@linkcode devCaCerts}. */
+export interface DevCaCertsOptions {
+  /**
+   * The folder of the development certificates.
+   *
+   * @default {defaultDevCertDir()}
+   */
+  dir?: string;
+  /** Aborting it rejects with its reason. */
+  signal?: AbortSignal;
+}
+
+/**
+ * The development CA's certificate, for a client to trust as the CLI does:
+ * `connect({ caCerts: await devCaCerts() })`. The folder is checked first (owned by this user, not
+ * writable by others, keys 0600), so a planted CA is never trusted; an empty list when there is no
+ * development CA yet. Needs `--allow-read`, `--allow-sys=uid` and, for the default folder,
+ * `--allow-env=TLSRPC_HOME,XDG_STATE_HOME,HOME`.
+ *
+ * @example Trust the development CA of `cli.ts serve`
+ * ```ts ignore
+ * import { connect } from "./client.ts";
+ * import { devCaCerts } from "./dev_cert.ts";
+ *
+ * await using client = await connect({ caCerts: await devCaCerts() });
+ * console.log(await client.call("add", 2, 3));
+ * ```
+ *
+ * @param options The folder, and a signal.
+ * @returns The CA certificate (PEM) in a list, or an empty list.
+ * @throws {UnsafeStateError} When the folder or its files are not safe to trust.
+ */
+export async function devCaCerts(options?: DevCaCertsOptions): Promise<string[]> {
+  options?.signal?.throwIfAborted();
+  const dir = options?.dir ?? defaultDevCertDir();
+  try {
+    await Deno.stat(dir);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return [];
+    throw error;
+  }
+  await checkDevCertDir(options?.dir, options?.signal ? { signal: options.signal } : undefined);
+  try {
+    return [
+      await Deno.readTextFile(
+        devCertPaths(dir).caCert,
+        options?.signal && { signal: options.signal },
+      ),
+    ];
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return [];
+    throw error;
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Validating input
 

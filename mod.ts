@@ -27,6 +27,7 @@ export type {
   InterceptedCall,
   Interceptor,
   Limits,
+  LogFields,
   MethodInfo,
   MetricsSnapshot,
   RpcServer,
@@ -48,7 +49,7 @@ export type {
   RemoteProxy,
   RpcCaller,
 } from "./client.ts";
-export { callContext } from "./context.ts";
+export { callContext, requireCallContext } from "./context.ts";
 export type { CallContext } from "./context.ts";
 export {
   CancelledError,

@@ -134,3 +134,18 @@ Deno.test("the typed proxy calls plain objects, class instances and module names
     assert.equal(sum, 2);
   });
 });
+
+Deno.test("connect({ wrap: true }) types results so that any path reads, as the README shows", async () => {
+  await using server = await serve({
+    snapshot: () => ({ items: [{ name: "a" }, { name: "b" }] }),
+  }, serverOptions());
+  await using wrapped = await connect({ port: server.addr.port, caCerts: [certs.ca], wrap: true });
+  const r = await wrapped.call("snapshot");
+  const name: string = r.items[-1].name; // compiles: the result is an AttrWrapper view
+  assert.equal(name, "b");
+  await using plain = await connect({ port: server.addr.port, caCerts: [certs.ca] });
+  const unwrapped = await plain.call("snapshot");
+  // @ts-expect-error without wrap the result is unknown: read it through a type or AttrWrapper
+  unwrapped.items;
+  expectType<Equal<typeof unwrapped, unknown>>(true);
+});

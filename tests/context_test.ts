@@ -223,3 +223,18 @@ Deno.test("notifications from the client reach the server's handlers", async () 
   client.notify("log", "hello");
   assert.equal(await within(got.promise, "the notification"), "hello");
 });
+
+Deno.test("requireCallContext() gives the context inside a handler and throws TypeError outside one", async () => {
+  const { requireCallContext } = await import("../context.ts");
+  assert.throws(() => requireCallContext(), TypeError);
+  await using server = await serve({
+    peerPort: () => requireCallContext().peer.port,
+    later: async () => {
+      await new Promise((resolve) => setTimeout(resolve, 1));
+      return requireCallContext().method;
+    },
+  }, serverOptions());
+  await using client = await connect({ port: server.addr.port, caCerts: [certs.ca] });
+  assert.ok((await client.call("peerPort") as number) > 0);
+  assert.equal(await client.call("later"), "later");
+});
