@@ -91,6 +91,13 @@ export type { ExposedKey, Remote, RemoteProxy } from "./_proxy.ts";
 export async function connect<T = unknown>(
   options: ConnectOptions & { wrap: true },
 ): Promise<RpcClient<T, Untyped>>;
+/**
+ * Connects to a tlsrpc server; see the overload above.
+ *
+ * @typeParam T The type of the server's handlers, for a typed {@linkcode RpcClient.proxy}.
+ * @param options Where to connect, how to verify the server and how to behave.
+ * @returns The connected client.
+ */
 export async function connect<T = unknown>(options?: ConnectOptions): Promise<RpcClient<T>>;
 export async function connect<T = unknown>(options: ConnectOptions = {}): Promise<RpcClient<T>> {
   options.signal?.throwIfAborted();
