@@ -2,7 +2,7 @@
 // a byte source and sink plus `close`; the server gets them from a `Listener`, and everything
 // above (framing, dispatch) is the same whatever made them. Two listeners, chosen by name:
 // - "node" (the default, _transport_node.ts) on Deno's node:tls: client certificates, Nagle off,
-//   `reusePort`; a handshake that fails or stalls closes its socket at once.
+//   `reusePort`, PROXY headers; a handshake that fails or stalls closes its socket at once.
 // - "deno" (_transport_deno.ts) on Deno.listenTls: none of those, and a socket may outlive its
 //   connection's close (see the top of that module).
 
@@ -11,6 +11,8 @@ import { listenNode } from "./_transport_node.ts";
 
 export type { CertificateIdentity } from "./_x509.ts";
 import type { CertificateIdentity } from "./_x509.ts";
+export type { HandshakeFailure } from "./_handshake_failure.ts";
+import type { HandshakeFailure } from "./_handshake_failure.ts";
 
 /**
  * One TLS byte stream after its handshake. Reads and writes are one at a time each: a read and a
@@ -86,8 +88,33 @@ export interface ListenOptions {
    * @default {false}
    */
   reusePort?: boolean | undefined;
+  /**
+   * Reads a PROXY protocol header (v1 or v2, _proxy_protocol.ts) at the start of every
+   * connection, before its handshake and under the same deadline; the client's address in it
+   * becomes the connection's `remoteAddr` (a v2 LOCAL header, a balancer's health check, keeps
+   * the socket's). A connection without a valid header is closed, logged and counted as a
+   * `"protocol"` handshake failure. Needs the "node" transport.
+   *
+   * @default {false}
+   */
+  proxyProtocol?: boolean | undefined;
   /** Called with every connection whose handshake completed. */
   onConnection(conn: Connection): void;
+  /**
+   * Called once for each connection whose handshake (PROXY header included) failed, with why
+   * (see _handshake_failure.ts), as its line is logged: never for the accept watchdog's probes,
+   * refused connections, nor those closed by the listener's close.
+   *
+   * @default {undefined}
+   */
+  onHandshakeFailure?(reason: HandshakeFailure): void;
+  /**
+   * Called once for each connection refused at once because `maxConnections` were open, as its
+   * line is logged.
+   *
+   * @default {undefined}
+   */
+  onRefused?(limit: "max_connections"): void;
   /** A one-line report of something that cost a connection, or of the listener itself. */
   log(error: unknown, line: string): void;
 }

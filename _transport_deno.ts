@@ -22,11 +22,18 @@
 //   may outlive the server unseen, as before.
 // - Deno.listenTls cannot ask for client certificates (denoland/deno#26825), nor turn Nagle's
 //   algorithm off, and takes reusePort only with --unstable-net: those need the "node" transport.
+//   Nor can it read a PROXY header: it reads the socket itself from the first byte, and Deno has
+//   no server side of startTls to take over a Deno.listen connection once the header is read.
 //
 // This module does not import _transport.ts, which imports it: its classes fit the interfaces
 // declared there by shape, and the compiler checks that where listen() hands them out.
 
 import { closeQuietly, disconnectError, formatAddr, reason } from "./_util.ts";
+import {
+  HANDSHAKE_TIMEOUT_CODE,
+  type HandshakeFailure,
+  handshakeFailure,
+} from "./_handshake_failure.ts";
 
 /**
  * The largest buffer a read or write hands to Deno as it is. Deno pins the whole buffer (all of
@@ -67,7 +74,10 @@ export interface DenoListenOptions {
   maxConnections: number;
   clientCa?: string | undefined;
   reusePort?: boolean | undefined;
+  proxyProtocol?: boolean | undefined;
   onConnection(conn: DenoConnection): void;
+  onHandshakeFailure?(reason: HandshakeFailure): void;
+  onRefused?(limit: "max_connections"): void;
   log(error: unknown, line: string): void;
 }
 
@@ -85,6 +95,13 @@ export function listenDeno(options: DenoListenOptions): Promise<DenoListener> {
     return Promise.reject(
       new TypeError(
         'Cannot serve: reusePort needs the "node" transport (Deno.listenTls takes it only with --unstable-net)',
+      ),
+    );
+  }
+  if (options.proxyProtocol) {
+    return Promise.reject(
+      new TypeError(
+        'Cannot serve: proxyProtocol needs the "node" transport (Deno.listenTls cannot read a header before the handshake)',
       ),
     );
   }
@@ -174,6 +191,7 @@ export class DenoListener {
       if (this.#open >= maxConnections) {
         const peer = formatAddr(conn.remoteAddr);
         closeQuietly(conn);
+        this.#options.onRefused?.("max_connections");
         this.#options.log(
           undefined,
           `refused ${peer}: ${this.#open} connections open, the limit is ${maxConnections}`,
@@ -193,6 +211,7 @@ export class DenoListener {
       await deadline(handshake, this.#options.handshakeTimeout);
     } catch (error) {
       const peer = formatAddr(conn.remoteAddr);
+      this.#options.onHandshakeFailure?.(handshakeFailure(error));
       this.#options.log(error, `TLS handshake with ${peer} failed: ${reason(error)}`);
       await this.#end(this.#waitOut(handshake));
       closeQuietly(conn);
@@ -365,7 +384,10 @@ async function deadline(promise: Promise<unknown>, ms: number): Promise<void> {
     await Promise.race([
       promise,
       new Promise((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`no handshake within ${ms} ms`)), ms);
+        timer = setTimeout(() => {
+          const error = new Error(`no handshake within ${ms} ms`);
+          reject(Object.assign(error, { code: HANDSHAKE_TIMEOUT_CODE }));
+        }, ms);
       }),
     ]);
   } finally {

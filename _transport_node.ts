@@ -2,6 +2,13 @@
 // A connection whose handshake fails or stalls is destroyed and its socket closed at once, and
 // an accept watchdog (_watchdog.ts) covers Deno's node:net giving up accepting after EMFILE.
 //
+// With `proxyProtocol`, a net.Server listens in front of the tls.Server, which never listens: each
+// raw socket's PROXY header is read off it (_proxy_protocol.ts), the bytes after the header are
+// pushed back (`unshift`), and the socket is handed to the tls.Server as its "connection" event.
+// Deno 2.9.6's node:tls reads the handshake through the socket's stream, so the pushed-back bytes
+// (often the ClientHello, in the header's own segment) reach it; the TLS socket's `_parent` is the
+// raw socket as usual. One deadline, from the accept, covers the header and the handshake.
+//
 // This module does not import _transport.ts, which imports it: its classes fit the interfaces
 // declared there (Connection, Listener, ListenOptions) by shape, and the compiler checks that
 // where listen() hands them out.
@@ -13,6 +20,8 @@ import type { Socket } from "node:net";
 import { type CertificateIdentity, readCertificateIdentity } from "./_x509.ts";
 import { disconnectError, formatAddr, reason } from "./_util.ts";
 import { AcceptQueue, AcceptWatchdog, SelfProbe, socketInode } from "./_watchdog.ts";
+import { type HandshakeFailure, handshakeFailure } from "./_handshake_failure.ts";
+import { readProxyHeader } from "./_proxy_protocol.ts";
 
 /** Bytes a connection buffers from its socket before it pauses reading (backpressure). */
 const READ_HIGH_WATER = 256 * 1024;
@@ -35,7 +44,10 @@ export interface NodeListenOptions {
   maxConnections: number;
   clientCa?: string | undefined;
   reusePort?: boolean | undefined;
+  proxyProtocol?: boolean | undefined;
   onConnection(conn: NodeConnection): void;
+  onHandshakeFailure?(reason: HandshakeFailure): void;
+  onRefused?(limit: "max_connections"): void;
   log(error: unknown, line: string): void;
 }
 
@@ -49,7 +61,8 @@ export async function listenNode(options: NodeListenOptions): Promise<NodeListen
 /** A node:tls server that hands out connections whose handshake completed. */
 export class NodeListener {
   #options: NodeListenOptions;
-  #server: tls.Server;
+  /** The listening server: the tls.Server, or with `proxyProtocol` the net.Server in front. */
+  #server: net.Server;
   #addr: Deno.NetAddr | undefined;
   #open = 0;
   #closing = false;
@@ -57,10 +70,19 @@ export class NodeListener {
   #closed = Promise.withResolvers<void>();
   /** Raw sockets whose handshake has not completed: closing the listener destroys them. */
   #handshaking = new Set<Socket>();
-  /** Raw sockets whose handshake failure is not worth a line: refused ones, the probe's. */
+  /**
+   * Raw sockets whose handshake failure is not worth a line nor a count: refused ones, the
+   * probe's, those the listener's close destroyed.
+   */
   #quiet = new WeakSet<Socket>();
+  /** Raw sockets whose failure was reported already: an error after that is its echo. */
+  #reported = new WeakSet<Socket>();
   /** Each raw socket's peer as the "connection" event saw it: a TLS socket may not know it. */
   #peers = new WeakMap<Socket, Address>();
+  /** The client's address from a raw socket's PROXY header, when it named one. */
+  #clients = new WeakMap<Socket, Address>();
+  /** The deadline of each raw socket still in its PROXY header or handshake. */
+  #deadlines = new WeakMap<Socket, ReturnType<typeof setTimeout>>();
   /** The raw socket node:tls is wrapping right now (see #createServer). */
   #arriving: Socket | undefined;
   #probe: SelfProbe | undefined;
@@ -111,7 +133,10 @@ export class NodeListener {
     this.#closing = true;
     // A restart under way closes the server it makes once bound (see #listenAgain).
     const stopped = this.#restarting ? undefined : closeServer(this.#server);
-    for (const socket of this.#handshaking) socket.destroy();
+    for (const socket of this.#handshaking) {
+      this.#quiet.add(socket);
+      socket.destroy();
+    }
     this.#closed.resolve(Promise.all([stopped, this.#watchdog?.close()]).then(() => {}));
   }
 
@@ -139,7 +164,8 @@ export class NodeListener {
     if (this.#closing) await closeServer(server);
   }
 
-  #createServer(): tls.Server {
+  /** A new server to listen with: a tls.Server, or a net.Server in front of one. */
+  #createServer(): net.Server {
     const options = this.#options;
     const server = tls.createServer({
       cert: options.cert,
@@ -151,19 +177,25 @@ export class NodeListener {
     // Ahead of node:tls's own "connection" listener: a handshake that fails at once (a key the
     // TLS stack refuses) is reported from inside that listener, with no other way to its socket.
     server.prependListener("connection", (socket: Socket) => this.#arriving = socket);
-    server.on("connection", (socket: Socket) => this.#onConnection(socket));
     server.on("tlsClientError", (error, socket) => this.#onHandshakeError(error, socket));
     server.on("secureConnection", (socket) => this.#onSecureConnection(socket));
-    return server;
+    if (!options.proxyProtocol) {
+      server.on("connection", (socket: Socket) => this.#onConnection(socket, undefined));
+      return server;
+    }
+    server.on("connection", () => this.#arriving = undefined);
+    const front = net.createServer();
+    front.on("connection", (socket: Socket) => this.#onConnection(socket, server));
+    return front;
   }
 
-  async #bind(server: tls.Server, port: number): Promise<void> {
+  async #bind(server: net.Server, port: number): Promise<void> {
     this.#inode = undefined;
     await this.#listenOn(server, port);
     if (this.#options.reusePort) this.#inode = await listeningInode(server);
   }
 
-  #listenOn(server: tls.Server, port: number): Promise<void> {
+  #listenOn(server: net.Server, port: number): Promise<void> {
     const { hostname, reusePort, log } = this.#options;
     return new Promise<void>((resolve, reject) => {
       server.once("error", reject);
@@ -175,7 +207,12 @@ export class NodeListener {
     });
   }
 
-  #onConnection(socket: Socket): void {
+  /**
+   * A raw socket accepted: refused, the probe's, or counted and watched until its handshake ends.
+   * With `proxyProtocol`, `tlsServer` is whom to hand it to once its header is read; without,
+   * node:tls has wrapped it already.
+   */
+  #onConnection(socket: Socket, tlsServer: tls.Server | undefined): void {
     this.#arriving = undefined;
     const peer = { hostname: socket.remoteAddress ?? "?", port: socket.remotePort ?? 0 };
     this.#peers.set(socket, peer);
@@ -195,7 +232,10 @@ export class NodeListener {
       socket.destroy();
       if (this.#closing) return;
       const open = `${this.#open} connections open`;
-      this.#options.log(undefined, `refused ${formatAddr(peer)}: ${open}, the limit is ${limit}`);
+      this.#unlessProbe(peer, () => {
+        this.#options.onRefused?.("max_connections");
+        this.#options.log(undefined, `refused ${formatAddr(peer)}: ${open}, the limit is ${limit}`);
+      });
       return;
     }
     this.#open++;
@@ -206,29 +246,103 @@ export class NodeListener {
     socket.once("close", () => {
       this.#open--;
       this.#handshaking.delete(socket);
+      clearTimeout(this.#deadlines.get(socket));
     });
-    // A raw socket error before the handshake ends is reported as tlsClientError too.
+    // A raw socket error before the handshake ends is reported as tlsClientError too (or, before
+    // a PROXY header's end, by the header's reader).
     socket.on("error", () => {});
+    if (tlsServer !== undefined) void this.#readProxyHeader(socket, peer, tlsServer);
+  }
+
+  /** Reads a raw socket's PROXY header, then hands the socket to `tlsServer`. */
+  async #readProxyHeader(socket: Socket, peer: Address, tlsServer: tls.Server): Promise<void> {
+    const ms = this.#options.handshakeTimeout;
+    let phase: "header" | "handshake" = "header";
+    this.#deadlines.set(
+      socket,
+      setTimeout(() => {
+        if (!this.#handshaking.has(socket) || this.#quiet.has(socket)) return;
+        const line = phase === "header"
+          ? `PROXY header from ${formatAddr(peer)} failed: no complete header within ${ms} ms`
+          : `TLS handshake with ${formatAddr(this.#clients.get(socket) ?? peer)} failed: ` +
+            `no handshake within ${ms} ms`;
+        this.#report(socket, peer, "timeout", undefined, line);
+        socket.destroy();
+      }, ms),
+    );
+    const outcome = await readProxyHeader(socket);
+    // Destroyed meanwhile: by the deadline, as the probe's, or by the listener's close.
+    if (this.#quiet.has(socket) || this.#reported.has(socket)) return;
+    if ("failure" in outcome) {
+      socket.destroy();
+      const line = `PROXY header from ${formatAddr(peer)} failed: ${outcome.reason}`;
+      this.#report(socket, peer, outcome.failure, undefined, line);
+      return;
+    }
+    if (outcome.source !== undefined) this.#clients.set(socket, outcome.source);
+    phase = "handshake";
+    try {
+      tlsServer.emit("connection", socket);
+    } catch (error) {
+      // node:tls reports its failures as tlsClientError; anything thrown is a bug to log, not to
+      // let escape as an unhandled rejection.
+      socket.destroy();
+      const client = formatAddr(this.#clients.get(socket) ?? peer);
+      const line = `TLS handshake with ${client} failed: ${reason(error)}`;
+      this.#report(socket, peer, "other", error, line);
+    }
   }
 
   #onHandshakeError(error: Error, socket: tls.TLSSocket): void {
     const raw = parentOf(socket) ?? this.#arriving;
+    // Deno reports a client certificate clientCa refused as a hang-up: this says what it was.
+    const refused = (socket as { authorizationError?: unknown }).authorizationError;
     socket.destroy();
-    const quiet = () => raw !== undefined && this.#quiet.has(raw);
-    if (quiet()) return;
-    const peer = this.#peerOf(socket);
-    const emit = () => {
+    if (raw !== undefined && (this.#quiet.has(raw) || this.#reported.has(raw))) return;
+    const why = refused
+      ? `the client's certificate was refused (${reason(refused)})`
+      : reason(error);
+    this.#report(
+      raw,
+      (raw && this.#peers.get(raw)) ?? this.#peerOf(socket),
+      refused ? "certificate" : handshakeFailure(error),
+      error,
+      `TLS handshake with ${formatAddr(this.#peerOf(socket))} failed: ${why}`,
+    );
+  }
+
+  /**
+   * Logs and counts a failed handshake once, unless the socket turns out to be the probe's.
+   * `peer` is the raw socket's own address, by which the probe knows its connection.
+   */
+  #report(
+    raw: Socket | undefined,
+    peer: Address,
+    failure: HandshakeFailure,
+    error: unknown,
+    line: string,
+  ): void {
+    if (raw !== undefined) this.#reported.add(raw);
+    this.#unlessProbe(peer, () => {
       // Held lines are emitted later: the socket may have turned out to be the probe's by then.
-      if (quiet()) return;
-      this.#options.log(error, `TLS handshake with ${formatAddr(peer)} failed: ${reason(error)}`);
-    };
+      if (raw !== undefined && this.#quiet.has(raw)) return;
+      this.#options.onHandshakeFailure?.(failure);
+      this.#options.log(error, line);
+    });
+  }
+
+  /** Calls `emit` unless the connection from `peer` is the probe's, now or once that is known. */
+  #unlessProbe(peer: Address, emit: () => void): void {
     if (this.#probe !== undefined) this.#probe.report(peer, emit);
     else emit();
   }
 
   #onSecureConnection(socket: tls.TLSSocket): void {
     const raw = parentOf(socket);
-    if (raw !== undefined) this.#handshaking.delete(raw);
+    if (raw !== undefined) {
+      this.#handshaking.delete(raw);
+      clearTimeout(this.#deadlines.get(raw));
+    }
     const peer = this.#peerOf(socket);
     let identity: CertificateIdentity | undefined;
     try {
@@ -246,10 +360,13 @@ export class NodeListener {
     this.#options.onConnection(new NodeConnection(socket, peer, identity));
   }
 
-  /** The peer of a TLS socket, from its raw socket: Deno's TLS socket does not always know it. */
+  /**
+   * The peer of a TLS socket, from its raw socket (Deno's TLS socket does not always know it):
+   * the client's address from the PROXY header, or the socket's own.
+   */
   #peerOf(socket: tls.TLSSocket): Address {
     const raw = parentOf(socket) ?? this.#arriving;
-    return (raw && this.#peers.get(raw)) ??
+    return (raw && (this.#clients.get(raw) ?? this.#peers.get(raw))) ??
       {
         hostname: raw?.remoteAddress ?? socket.remoteAddress ?? "?",
         port: raw?.remotePort ?? socket.remotePort ?? 0,
@@ -389,7 +506,7 @@ function parentOf(socket: tls.TLSSocket): Socket | undefined {
  * net.Socket (node:fs cannot close a bare descriptor in Deno): left open, it would keep the socket
  * alive after the listener closed, taking its share of a shared port's connections to no one.
  */
-async function listeningInode(server: tls.Server): Promise<string | undefined> {
+async function listeningInode(server: net.Server): Promise<string | undefined> {
   const handle = (server as unknown as { _handle?: { fdForIpc?: () => number } })._handle;
   let fd: number | undefined;
   try {
@@ -410,7 +527,7 @@ async function listeningInode(server: tls.Server): Promise<string | undefined> {
 }
 
 /** Closes a server; resolves once it has stopped, even if it was not listening. */
-function closeServer(server: tls.Server): Promise<void> {
+function closeServer(server: net.Server): Promise<void> {
   return new Promise((resolve) => server.close(() => resolve()));
 }
 

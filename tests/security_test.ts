@@ -549,7 +549,7 @@ Deno.test("mutual TLS: connect() without a client certificate, or with one from 
       cert: good.clientCert!,
       key: good.clientKey!,
     });
-    assert.equal(
+    assert.deepEqual(
       (await client.call("whoami") as { subject: { CN: string[] } }).subject.CN,
       ["worker-1"],
     );

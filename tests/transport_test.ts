@@ -1,11 +1,26 @@
 // Tests of the transport seam on real sockets: what a Connection promises (read, write, close,
-// closed) from both listeners, reusePort, what each listener refuses, and what counts as a
-// disconnect.
+// closed) from both listeners, reusePort, what each listener refuses, why handshakes failed and
+// which refusals are reported (the metrics' hooks), and what counts as a disconnect.
 
 import assert from "node:assert/strict";
-import { type Connection, listen, type Listener, type ListenOptions } from "../_transport.ts";
+import {
+  type Connection,
+  type HandshakeFailure,
+  listen,
+  type Listener,
+  type ListenOptions,
+} from "../_transport.ts";
 import { disconnectError, isDisconnect } from "../_util.ts";
-import { certs, delay, settlesWithin, until, within } from "./_util.ts";
+import { type DevCertificates, generateDevCertificates } from "../dev_cert.ts";
+import {
+  certs,
+  delay,
+  PARTIAL_CLIENT_HELLO,
+  settlesWithin,
+  TcpClient,
+  until,
+  within,
+} from "./_util.ts";
 
 type Transport = "node" | "deno";
 
@@ -15,6 +30,9 @@ const TRANSPORTS: readonly Transport[] = ["node", "deno"];
 class TestListener implements AsyncDisposable {
   readonly lines: string[] = [];
   readonly connections: Connection[] = [];
+  /** What `onHandshakeFailure` and `onRefused` were called with. */
+  readonly failures: HandshakeFailure[] = [];
+  readonly refusals: string[] = [];
   listener!: Listener;
   #arrived: (() => void) | undefined;
 
@@ -34,6 +52,8 @@ class TestListener implements AsyncDisposable {
         test.connections.push(conn);
         test.#arrived?.();
       },
+      onHandshakeFailure: (reason) => void test.failures.push(reason),
+      onRefused: (limit) => void test.refusals.push(limit),
       log: (_error, line) => void test.lines.push(line),
       ...extra,
     });
@@ -281,19 +301,26 @@ Deno.test("listen() with a certificate the TLS stack refuses logs nothing while 
     btoa(String.fromCharCode(...pkcs8)).match(/.{1,64}/g)!.join("\n")
   }\n-----END PRIVATE KEY-----\n`;
   await using server = await TestListener.open("node", { key });
-  // Long enough for the watchdog's probe to run twice.
+  // Long enough for the watchdog's probe to run twice; its handshakes fail too, uncounted.
   await delay(3000);
   assert.deepEqual(server.lines, []);
+  assert.deepEqual(server.failures, []);
   await assert.rejects(client(server.port));
   await until(() => server.lines.length > 0, "the failed handshake in the log");
   assert.equal(server.lines.length, 1);
   assert.match(server.lines[0]!, /^TLS handshake with 127\.0\.0\.1:\d+ failed: /);
+  assert.deepEqual(server.failures, ["other"]);
 });
 
 Deno.test("listen() refuses what the deno transport cannot do with a TypeError", async (t) => {
   const cases: [string, Partial<ListenOptions>, RegExp][] = [
     ["clientCa", { clientCa: certs.ca }, /^Cannot serve: clientCa needs the "node" transport/],
     ["reusePort", { reusePort: true }, /^Cannot serve: reusePort needs the "node" transport/],
+    [
+      "proxyProtocol",
+      { proxyProtocol: true },
+      /^Cannot serve: proxyProtocol needs the "node" transport/,
+    ],
   ];
   for (const [name, extra, message] of cases) {
     await t.step(name, async () => {
@@ -302,6 +329,177 @@ Deno.test("listen() refuses what the deno transport cannot do with a TypeError",
         assert.match(error.message, message);
         return true;
       });
+    });
+  }
+});
+
+/** Two development CAs, each with a server certificate and a client certificate. */
+let pki: Promise<[DevCertificates, DevCertificates]> | undefined;
+function devPki(): Promise<[DevCertificates, DevCertificates]> {
+  pki ??= Promise.all([
+    generateDevCertificates({ clientName: "member" }),
+    generateDevCertificates({ clientName: "stranger" }),
+  ]);
+  return pki;
+}
+
+/** Writes `bytes` on a plain TCP connection and waits for the server to close it. */
+async function sendAndWait(port: number, bytes: Uint8Array): Promise<void> {
+  await using conn = await TcpClient.connect(port);
+  await conn.write(bytes);
+  await within(conn.closed, "the server to close the connection");
+}
+
+/** A TLS client with `options`, whose handshake or first read the server refuses. */
+async function refusedClient(
+  port: number,
+  options: Partial<Deno.ConnectTlsOptions> & { cert?: string; key?: string },
+): Promise<void> {
+  let conn: Deno.TlsConn | undefined;
+  try {
+    conn = await Deno.connectTls({ hostname: "127.0.0.1", port, ...options });
+    await conn.handshake();
+    // TLS 1.3: the client is done before the server has looked at its certificate.
+    assert.equal(await within(conn.read(new Uint8Array(16)), "the refusal"), null);
+  } catch {
+    // Refused.
+  } finally {
+    if (conn !== undefined) closeQuietly(conn);
+  }
+}
+
+Deno.test("onHandshakeFailure is called once for each failed handshake, with why it failed", async (t) => {
+  const [pki, strangers] = await devPki();
+  for (const transport of TRANSPORTS) {
+    await t.step(transport, async (t) => {
+      const node = transport === "node";
+      await using server = await TestListener.open(transport, {
+        cert: pki.cert,
+        key: pki.key,
+        handshakeTimeout: 300,
+        ...(node && { clientCa: pki.caCert }),
+      });
+      const port = server.port;
+      let reported = () => Promise.resolve();
+      const cases: [string, () => Promise<void>, HandshakeFailure, RegExp][] = [
+        [
+          "plaintext",
+          () => sendAndWait(port, new TextEncoder().encode("hello there\n")),
+          "protocol",
+          /received corrupt message/,
+        ],
+        [
+          "an HTTP request",
+          () => sendAndWait(port, new TextEncoder().encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n")),
+          "protocol",
+          /received corrupt message/,
+        ],
+        [
+          "a client that stalls past the handshake timeout",
+          async () => {
+            // Not waiting for the close: the "deno" transport keeps the socket until we leave.
+            await using conn = await TcpClient.connect(port);
+            await conn.write(PARTIAL_CLIENT_HELLO);
+            await reported();
+          },
+          "timeout",
+          /TLS handshake timeout|no handshake within 300 ms/,
+        ],
+        [
+          "a client that leaves mid-handshake",
+          async () => {
+            const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+            await conn.write(PARTIAL_CLIENT_HELLO);
+            await delay(50);
+            conn.close();
+          },
+          "reset",
+          /socket hang up|unexpected end of file/,
+        ],
+        ...(node
+          ? [
+            [
+              "no client certificate",
+              () => refusedClient(port, { caCerts: [pki.caCert] }),
+              "certificate",
+              /peer sent no certificates/,
+            ],
+            [
+              "a client certificate clientCa did not sign",
+              () =>
+                refusedClient(port, {
+                  caCerts: [pki.caCert],
+                  cert: strangers.clientCert!,
+                  key: strangers.clientKey!,
+                }),
+              "certificate",
+              /the client's certificate was refused \(UNABLE_TO_VERIFY_LEAF_SIGNATURE\)/,
+            ],
+          ] satisfies [string, () => Promise<void>, HandshakeFailure, RegExp][]
+          : []),
+      ];
+      for (const [name, run, expected, line] of cases) {
+        await t.step(name, async () => {
+          const before = server.failures.length;
+          const lines = server.lines.length;
+          reported = () => until(() => server.failures.length > before, "the failure reported");
+          await run();
+          await reported();
+          // Long enough for a second report of the same connection to come.
+          await delay(200);
+          assert.deepEqual(server.failures.slice(before), [expected]);
+          const logged = server.lines.slice(lines);
+          assert.equal(logged.length, 1, logged.join("\n"));
+          assert.match(logged[0]!, /^TLS handshake with 127\.0\.0\.1:\d+ failed: /);
+          assert.match(logged[0]!, line);
+        });
+      }
+      await t.step("a good client is no failure", async () => {
+        const conn = await Deno.connectTls({
+          hostname: "127.0.0.1",
+          port,
+          caCerts: [pki.caCert],
+          ...(node && { cert: pki.clientCert!, key: pki.clientKey! }),
+        });
+        await conn.handshake();
+        await server.connection(0);
+        closeQuietly(conn);
+        assert.equal(server.failures.length, cases.length);
+      });
+    });
+  }
+});
+
+Deno.test("onRefused is called once for a connection over maxConnections, which is no handshake failure", async (t) => {
+  for (const transport of TRANSPORTS) {
+    await t.step(transport, async () => {
+      await using server = await TestListener.open(transport, { maxConnections: 1 });
+      const first = await client(server.port);
+      await server.connection(0);
+      // Not waiting for the close: the "deno" transport's socket lives on until we leave.
+      await using _second = await TcpClient.connect(server.port);
+      await until(() => server.refusals.length > 0, "the refusal reported");
+      await delay(100);
+      assert.deepEqual(server.refusals, ["max_connections"]);
+      assert.deepEqual(server.failures, []);
+      assert.equal(server.lines.filter((line) => line.startsWith("refused ")).length, 1);
+      closeQuietly(first);
+    });
+  }
+});
+
+Deno.test("node transport: closing the listener reports no failure for the handshakes it cuts short", async (t) => {
+  for (const proxyProtocol of [false, true]) {
+    await t.step(proxyProtocol ? "with proxyProtocol" : "without proxyProtocol", async () => {
+      await using server = await TestListener.open("node", { proxyProtocol });
+      await using stalled = await TcpClient.connect(server.port);
+      await stalled.write(PARTIAL_CLIENT_HELLO.subarray(0, proxyProtocol ? 0 : 5));
+      await delay(100);
+      server.listener.close();
+      await within(stalled.closed, "the handshaking connection to close");
+      await delay(100);
+      assert.deepEqual(server.failures, []);
+      assert.deepEqual(server.lines, []);
     });
   }
 });
