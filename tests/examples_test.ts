@@ -189,3 +189,24 @@ console.log(await client.call("add", 40, 2), typeof tlsrpc.serve, typeof tlsrpc.
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("examples/rate_limit.ts refuses an identity's calls over its rate, and only that identity's", async () => {
+  const { rateLimit, RATE_LIMITED } = await import("../examples/rate_limit.ts");
+  const TOKEN_A = "token-a";
+  await using server = await serve({ add: (a: number, b: number) => a + b }, {
+    ...serverOptions(),
+    authenticate: (token: string) => token.startsWith("token-") ? token : undefined,
+    interceptors: [rateLimit(3)],
+  });
+  const base = { port: server.addr.port, caCerts: [certs.ca] };
+  await using a = await connect({ ...base, token: TOKEN_A });
+  const burst = await Promise.allSettled(Array.from({ length: 5 }, () => a.call("add", 1, 1)));
+  const refused = burst.filter((outcome) =>
+    outcome.status === "rejected" && outcome.reason instanceof RpcError &&
+    outcome.reason.code === RATE_LIMITED
+  );
+  assert.equal(refused.length, 2, JSON.stringify(burst));
+  // Another identity has its own bucket.
+  await using b = await connect({ ...base, token: "token-b" });
+  assert.equal(await b.call("add", 2, 2), 4);
+});
