@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
 """A tlsrpc client in Python, written from PROTOCOL.md with the standard library only.
 
+    # against a server with the test certificates:
+    #   deno run -A cli.ts serve examples/calc.ts --cert testdata/server.pem --key testdata/server.key
     python3 examples/python_client.py --port 7443 --ca testdata/ca.pem add 2 3
+    # against `deno run -A cli.ts serve examples/calc.ts` (development certificates):
+    python3 examples/python_client.py --ca "${TLSRPC_HOME:-$HOME/.local/state/tlsrpc}/dev-certs/ca.pem" add 2 3
 
 Each ARG is parsed as JSON when it is valid JSON, else taken as a string, as the Deno CLI does.
 Exit codes: 0 ok, 1 the server answered with an error, 3 connection failure.
