@@ -27,6 +27,8 @@ export interface ConnectContext {
   readonly ca: CaSource;
   /** The `--cert` file, when a client certificate was given. */
   readonly clientCert?: string | undefined;
+  /** Whether the server was named with `--endpoint`, which the hints then name. */
+  readonly endpoint?: boolean | undefined;
 }
 
 const CLIENT_CERT_HINT = "pass --cert FILE --key FILE, a client certificate signed by the CA " +
@@ -37,6 +39,15 @@ const CLIENT_CERT_HINT = "pass --cert FILE --key FILE, a client certificate sign
  * the failure in plain words and a hint.
  */
 export function connectFailure(error: unknown, context: ConnectContext): CliError {
+  const failure = adviseConnect(error, context);
+  if (!context.endpoint || failure.hint === undefined) return failure;
+  const hint = failure.hint
+    .replace(/--hostname(?: and |, )--port/g, "--endpoint")
+    .replace(/check --hostname\b/g, "check --endpoint");
+  return new CliError(failure.exitCode, failure.message, { hint, cause: error });
+}
+
+function adviseConnect(error: unknown, context: ConnectContext): CliError {
   const permission = permissionError(`connect to "${context.target}"`, error);
   if (permission !== undefined) return permission;
   if (isTimeout(error)) return timeout(error);
@@ -124,6 +135,45 @@ export function connectFailure(error: unknown, context: ConnectContext): CliErro
     hint: `check that a tlsrpc server runs at ${target}: --hostname, --port`,
     cause: error,
   });
+}
+
+/**
+ * The error to report when none of several endpoints (`--endpoint`, repeated) answered: one line,
+ * then each endpoint's failure in plain words with its own hint, in the order they were tried.
+ * Exit 2 when one of them lacked a permission, else 3. An error that does not list the endpoints'
+ * own errors is reported as {@linkcode connectFailure} reports it.
+ */
+export function endpointsFailure(
+  error: unknown,
+  targets: readonly string[],
+  context: Omit<ConnectContext, "target">,
+): CliError {
+  const cause = error instanceof Error ? error.cause : undefined;
+  if (!(cause instanceof AggregateError) || cause.errors.length === 0) {
+    return connectFailure(error, { ...context, target: targets.join('", "') });
+  }
+  const lines: string[] = [];
+  let exitCode: number = ExitCode.Connection;
+  for (const [i, each] of cause.errors.entries()) {
+    // Each endpoint's error names it: `Cannot connect to "HOST:PORT": ...`.
+    const target = /^Cannot connect to "([^"]*)"/.exec(reason(each))?.[1] ?? targets[i] ?? "?";
+    const failure = connectFailure(each, { ...context, target });
+    if (failure.exitCode === ExitCode.Usage) exitCode = ExitCode.Usage;
+    const hint = failure.hint === undefined ? "" : ` (${failure.hint})`;
+    const message = failure.message.startsWith(`Cannot connect to "${target}": `)
+      ? failure.message.slice(`Cannot connect to "${target}": `.length)
+      : failure.message;
+    lines.push(`  "${target}": ${message}${hint}`);
+  }
+  return new CliError(
+    exitCode,
+    `Cannot connect to any of ${targets.length} endpoints`,
+    {
+      hint: "what went wrong at each follows; check --endpoint",
+      detail: lines.join("\n"),
+      cause: error,
+    },
+  );
 }
 
 /**

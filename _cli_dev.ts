@@ -63,6 +63,7 @@ export function stateFolder(api: DevCertApi, otherwise = "pass --cert and --key"
  */
 export async function serverDevCertificate(
   api: DevCertApi,
+  notice: (line: string) => void = (line) => console.error(line),
 ): Promise<{ cert: PemFile; key: PemFile }> {
   const dir = stateFolder(api);
   const paths = api.devCertPaths(dir);
@@ -73,7 +74,7 @@ export async function serverDevCertificate(
   if (Deno.permissions.querySync({ name: "write", path: dir }).state !== "granted") {
     const found = await existingCertificate(api, dir, paths);
     if (found !== undefined) {
-      console.error(
+      notice(
         `using development certificates in ${dir}: for development only; pass --cert and --key ` +
           "in production",
       );
@@ -100,9 +101,7 @@ export async function serverDevCertificate(
   const made = files.caKey.status === "created"
     ? "made a development CA and certificate"
     : "using development certificates";
-  console.error(
-    `${made} in ${files.dir}: for development only; pass --cert and --key in production`,
-  );
+  notice(`${made} in ${files.dir}: for development only; pass --cert and --key in production`);
   return {
     cert: file("certificate", files.cert.path, await readFile("--cert", files.cert.path)),
     key: file("key", files.key.path, await readFile("--key", files.key.path)),

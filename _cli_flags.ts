@@ -139,6 +139,35 @@ export function integer(
   return number;
 }
 
+/** A `HOST:PORT` flag's value: `127.0.0.1:9464`, `localhost:7443`, `[::1]:7443`. */
+export interface HostPort {
+  /** The host name or address, without brackets. */
+  readonly hostname: string;
+  /** The port. */
+  readonly port: number;
+}
+
+/**
+ * The host and port of a `HOST:PORT` flag value; an IPv6 address goes in brackets. The port may
+ * be 0 (any free one) only when `anyPort`.
+ *
+ * @throws {CliError} Exit 2 naming the flag and the value.
+ */
+export function hostPort(flag: string, value: string, anyPort = false): HostPort {
+  const match = /^(?:\[([0-9A-Fa-f:.]+(?:%[\w.-]+)?)\]|([^\s:[\]]+)):(\d{1,5})$/.exec(value);
+  const port = Number(match?.[3]);
+  if (match === null || port > 65535 || (port === 0 && !anyPort)) {
+    const bare = value.split(":").length > 2 && !value.startsWith("[");
+    throw new CliError(
+      ExitCode.Usage,
+      `Cannot use ${flag} "${value}": it must be HOST:PORT, the port from ${anyPort ? 0 : 1} ` +
+        "to 65535",
+      { hint: bare ? "put an IPv6 address in brackets, e.g. [::1]:7443" : "e.g. 127.0.0.1:7443" },
+    );
+  }
+  return { hostname: match[1] ?? match[2]!, port };
+}
+
 /**
  * The text of the file a flag names. A file that cannot be read is a usage error naming the flag
  * and the file, and, when Deno's permissions are the reason, the flag to add.

@@ -107,6 +107,34 @@ must present that token, and serve says so on stderr (never the token). serve wi
 permission to read ${TOKEN_VARIABLE}, since it cannot tell then whether it is set. Run with
 --allow-env=${TOKEN_VARIABLE}, or pass --token-file FILE, or --no-token to serve without a token.
 
+Workers: --workers N serves from N worker threads (0: one per core) that share the port
+(SO_REUSEPORT, Linux only), so that the kernel spreads connections over the cores. Each worker
+loads MODULE and serves it with every flag given here; MODULE is also loaded once in the main
+thread first, to check it, so its top-level code runs N+1 times. Module state and the limits,
+--max-connections included, are per worker: N workers take up to N times as many connections.
+A worker that dies (an uncaught error) is logged and started again after a second; log lines
+name their worker ("[worker 2] ..."); SIGINT and SIGTERM drain every worker before serve exits.
+
+Metrics: --metrics HOST:PORT serves Prometheus metrics at http://HOST:PORT/metrics, over plain
+HTTP: keep HOST on loopback or a private network. With --workers, the one endpoint reports the
+sum over the workers. Once it listens, serve logs "metrics on http://HOST:PORT/metrics" on
+stderr, with the real port when PORT is 0, before it prints "listening on" on stdout.
+
+--proxy-protocol: every connection must start with a PROXY protocol header (v1 or v2) naming
+the client, as HAProxy (send-proxy) and nginx (proxy_protocol on) send it; the client's address
+in it is what handlers and logs see. Use it only behind such a balancer, with the port out of
+anyone else's reach: whoever can connect can claim any address. A connection without a header
+is closed and logged.
+
+Logs go to stderr, at most 5 connection errors a second (per worker), then one summary line.
+--log-format text (the default) writes each line as it is, with control characters escaped;
+--log-format json writes one JSON object a line: "time" (ISO 8601), "level" ("error" when an
+error came with the line, "warn" for other trouble, "info" for notices and routine events),
+"message", and when known "event" (e.g. "closed", "handshake_failed", "worker_died"), "peer"
+(host:port), "worker" (with --workers), "error" (the error's name) and the event's own fields.
+serve's own notices and a failure to start are JSON lines too; "listening on" stays plain text
+on stdout, for scripts.
+
 Permissions, besides what MODULE needs:
   with --cert and --key:
     ${FILE_PERMISSIONS}
@@ -130,6 +158,16 @@ Each ARG is parsed as JSON when it is valid JSON, else taken as a string: call g
 call add 2 3, call sum '[1,2]'. An ARG that starts like JSON ([, {, ", a digit, or - and a
 digit) but is not valid JSON is an error (exit 2): quote a string as JSON, '"2024-01-01"'.
 --params takes by-name params: a JSON object, @FILE for a file's, or - for standard input's.
+
+--endpoint HOST:PORT, repeatable, names the server instead of --hostname and --port; with
+several, the client tries them in a random order until one answers ([::1]:7443 for IPv6).
+
+--verbose prints on stderr, before the result, lines starting "* ": each connection attempt
+and its time (TCP connect and TLS handshake together), connect() as a whole (with rpc.hello
+and the token), then from a second connection to the same server: the TCP connect and TLS
+handshake times apart, the TLS version, the server certificate's subject, issuer, names and
+expiry, and the extensions negotiated (a raw rpc.hello); last the call's time. The result alone
+goes to stdout.
 
 An error answer prints its code and message, with what to do next, and its data on stderr;
 with --raw, the error object as received, JSON. Control and bidi characters from the server

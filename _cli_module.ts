@@ -21,9 +21,7 @@ const STACK_FRAME = /^\s+at .*$/m;
  * that threw), no permission to read it, or no method to serve.
  */
 export async function loadHandlers(specifier: string): Promise<object> {
-  const url = /^[a-z][a-z0-9+.-]*:/i.test(specifier) && !/^[a-z]:[\\/]/i.test(specifier)
-    ? specifier
-    : new URL(specifier, `file://${Deno.cwd()}/`).href;
+  const url = moduleUrl(specifier);
   if (url.startsWith("file:")) {
     try {
       await Deno.stat(new URL(url));
@@ -68,6 +66,16 @@ export async function loadHandlers(specifier: string): Promise<object> {
     });
   }
   return handlers;
+}
+
+/**
+ * The URL of the module at `specifier`: a URL as it is, a path (a Windows one included) resolved
+ * against the working folder. Workers load it by this URL, so that they find the same module.
+ */
+export function moduleUrl(specifier: string): string {
+  return /^[a-z][a-z0-9+.-]*:/i.test(specifier) && !/^[a-z]:[\\/]/i.test(specifier)
+    ? specifier
+    : new URL(specifier, `file://${Deno.cwd()}/`).href;
 }
 
 /**

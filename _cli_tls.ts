@@ -5,6 +5,7 @@
 // message with the key and verifying it with the certificate's public key, with WebCrypto).
 
 import { CliError, ExitCode } from "./_cli_error.ts";
+import { readFile } from "./_cli_flags.ts";
 import { integer, nullValue, octetString, oid, sequence } from "./_der.ts";
 import { type DerNode, parseDer, readOid } from "./_der_read.ts";
 import { type Certificate, readCertificate } from "./_x509_read.ts";
@@ -16,6 +17,11 @@ export interface PemFile {
   readonly label: string;
   /** The file's text. */
   readonly text: string;
+}
+
+/** A PEM file a flag names, read, and labelled for messages as `--cert "FILE"`. */
+export async function readPemFile(flag: string, path: string): Promise<PemFile> {
+  return { label: `${flag} "${path}"`, text: await readFile(flag, path) };
 }
 
 /** The days before expiry from which `serve` warns about its certificate. */

@@ -37,7 +37,7 @@ export function escapeText(text: string): string {
 }
 
 /** JSON text with the unsafe characters JSON.stringify leaves raw as `\u009b`: still the same JSON. */
-function escapeJson(json: string): string {
+export function escapeJson(json: string): string {
   return json.replace(
     UNSAFE_IN_JSON,
     (char) => `\\u${char.charCodeAt(0).toString(16).padStart(4, "0")}`,

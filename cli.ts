@@ -23,6 +23,13 @@
  * cannot read. What a server (or, in the logs of `serve`, a client) sends is printed with control
  * and bidi characters escaped.
  *
+ * In production, `serve --workers N` serves from N threads sharing the port (Linux), `--metrics
+ * HOST:PORT` serves Prometheus metrics (summed over the workers), `--proxy-protocol` reads the
+ * client's address from a balancer's PROXY header, and `--log-format json` writes one JSON object
+ * a line. `call`, `list` and `describe` take `--endpoint HOST:PORT`, repeatable, to fail over
+ * between servers; `call --verbose` shows the connection's timings, the server's certificate and
+ * the extensions negotiated.
+ *
  * @example Run the CLI from code
  * ```ts
  * import { main } from "./cli.ts";
@@ -45,7 +52,7 @@
 
 import { connect, DEFAULT_CLIENT_OPTIONS, type RpcClient } from "./client.ts";
 import { RpcError } from "./errors.ts";
-import { DEFAULT_PORT, serve, type ServeOptions } from "./server.ts";
+import { DEFAULT_PORT, serve } from "./server.ts";
 import * as devCert from "./dev_cert.ts";
 import { formatAddr, reason } from "./_util.ts";
 import {
@@ -61,23 +68,30 @@ import {
   type FlagTable,
   formatFlags,
   HELP_FLAG,
+  hostPort,
   integer,
   parseArg,
   parseFlags,
-  readFile,
   readNamedParams,
   switchFlag,
   usage,
   valueFlag,
 } from "./_cli_flags.ts";
 import { readToken, TOKEN_VARIABLE } from "./_cli_token.ts";
-import { loadHandlers } from "./_cli_module.ts";
 import { pick } from "./_cli_pick.ts";
-import { callFailure, type CaSource, connectFailure, remoteFailure } from "./_cli_advice.ts";
-import { checkCaFile, checkCertificateAndKey, type PemFile } from "./_cli_tls.ts";
+import {
+  callFailure,
+  type CaSource,
+  connectFailure,
+  endpointsFailure,
+  remoteFailure,
+} from "./_cli_advice.ts";
+import { checkCaFile, checkCertificateAndKey, readPemFile } from "./_cli_tls.ts";
 import { helpTexts } from "./_cli_help.ts";
-import { LIMIT_FLAGS, limitOptions } from "./_cli_limits.ts";
-import { isUnsafeState, serverDevCertificate, stateFolder, trustedDevCa } from "./_cli_dev.ts";
+import { LIMIT_FLAGS } from "./_cli_limits.ts";
+import { isUnsafeState, stateFolder, trustedDevCa } from "./_cli_dev.ts";
+import { SERVE_FLAGS, serveCommand } from "./_cli_serve.ts";
+import { VerboseLog } from "./_cli_verbose.ts";
 import { VERSION } from "./_cli_version.ts";
 
 export { ExitCode };
@@ -88,12 +102,17 @@ const DEFAULT_CALL_TIMEOUT = 30_000;
 /** What `--timeout 0` (no timeout) means for connecting: the longest timer there is, 24 days. */
 const NO_TIMEOUT = 2 ** 31 - 1;
 
-/** The address `serve` listens on: local connections only, as `serve()` does by default. */
-const DEFAULT_SERVE_HOSTNAME = "127.0.0.1";
-
 const CONNECTION_FLAGS = {
   hostname: valueFlag("HOST", "server host", DEFAULT_CLIENT_OPTIONS.hostname),
   port: valueFlag("PORT", "server port", DEFAULT_PORT),
+  endpoint: {
+    ...valueFlag(
+      "HOST:PORT",
+      "a server, instead of --hostname and --port; repeatable: the client tries them in a " +
+        "random order until one answers (an IPv6 address in brackets, [::1]:7443)",
+    ),
+    multiple: true,
+  },
   ca: valueFlag(
     "FILE",
     "CA certificate(s) to verify the server with, PEM",
@@ -114,22 +133,6 @@ const CONNECTION_FLAGS = {
   key: valueFlag("FILE", "the private key of --cert, PEM"),
 } as const satisfies FlagTable;
 
-const SERVE_FLAGS = {
-  hostname: valueFlag("HOST", "address to listen on", DEFAULT_SERVE_HOSTNAME),
-  port: valueFlag("PORT", "port to listen on, 0 for any free one", DEFAULT_PORT),
-  cert: valueFlag("FILE", "certificate chain, PEM", "the development certificate"),
-  key: valueFlag("FILE", "private key, PEM", "the development key"),
-  "expose-stack": switchFlag("send handlers' error stacks to clients"),
-  "token-file": valueFlag(
-    "FILE",
-    "require this token (the file's first line) from every client",
-    `$${TOKEN_VARIABLE} when it is set`,
-  ),
-  "no-token": switchFlag(`require no token, even when ${TOKEN_VARIABLE} cannot be read`),
-  "client-ca": valueFlag("FILE", "require client certificates signed by this CA (mutual TLS)"),
-  ...HELP_FLAG,
-} as const satisfies FlagTable;
-
 const CALL_FLAGS = {
   ...CONNECTION_FLAGS,
   params: valueFlag(
@@ -144,6 +147,10 @@ const CALL_FLAGS = {
     "PATH",
     "print only the value at a dotted path of the result, e.g. 2.dd.ee, items.-1.name or a " +
       "Map's key (exit 1 naming the first missing step)",
+  ),
+  verbose: switchFlag(
+    "print on stderr, before the result: connection and call times, the server's certificate " +
+      "and the extensions negotiated (see above)",
   ),
   ...HELP_FLAG,
 } as const satisfies FlagTable;
@@ -199,21 +206,31 @@ export async function main(args: string[]): Promise<number> {
   try {
     return await run(command, rest);
   } catch (error) {
-    const failure = error instanceof CliError
-      ? error
-      : isUnsafeState(error)
-      ? new CliError(ExitCode.Usage, error.message)
-      : permissionError(`run "${command}"`, error);
+    const failure = failureOf(command, error);
     if (failure === undefined) throw error;
     report(failure);
     return failure.exitCode;
   }
 }
 
+/** What to report of `error`: a CliError as it is, an unsafe state folder or a permission. */
+function failureOf(command: string | undefined, error: unknown): CliError | undefined {
+  return error instanceof CliError
+    ? error
+    : isUnsafeState(error)
+    ? new CliError(ExitCode.Usage, error.message)
+    : permissionError(`run "${command}"`, error);
+}
+
 async function run(command: string | undefined, args: string[]): Promise<number> {
   switch (command) {
     case "serve":
-      return await serveCommand(args);
+      return await serveCommand(args, {
+        serve,
+        devCert,
+        help: () => help("serve"),
+        failure: (error) => failureOf(command, error),
+      });
     case "call":
       return await callCommand(args);
     case "list":
@@ -272,99 +289,6 @@ function help(topic: keyof typeof HELP): number {
   return ExitCode.Ok;
 }
 
-async function serveCommand(args: string[]): Promise<number> {
-  const { values, positionals } = parseFlags("serve", args, { ...SERVE_FLAGS, ...LIMIT_FLAGS });
-  if (values.help) return help("serve");
-  const [specifier, ...extra] = positionals;
-  if (specifier === undefined) usage("serve", "a MODULE is required");
-  if (extra.length > 0) usage("serve", `unexpected argument "${extra[0]}"`);
-  if ((values.cert === undefined) !== (values.key === undefined)) {
-    usage("serve", "give both --cert and --key, or neither for development certificates");
-  }
-  const hostname = values.hostname ?? DEFAULT_SERVE_HOSTNAME;
-  const port = integer("--port", values.port, DEFAULT_PORT, 65535);
-  const options: ServeOptions = {
-    hostname,
-    port,
-    cert: "",
-    key: "",
-    exposeStack: values["expose-stack"] ?? false,
-    onListen: (addr) => console.log(`listening on ${formatAddr(addr)}`),
-    // Log lines may quote what a client sent: a client must not drive the operator's terminal.
-    onError: (_error, line) => console.error(escapeText(line)),
-  };
-  Object.assign(options, limitOptions(values));
-  const token = await readToken("serve", values);
-  if (token !== undefined) options.token = token.token;
-  // Everything is checked before the server listens: a client never meets a half-working one.
-  const { cert, key } = values.cert !== undefined && values.key !== undefined
-    ? {
-      cert: await pemFile("--cert", values.cert),
-      key: await pemFile("--key", values.key),
-    }
-    : await serverDevCertificate(devCert);
-  const warnings = await checkCertificateAndKey(cert, key, "server");
-  for (const warning of warnings) console.error(escapeText(warning));
-  options.cert = cert.text;
-  options.key = key.text;
-  if (values["client-ca"] !== undefined) {
-    const clientCa = await pemFile("--client-ca", values["client-ca"]);
-    checkCaFile(clientCa);
-    options.clientCa = clientCa.text;
-  }
-  const handlers = await loadHandlers(specifier);
-  requireNet(`serve "${specifier}"`, hostname, port);
-  // Listen for signals before "listening on" is printed: whoever reads that line may stop us next.
-  const stopping = new AbortController();
-  const stop = () => stopping.abort();
-  const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
-  for (const signal of signals) Deno.addSignalListener(signal, stop);
-  try {
-    let server;
-    try {
-      server = await serve(handlers, { ...options, signal: stopping.signal });
-    } catch (error) {
-      throw permissionError(`serve "${specifier}"`, error) ??
-        new CliError(ExitCode.Failure, `Cannot serve "${specifier}": ${reason(error)}`, {
-          hint: /in use/i.test(reason(error))
-            ? "stop what uses the port, or pick another with --port, 0 for any free one"
-            : undefined,
-        });
-    }
-    if (token !== undefined) {
-      console.error(
-        `token authentication is on: clients must present the token from ${token.source}`,
-      );
-    }
-    await server.finished;
-  } finally {
-    for (const signal of signals) Deno.removeSignalListener(signal, stop);
-  }
-  return ExitCode.Ok;
-}
-
-/**
- * Makes sure `host` may be listened on, asking in a terminal: the listener reports a missing
- * permission asynchronously, too late for serve() to reject with it.
- */
-function requireNet(action: string, hostname: string, port: number): void {
-  const host = formatAddr({ hostname, port });
-  let { state } = Deno.permissions.querySync({ name: "net", host });
-  if (state === "prompt") state = Deno.permissions.requestSync({ name: "net", host }).state;
-  if (state !== "granted") {
-    // Any free port (0) cannot be named ahead: the host alone then.
-    const flag = `--allow-net=${port === 0 ? host.replace(/:0$/, "") : host}`;
-    throw new CliError(ExitCode.Usage, `Cannot ${action}: no net permission for "${host}"`, {
-      hint: `run with ${flag} or --allow-net`,
-    });
-  }
-}
-
-/** A PEM file a flag names, read, and labelled for messages as `--cert "FILE"`. */
-async function pemFile(flag: string, path: string): Promise<PemFile> {
-  return { label: `${flag} "${path}"`, text: await readFile(flag, path) };
-}
-
 async function callCommand(args: string[]): Promise<number> {
   const { values, positionals } = parseFlags("call", args, CALL_FLAGS);
   if (values.help) return help("call");
@@ -377,12 +301,17 @@ async function callCommand(args: string[]): Promise<number> {
   }
   // Parsed before connecting: a typo in an ARG costs no connection.
   const params = rawArgs.map((arg, i) => parseArg(arg, i + 1));
-  const result = await withClient(
-    "call",
-    { ...values, method },
-    (client) =>
-      named === undefined ? client.call(method, ...params) : client.callNamed(method, named),
-  );
+  const verbose = values.verbose ? new VerboseLog() : undefined;
+  const result = await withClient("call", { ...values, method }, async (client) => {
+    const start = performance.now();
+    try {
+      return await (named === undefined
+        ? client.call(method, ...params)
+        : client.callNamed(method, named));
+    } finally {
+      verbose?.called(method, start);
+    }
+  }, verbose);
   const value = values.get === undefined ? result : pick(result, values.get);
   const terminal = Deno.stdout.isTerminal();
   console.log(
@@ -454,6 +383,7 @@ async function discover(
 type ConnectionValues = {
   hostname?: string | undefined;
   port?: string | undefined;
+  endpoint?: string[] | undefined;
   ca?: string | undefined;
   timeout?: string | undefined;
   "token-file"?: string | undefined;
@@ -465,45 +395,66 @@ type ConnectionValues = {
   method?: string | undefined;
 };
 
+/**
+ * Connects as the flags say, runs `use`, and closes; each failure becomes the CliError that says
+ * what went wrong and what to do. With `verbose`, connecting is timed and the server inspected.
+ */
 async function withClient<T>(
   command: string,
   values: ConnectionValues,
   use: (client: RpcClient) => Promise<T>,
+  verbose?: VerboseLog,
 ): Promise<T> {
   const timeout = integer("--timeout", values.timeout, DEFAULT_CALL_TIMEOUT);
   const port = integer("--port", values.port, DEFAULT_PORT, 65535);
   const hostname = values.hostname ?? DEFAULT_CLIENT_OPTIONS.hostname;
+  const endpoints = values.endpoint?.map((value) => hostPort("--endpoint", value));
+  if (endpoints !== undefined && (values.hostname !== undefined || values.port !== undefined)) {
+    usage(command, "give --endpoint, or --hostname and --port, not both");
+  }
   if ((values.cert === undefined) !== (values.key === undefined)) {
     usage(command, "give both --cert and --key for a client certificate, or neither");
   }
   const token = await readToken(command, values);
   let clientCert: { cert: string; key: string } | undefined;
   if (values.cert !== undefined && values.key !== undefined) {
-    const cert = await pemFile("--cert", values.cert);
-    const key = await pemFile("--key", values.key);
+    const cert = await readPemFile("--cert", values.cert);
+    const key = await readPemFile("--key", values.key);
     for (const warning of await checkCertificateAndKey(cert, key, "client")) {
       console.error(escapeText(warning));
     }
     clientCert = { cert: cert.text, key: key.text };
   }
   const trust = await trustedCa(values.ca);
+  const tls = { ...(trust.caCerts && { caCerts: trust.caCerts }), ...clientCert };
   let client: RpcClient;
+  const start = performance.now();
   try {
     client = await connect({
-      hostname,
-      port,
+      ...(endpoints === undefined ? { hostname, port } : { endpoints }),
       timeout,
       connectTimeout: timeout === 0 ? NO_TIMEOUT : timeout,
-      ...(trust.caCerts && { caCerts: trust.caCerts }),
-      ...clientCert,
+      ...tls,
       ...(token !== undefined && { token: token.token }),
+      ...(verbose && { dial: verbose.dialer(tls) }),
     });
   } catch (error) {
-    throw connectFailure(error, {
-      target: formatAddr({ hostname, port }),
+    const context = {
       ca: trust.source,
       clientCert: values.cert,
-    });
+      endpoint: endpoints !== undefined,
+    };
+    throw endpoints !== undefined && endpoints.length > 1
+      ? endpointsFailure(error, endpoints.map(formatAddr), context)
+      : connectFailure(error, {
+        ...context,
+        target: formatAddr(endpoints?.[0] ?? { hostname, port }),
+      });
+  }
+  if (verbose !== undefined) {
+    verbose.connected(start);
+    const probeTimeout = timeout === 0 ? DEFAULT_CLIENT_OPTIONS.connectTimeout : timeout;
+    await verbose.inspect(tls, probeTimeout);
   }
   try {
     return await use(client);
@@ -531,7 +482,7 @@ async function trustedCa(ca: string | undefined): Promise<{
   source: CaSource;
 }> {
   if (ca !== undefined) {
-    const file = await pemFile("--ca", ca);
+    const file = await readPemFile("--ca", ca);
     checkCaFile(file);
     return { caCerts: [file.text], source: { kind: "flag", path: ca } };
   }

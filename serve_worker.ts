@@ -1,0 +1,77 @@
+// The body of one worker of `serve --workers N` (a Web Worker): serves the module on the shared
+// port (reusePort) and answers its pool's messages. An entry point started by _workers.ts, not part
+// of the API (it is not in deno.json's exports).
+
+/// <reference lib="deno.worker" />
+
+import { serve } from "./server.ts";
+import type { RpcServer, ServeOptions } from "./server.ts";
+import type { FromWorker, ToWorker } from "./_workers.ts";
+import { loadHandlers } from "./_cli_module.ts";
+import { errorName, type LogEventFields, logLevel } from "./_cli_log.ts";
+
+let server: RpcServer | undefined;
+
+function post(message: FromWorker): void {
+  self.postMessage(message);
+}
+
+// An error nothing caught ends this worker, not the process: the pool hears of it and starts a new
+// one. (Left to propagate, it can take the whole process down.)
+self.addEventListener("error", (event) => {
+  event.preventDefault();
+  crashed(event.message);
+});
+self.addEventListener("unhandledrejection", (event) => {
+  event.preventDefault();
+  crashed(
+    `unhandled rejection: ${event.reason instanceof Error ? event.reason.message : event.reason}`,
+  );
+});
+
+function crashed(why: string): void {
+  post({ type: "crashed", message: why });
+  self.close();
+}
+
+/** Passes a line of the server's log to the pool, with what a structured log wants of it. */
+function log(error: unknown, line: string, fields: LogEventFields): void {
+  const name = errorName(error);
+  const message: FromWorker = {
+    type: "log",
+    line,
+    level: logLevel(error, fields),
+    fields: { ...fields },
+    ...(name !== undefined && { errorName: name }),
+  };
+  try {
+    post(message);
+  } catch {
+    // A field that cannot cross to the pool (a function): the line goes without the extra fields.
+    post({ ...message, fields: { event: fields.event, peer: fields.peer } });
+  }
+}
+
+self.onmessage = async (event: MessageEvent<ToWorker>) => {
+  const message = event.data;
+  if (message.type === "start") {
+    try {
+      const handlers = await loadHandlers(message.module);
+      const options: ServeOptions = {
+        ...message.options,
+        reusePort: true,
+        metrics: message.options.metrics ? true : false,
+        onListen: (addr) => post({ type: "listening", port: addr.port }),
+        onError: (error, line, fields) => log(error, line, fields),
+      };
+      server = await serve(handlers, options);
+    } catch (error) {
+      post({ type: "failed", message: error instanceof Error ? error.message : String(error) });
+    }
+  } else if (message.type === "metrics") {
+    post({ type: "metrics", id: message.id, snapshot: server?.metrics?.snapshot() });
+  } else if (message.type === "shutdown") {
+    await server?.shutdown();
+    post({ type: "stopped" });
+  }
+};
