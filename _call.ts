@@ -4,6 +4,7 @@
 import type { CallContext } from "./_context.ts";
 import { Codec, type Id } from "./_codec.ts";
 import { TimeoutError } from "./errors.ts";
+import type { CertificateIdentity } from "./_x509_identity.ts";
 
 /** The connection a message came on, as the dispatcher sees it. */
 export interface Session {
@@ -12,7 +13,7 @@ export interface Session {
   /** The peer's address. */
   readonly peer: { readonly hostname: string; readonly port: number };
   /** The verified client certificate's identity (mutual TLS), if any. */
-  readonly certificate: unknown;
+  readonly certificate: CertificateIdentity | undefined;
   /** What an accepted token stands for, if any. */
   tokenIdentity: unknown;
   /** Whether the peer may call methods: true from the start unless the server wants a token. */
@@ -67,7 +68,7 @@ export const MAX_TIMEOUT = 2 ** 31 - 1;
 export class Call implements CallContext {
   readonly peer: { readonly hostname: string; readonly port: number };
   readonly identity: unknown;
-  readonly certificate: unknown;
+  readonly certificate: CertificateIdentity | undefined;
   readonly id: string | number | null | undefined;
   readonly method: string;
   readonly deadline: number | undefined;

@@ -1,6 +1,7 @@
 // Where the current call's context lives. Private: handlers read it through context.ts.
 
 import { AsyncLocalStorage } from "node:async_hooks";
+import type { CertificateIdentity } from "./_x509_identity.ts";
 
 /** What a handler can learn about the call it is serving. */
 export interface CallContext {
@@ -13,9 +14,9 @@ export interface CallContext {
   readonly identity: unknown;
   /**
    * The verified client certificate's identity (mutual TLS), whether or not a token was also
-   * presented; `undefined` without one. Its shape is `CertificateIdentity` (see `server.ts`).
+   * presented; `undefined` without one.
    */
-  readonly certificate: unknown;
+  readonly certificate: CertificateIdentity | undefined;
   /** The request's id; `undefined` for a notification, which gets no response. */
   readonly id: string | number | null | undefined;
   /** The method's name as called, dotted for namespaces. */

@@ -9,6 +9,7 @@ import type { Limits } from "./_limits.ts";
 import type { RateLimitedLog } from "./_log.ts";
 import type { Connection } from "./_transport.ts";
 import { ConnectionError, ErrorCode, ProtocolError } from "./errors.ts";
+import type { CertificateIdentity } from "./_x509_identity.ts";
 import { type ByteSink, type ByteSource, FrameReader, FrameWriter } from "./_framing.ts";
 import { formatAddr, isDisconnect, reason } from "./_util.ts";
 import type { LimitName, Metrics } from "./_metrics.ts";
@@ -23,7 +24,7 @@ const SLICE_MS = 5;
 /** Serves one connection: reads frames, dispatches, writes replies. */
 export class ServerConnection implements Session {
   readonly peer: { readonly hostname: string; readonly port: number };
-  readonly certificate: unknown;
+  readonly certificate: CertificateIdentity | undefined;
   readonly codec: Codec;
   readonly calls: Map<string, Call> = new Map();
   tokenIdentity: unknown;
