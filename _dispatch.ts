@@ -6,6 +6,7 @@ import { DecodeError, idTextOf, isId, NotPlainError, Outgoing } from "./_codec.t
 import type { Codec, Id } from "./_codec.ts";
 import { ErrorCode, RpcError } from "./errors.ts";
 import { type CallContext, runInContext } from "./_context.ts";
+import { VERSION } from "./_version.ts";
 import { type Authenticator, AuthThrottle } from "./_auth.ts";
 import { buildMethodTable, type Method } from "./_introspect.ts";
 import { Call, detachedSession, MAX_TIMEOUT, type Session } from "./_call.ts";
@@ -77,7 +78,7 @@ export class Dispatcher {
     this.#server = {
       discover: {
         openrpc: "1.3.2",
-        info: options.info ?? { title: "tlsrpc", version: "0.0.0" },
+        info: options.info ?? { title: "tlsrpc", version: VERSION },
         methods: [...this.methods.values()].map((method) => ({
           name: method.name,
           // OpenRPC's content descriptors; a rest parameter takes any number of params and is

@@ -92,7 +92,7 @@ import { LIMIT_FLAGS } from "./_cli_limits.ts";
 import { isUnsafeState, stateFolder, trustedDevCa } from "./_cli_dev.ts";
 import { SERVE_FLAGS, serveCommand } from "./_cli_serve.ts";
 import { VerboseLog } from "./_cli_verbose.ts";
-import { VERSION } from "./_cli_version.ts";
+import { VERSION } from "./_version.ts";
 
 export { ExitCode };
 

@@ -34,6 +34,7 @@ import { type MetricsServer, serveMetrics } from "./_metrics_http.ts";
 import { ServerConnection } from "./_server_connection.ts";
 import { FrameReader } from "./framing.ts";
 import { formatAddr } from "./_util.ts";
+import { requireDeno } from "./_runtime.ts";
 import { type Connection, listen, type Listener } from "./_transport.ts";
 import type { MethodInfo } from "./_introspect.ts";
 
@@ -43,6 +44,20 @@ export type { InterceptedCall, Interceptor } from "./_dispatch.ts";
 export type { CallContext } from "./_context.ts";
 export type { MetricsSnapshot } from "./_metrics.ts";
 export type { LogFields } from "./_log.ts";
+
+/**
+ * Where a server listens, from {@linkcode RpcServer.addr}: the shape of Deno's `Deno.NetAddr`, so
+ * that it goes where one is expected, without Deno's types (the library runs on Node.js and Bun
+ * too).
+ */
+export interface ServerAddr {
+  /** Always `"tcp"`. */
+  readonly transport: "tcp";
+  /** The address the server is bound to: `"127.0.0.1"`, `"0.0.0.0"`, `"::"`... */
+  readonly hostname: string;
+  /** The port, the real one when 0 was asked for. */
+  readonly port: number;
+}
 
 /** A server's counts, from {@linkcode RpcServer.metrics}. */
 export interface ServerMetrics {
@@ -87,10 +102,11 @@ export interface ServeOptions extends Partial<Limits> {
   /** The server's private key, PEM. */
   key: string;
   /**
-   * The TLS implementation. `"node"` (Deno's `node:tls`) closes the socket of a client whose
-   * handshake fails or stalls at once. `"deno"` (`Deno.listenTls`) is a few percent faster, but
-   * on Deno 2.9 a connection closed before its handshake completed keeps its socket until the peer
-   * leaves, so a client that connects and says nothing holds a file descriptor as long as it likes.
+   * The TLS implementation. `"node"` (`node:tls`, on every runtime) closes the socket of a client
+   * whose handshake fails or stalls at once. `"deno"` (`Deno.listenTls`, on Deno only) is a few
+   * percent faster, but on Deno 2.9 a connection closed before its handshake completed keeps its
+   * socket until the peer leaves, so a client that connects and says nothing holds a file
+   * descriptor as long as it likes.
    *
    * @default {"node"}
    */
@@ -142,14 +158,15 @@ export interface ServeOptions extends Partial<Limits> {
   /**
    * The `info` of the `rpc.discover` document.
    *
-   * @default {{ title: "tlsrpc", version: "0.0.0" }}
+   * @default {{ title: "tlsrpc", version: VERSION }} (the version in deno.json)
    */
   info?: { title: string; version: string };
   /**
    * Count calls, errors, latency, connections, refusals and bytes (see the README's Observability
    * section), and serve them in the Prometheus text format at `http://HOSTNAME:PORT/metrics` over
    * plain HTTP: `hostname` defaults to `"127.0.0.1"`, keep it on loopback or a private network.
-   * `true` counts without serving; read them from {@linkcode RpcServer.metrics}.
+   * `true` counts without serving; read them from {@linkcode RpcServer.metrics}. Serving them
+   * needs Deno (`Deno.serve`); `true` works on every runtime.
    *
    * @default {false}
    */
@@ -186,7 +203,7 @@ export interface ServeOptions extends Partial<Limits> {
   /**
    * Called once the server listens. The default prints `listening on HOSTNAME:PORT` to stderr.
    */
-  onListen?: (addr: Deno.NetAddr) => void;
+  onListen?: (addr: ServerAddr) => void;
   /**
    * Called with each error that cost a connection, or that the accept loop recovered from, and a
    * one-line description of it; at most 5 a second, then one summary line with the count. The
@@ -198,7 +215,7 @@ export interface ServeOptions extends Partial<Limits> {
 /** A running server, from {@linkcode serve}. */
 export interface RpcServer extends AsyncDisposable {
   /** The address the server listens on, with the real port when `port` was 0. */
-  readonly addr: Deno.NetAddr;
+  readonly addr: ServerAddr;
   /** The exposed methods, by name. */
   readonly methods: ReadonlyMap<string, MethodInfo>;
   /** Resolves when the server has stopped and every connection is closed. */
@@ -251,7 +268,7 @@ export async function serve(handlers: object, options: ServeOptions): Promise<Rp
 }
 
 class Server implements RpcServer {
-  #addr: Deno.NetAddr | undefined;
+  #addr: ServerAddr | undefined;
   #dispatcher: Dispatcher;
   #listener: Listener | undefined;
   #options: ServeOptions;
@@ -305,6 +322,11 @@ class Server implements RpcServer {
     ) {
       throw new TypeError(`Cannot serve: unknown transport "${options.transport}"`);
     }
+    // Refused before anything is bound, rather than failing half-started.
+    if (options.transport === "deno") requireDeno("serve", 'the "deno" transport');
+    if (typeof options.metrics === "object" && options.metrics !== null) {
+      requireDeno("serve", "serving metrics over HTTP (metrics: { port })");
+    }
     this.#listener = await listen(options.transport ?? "node", {
       hostname: options.hostname ?? "127.0.0.1",
       port: options.port ?? DEFAULT_PORT,
@@ -320,7 +342,8 @@ class Server implements RpcServer {
       onRefused: (limit) => this.#metrics?.limitRefused(limit),
       log: (error, line) => this.#log.report(error, line),
     });
-    this.#addr = this.#listener.addr;
+    const { hostname, port } = this.#listener.addr;
+    this.#addr = { transport: "tcp", hostname, port };
     const metrics = options.metrics;
     if (this.#metrics !== undefined && typeof metrics === "object") {
       const counts = this.#metrics;
@@ -337,7 +360,7 @@ class Server implements RpcServer {
     else options.signal?.addEventListener("abort", this.#onAbort, { once: true });
   }
 
-  get addr(): Deno.NetAddr {
+  get addr(): ServerAddr {
     return this.#addr!;
   }
 
