@@ -3,7 +3,16 @@
 // side of the transport seam: a byte source and sink that can be closed. Also the endpoints
 // themselves: their order, and the names messages give them.
 
-import { closeQuietly, formatAddr, reason } from "./_util.ts";
+import { deno } from "./_runtime.ts";
+import {
+  closeQuietly,
+  disconnectError,
+  errorCode,
+  formatAddr,
+  isDisconnect,
+  reason,
+  tlsReason,
+} from "./_util.ts";
 import { ConnectionError, TimeoutError } from "./errors.ts";
 
 /**
@@ -55,34 +64,51 @@ export interface TlsDialOptions {
 }
 
 /**
- * The default dialer: TCP to the endpoint, then TLS verified against `caCerts`, with the
- * endpoint's hostname as the server name.
+ * The default dialer: TCP to the endpoint, then TLS verified against the system's roots and
+ * `caCerts`, with the endpoint's hostname as the server name (and the name the certificate must
+ * have), Nagle's algorithm off. Deno.connect and Deno.startTls on Deno; node:tls on Node.js and
+ * Bun, with the same semantics. Errors of the TLS stack are worded by tlsrpc, the same on every
+ * runtime (see {@linkcode describeDialError}), the stack's own text in parentheses and in `cause`.
  */
 export function tlsDialer(options: TlsDialOptions): Dialer {
-  const { cert, key } = options;
-  const caCerts = options.caCerts && { caCerts: options.caCerts };
+  const withCert = options.cert !== undefined && options.key !== undefined;
+  const open = deno !== undefined ? denoTls(deno, options) : nodeTls(options);
   return async function dialTls(
     signal: AbortSignal,
     endpoint: Endpoint,
   ): Promise<ClientConnection> {
     signal.throwIfAborted();
-    const { hostname, port } = endpoint;
+    let conn: ClientConnection;
+    try {
+      conn = await open(signal, endpoint);
+    } catch (error) {
+      throw tlsError(error, endpoint, withCert);
+    }
+    return new TlsClientConnection(conn, endpoint, withCert);
+  };
+}
+
+/** Opens a TLS connection with Deno's own API. */
+function denoTls(deno: typeof Deno, options: TlsDialOptions): Dialer {
+  const { cert, key } = options;
+  const caCerts = options.caCerts && { caCerts: options.caCerts };
+  return async (signal, { hostname, port }) => {
     if (cert !== undefined && key !== undefined) {
       // Deno.startTls takes no client certificate, so this path keeps Nagle's algorithm on.
       return await handshaken(
-        await Deno.connectTls({ hostname, port, ...caCerts, cert, key }),
+        await deno.connectTls({ hostname, port, ...caCerts, cert, key }),
         signal,
       );
     }
     // TCP first, to turn Nagle's algorithm off (Deno.connectTls cannot): otherwise a small write
     // can wait for a delayed ACK, 40 ms on Linux, in the handshake and in every call.
-    const tcp = await Deno.connect({ hostname, port });
+    const tcp = await deno.connect({ hostname, port });
     if (signal.aborted) {
       closeQuietly(tcp);
       throw signal.reason;
     }
     tcp.setNoDelay(true);
-    return await handshaken(await Deno.startTls(tcp, { hostname, ...caCerts }), signal);
+    return await handshaken(await deno.startTls(tcp, { hostname, ...caCerts }), signal);
   };
 }
 
@@ -105,6 +131,180 @@ async function handshaken(conn: Deno.TlsConn, signal: AbortSignal): Promise<Deno
     throw signal.reason;
   }
   return conn;
+}
+
+/**
+ * Opens a TLS connection with node:tls, as Deno's does: node:tls's `ca` replaces the default roots
+ * where Deno's `caCerts` adds to them, so they are passed together, in a secure context made once
+ * for every connection of the client; an IP address is no server name (node refuses one, RFC
+ * 6066) but is still checked against the certificate's IP addresses. The modules are loaded at the
+ * first dial: a client on Deno never loads them.
+ */
+function nodeTls(options: TlsDialOptions): Dialer {
+  let loaded: Promise<NodeTls> | undefined;
+  return async (signal, endpoint) => {
+    const { tls, isIP, NodeConnection, context } = await (loaded ??= loadNodeTls(options));
+    signal.throwIfAborted();
+    const { hostname, port } = endpoint;
+    const socket = tls.connect({
+      host: hostname,
+      port,
+      ...(isIP(hostname) === 0 && { servername: hostname }),
+      ...context,
+    });
+    // Before the handshake, applied once the socket exists: its small writes must not wait for
+    // delayed ACKs (40 ms on Linux), nor must small calls later.
+    socket.setNoDelay(true);
+    socket.once("connect", () => socket.setNoDelay(true));
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const onSecure = () => settle(undefined);
+        const onClose = () =>
+          settle(disconnectError("the server closed the connection during the handshake"));
+        const onAbort = () => settle(signal.reason);
+        socket.once("secureConnect", onSecure);
+        socket.once("error", settle);
+        socket.once("close", onClose);
+        signal.addEventListener("abort", onAbort, { once: true });
+        // The "error" listener stays: an error before NodeConnection listens must not go
+        // unhandled (it would end the process), and settling twice does nothing.
+        function settle(error: unknown) {
+          socket.off("secureConnect", onSecure);
+          socket.off("close", onClose);
+          signal.removeEventListener("abort", onAbort);
+          if (error === undefined) resolve();
+          else reject(error);
+        }
+      });
+    } catch (error) {
+      socket.destroy();
+      throw error;
+    }
+    return new NodeConnection(socket, { hostname, port }, undefined);
+  };
+}
+
+/** What {@linkcode nodeTls} needs, loaded at its first dial. */
+interface NodeTls {
+  tls: typeof import("node:tls");
+  isIP: (input: string) => number;
+  NodeConnection: typeof import("./_transport_node.ts").NodeConnection;
+  /** The options every connection gets: a secure context, or nothing for node's defaults. */
+  context: { secureContext?: import("node:tls").SecureContext };
+}
+
+async function loadNodeTls(options: TlsDialOptions): Promise<NodeTls> {
+  const [tls, net, { NodeConnection }] = await Promise.all([
+    import("node:tls"),
+    import("node:net"),
+    import("./_transport_node.ts"),
+  ]);
+  const { caCerts, cert, key } = options;
+  const withCert = cert !== undefined && key !== undefined;
+  if (caCerts === undefined && !withCert) {
+    return { tls, isIP: net.isIP, NodeConnection, context: {} };
+  }
+  // The roots node would use (its bundle, NODE_EXTRA_CA_CERTS, the system's with
+  // --use-system-ca), or its bundle where it cannot say (Bun).
+  const roots = tls.getCACertificates?.("default") ?? tls.rootCertificates;
+  const secureContext = tls.createSecureContext({
+    ...(caCerts !== undefined && { ca: [...roots, ...caCerts] }),
+    ...(withCert && { cert, key }),
+  });
+  return { tls, isIP: net.isIP, NodeConnection, context: { secureContext } };
+}
+
+/**
+ * How soon after the handshake a connection with a client certificate that ends before any answer
+ * is said to have been refused, in ms: a server refuses one as soon as it has the client's
+ * handshake, whereas a connection that ends later (an idle timeout, say) ended for another reason.
+ */
+const REFUSAL_WINDOW_MS = 2000;
+
+/**
+ * The dialer's connection: reads as the transport's once a first read has succeeded; until then a
+ * TLS alert is worded as tlsrpc words it. With TLS 1.3 the client's handshake ends before the
+ * server has checked the client certificate, so a refusal comes as the first read's error: an
+ * alert, or (rustls and OpenSSL servers alike send none for a certificate they cannot verify) the
+ * connection closed at once.
+ */
+class TlsClientConnection implements ClientConnection {
+  #conn: ClientConnection;
+  #endpoint: Endpoint;
+  #withCert: boolean;
+  #first = true;
+  #closed = false;
+  #opened = performance.now();
+
+  constructor(conn: ClientConnection, endpoint: Endpoint, withCert: boolean) {
+    this.#conn = conn;
+    this.#endpoint = endpoint;
+    this.#withCert = withCert;
+  }
+
+  read(buffer: Uint8Array): Promise<number | null> {
+    return this.#first ? this.#readFirst(buffer) : this.#conn.read(buffer);
+  }
+
+  async #readFirst(buffer: Uint8Array): Promise<number | null> {
+    let count: number | null;
+    try {
+      count = await this.#conn.read(buffer);
+    } catch (error) {
+      if (this.#closed) throw error;
+      if (isDisconnect(error) && this.#refusedMaybe()) throw closedAtOnce(error);
+      throw tlsError(error, this.#endpoint, this.#withCert);
+    }
+    if (count === null && !this.#closed && this.#refusedMaybe()) throw closedAtOnce(undefined);
+    this.#first = false;
+    return count;
+  }
+
+  /** Whether a connection that ended now may have been refused for its client certificate. */
+  #refusedMaybe(): boolean {
+    return this.#withCert && performance.now() - this.#opened < REFUSAL_WINDOW_MS;
+  }
+
+  write(bytes: Uint8Array): Promise<number> {
+    return this.#conn.write(bytes);
+  }
+
+  close(): void {
+    this.#closed = true;
+    this.#conn.close();
+  }
+}
+
+/** The first read of a connection with a client certificate found it closed. */
+function closedAtOnce(cause: unknown): Error {
+  const raw = cause === undefined ? "" : ` (${rawText(cause)})`;
+  return disconnectError(
+    "the server closed the connection before it answered: it may have refused the client " +
+      `certificate${raw}`,
+    cause,
+  );
+}
+
+/**
+ * `error` worded by tlsrpc when it is the TLS stack's and {@linkcode describeDialError} knows it:
+ * an `Error` whose message says what went wrong, then the stack's own text in parentheses, with
+ * `error` as its `cause` and its `code`; any other error as it is.
+ */
+function tlsError(error: unknown, endpoint: Endpoint, withCert: boolean): unknown {
+  const what = describeDialError(error, endpoint.hostname, withCert);
+  if (what === undefined) return error;
+  const code = errorCode(error);
+  return Object.assign(
+    new Error(`${what} (${rawText(error)})`, { cause: error }),
+    code === undefined ? {} : { code },
+  );
+}
+
+/** The TLS stack's own words for `error`, to quote: its code, and its message (see tlsReason). */
+function rawText(error: unknown): string {
+  const code = errorCode(error);
+  const text = tlsReason(error);
+  return code === undefined || text.includes(code) ? text : `${code}: ${text}`;
 }
 
 /**
@@ -243,4 +443,98 @@ export function noEndpointError(
     `Cannot connect to any of ${failures.length} endpoints: ${parts.join(", ")}`,
     { cause: new AggregateError(failures.map(({ error }) => error)) },
   );
+}
+
+// --- the dial's errors in tlsrpc's words --------------------------------------------------------
+
+/** node:tls's codes (OpenSSL's, and BoringSSL's on Bun) for a server certificate that no trusted CA signed. */
+const UNTRUSTED_CODES: ReadonlySet<string> = new Set([
+  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+  "UNABLE_TO_GET_ISSUER_CERT",
+  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+  "SELF_SIGNED_CERT_IN_CHAIN",
+  "DEPTH_ZERO_SELF_SIGNED_CERT",
+  "CERT_UNTRUSTED",
+]);
+
+/** node:tls's codes for bytes from the server that are not TLS records (a plain TCP or HTTP port). */
+const NOT_TLS_CODES: ReadonlySet<string> = new Set([
+  "ERR_SSL_WRONG_VERSION_NUMBER",
+  "ERR_SSL_PACKET_LENGTH_TOO_LONG",
+  "ERR_SSL_UNKNOWN_PROTOCOL",
+  "ERR_SSL_HTTP_REQUEST",
+  "ERR_SSL_RECORD_LAYER_FAILURE",
+]);
+
+/**
+ * The alerts a server sends when it refuses or misses the client certificate, names lowercased
+ * without underscores: rustls says `CertificateRequired`, OpenSSL `CERTIFICATE_REQUIRED`.
+ */
+const CLIENT_CERT_ALERTS: ReadonlySet<string> = new Set([
+  "certificaterequired",
+  "badcertificate",
+  "unsupportedcertificate",
+  "certificaterevoked",
+  "certificateexpired",
+  "certificateunknown",
+  "unknownca",
+  "accessdenied",
+]);
+
+/**
+ * What an error of the client's dial means, in tlsrpc's words and the same on every runtime,
+ * whatever the TLS stack (rustls on Deno, OpenSSL on Node.js, BoringSSL on Bun): an untrusted,
+ * misnamed, expired or not yet valid server certificate, a server that does not speak TLS, a
+ * client certificate refused or missing, a refused connection, a name that cannot be resolved;
+ * `undefined` for any other error.
+ *
+ * @param hostname The name the server's certificate was checked against.
+ * @param withCert Whether the client presented a certificate, which tells a refused one from a
+ *   missing one.
+ */
+export function describeDialError(
+  error: unknown,
+  hostname: string,
+  withCert: boolean,
+): string | undefined {
+  if (!(error instanceof Error)) return undefined;
+  const code = errorCode(error) ?? "";
+  const text = error.message;
+  if (UNTRUSTED_CODES.has(code) || /\bUnknownIssuer\b/.test(text)) {
+    return "the server's certificate is not signed by a trusted CA";
+  }
+  if (
+    code === "ERR_TLS_CERT_ALTNAME_INVALID" ||
+    /certificate not valid for name|NotValidForName/.test(text)
+  ) {
+    return `the server's certificate is not valid for "${hostname}"`;
+  }
+  if (
+    code === "CERT_HAS_EXPIRED" || /invalid peer certificate: (certificate )?expired/i.test(text)
+  ) {
+    return "the server's certificate has expired";
+  }
+  if (
+    code === "CERT_NOT_YET_VALID" ||
+    /invalid peer certificate: (certificate not valid yet|NotValidYet)/.test(text)
+  ) {
+    return "the server's certificate is not valid yet";
+  }
+  if (NOT_TLS_CODES.has(code) || /InvalidContentType|corrupt message/.test(text)) {
+    return "the server does not speak TLS";
+  }
+  if (code === "ECONNREFUSED" || /Connection refused/.test(text)) {
+    return "nothing listens there, the connection was refused";
+  }
+  if (/^(ENOTFOUND|EAI_AGAIN|EAI_NONAME)$/.test(code) || /failed to lookup address/.test(text)) {
+    return `the host name "${hostname}" cannot be resolved`;
+  }
+  const alert = /^ERR_SSL_(?:SSLV3|TLSV1|TLSV13)_ALERT_(\w+)$/.exec(code)?.[1] ??
+    /received fatal alert: (\w+)/.exec(text)?.[1];
+  if (alert !== undefined && CLIENT_CERT_ALERTS.has(alert.replaceAll("_", "").toLowerCase())) {
+    return withCert
+      ? "the server refused the client certificate"
+      : "the server requires a client certificate for mutual TLS";
+  }
+  return undefined;
 }

@@ -7,6 +7,10 @@
 // names from the lists below (anything else is "other"), and at most MAX_ERROR_CODES error codes
 // per method. A client cannot grow the output, whatever names it sends.
 
+import process from "node:process";
+import { readdirSync } from "node:fs";
+import { deno, unrefTimer } from "./_runtime.ts";
+
 /** The built-in methods a server answers besides its own, each counted under its own name. */
 export const BUILTIN_METHODS: readonly string[] = [
   "rpc.ping",
@@ -220,7 +224,7 @@ export class Metrics {
     if (lagInterval > 0) {
       this.#lagLast = performance.now();
       const timer = setInterval(() => this.#sampleLag(), lagInterval);
-      Deno.unrefTimer(timer);
+      unrefTimer(timer);
       this.#lagTimer = timer;
     }
   }
@@ -305,7 +309,7 @@ export class Metrics {
       }
     }
     return {
-      pid: Deno.pid,
+      pid: process.pid,
       buckets: [...DURATION_BUCKETS],
       calls,
       durations,
@@ -320,7 +324,7 @@ export class Metrics {
       ),
       bytesReceived: this.#bytesReceived,
       bytesSent: this.#bytesSent,
-      residentMemoryBytes: Deno.memoryUsage().rss,
+      residentMemoryBytes: process.memoryUsage().rss,
       openFds: openFds(),
       eventLoopLagSeconds: this.#lag,
     };
@@ -531,7 +535,7 @@ function formatValue(value: number): string {
 }
 
 /** Whether /proc/self/fd cannot be read here: set at the first failure, to stop trying. */
-let fdsUnreadable = Deno.build.os !== "linux";
+let fdsUnreadable = process.platform !== "linux";
 
 /**
  * Entries of /proc/self/fd, or null where there is none or reading it is not allowed: Deno 2 lets
@@ -541,11 +545,14 @@ function openFds(): number | null {
   if (fdsUnreadable) return null;
   // Query first: reading without the permission would prompt on a terminal.
   const path = "/proc/self/fd";
-  if (Deno.permissions.querySync({ name: "read", path }).state !== "granted") return null;
+  if (
+    deno !== undefined && deno.permissions.querySync({ name: "read", path }).state !== "granted"
+  ) {
+    return null;
+  }
   try {
-    let n = 0;
-    for (const _ of Deno.readDirSync(path)) n++;
-    return n - 1; // the descriptor that reads the directory
+    // One entry more than there were: the descriptor that reads the directory.
+    return readdirSync(path).length - 1;
   } catch {
     fdsUnreadable = true;
     return null;

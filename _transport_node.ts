@@ -1,6 +1,8 @@
-// The "node" transport: a node:tls server (Deno's node compatibility layer) and its connections.
-// A connection whose handshake fails or stalls is destroyed and its socket closed at once, and
-// an accept watchdog (_watchdog.ts) covers Deno's node:net giving up accepting after EMFILE.
+// The "node" transport: a node:tls server and its connections, on Deno's node compatibility
+// layer, Node.js or Bun. A connection whose handshake fails or stalls is destroyed and its socket
+// closed at once, and an accept watchdog (_watchdog.ts) covers Deno's node:net giving up accepting
+// after EMFILE. Bun's tls.Server hands out the TLS socket itself as the "connection" event's raw
+// socket (with no `_parent`): see `#rawOf`.
 //
 // With `proxyProtocol`, a net.Server listens in front of the tls.Server, which never listens: each
 // raw socket's PROXY header is read off it (_proxy_protocol.ts), the bytes after the header are
@@ -18,10 +20,11 @@ import type { Buffer } from "node:buffer";
 import net from "node:net";
 import type { Socket } from "node:net";
 import { type CertificateIdentity, readCertificateIdentity } from "./_x509.ts";
-import { disconnectError, formatAddr, reason } from "./_util.ts";
+import { disconnectError, formatAddr, reason, tlsReason } from "./_util.ts";
 import { AcceptQueue, AcceptWatchdog, SelfProbe, socketInode } from "./_watchdog.ts";
 import { type HandshakeFailure, handshakeFailure } from "./_handshake_failure.ts";
 import { readProxyHeader } from "./_proxy_protocol.ts";
+import { deno } from "./_runtime.ts";
 
 /** Bytes a connection buffers from its socket before it pauses reading (backpressure). */
 const READ_HIGH_WATER = 256 * 1024;
@@ -30,6 +33,13 @@ const READ_HIGH_WATER = 256 * 1024;
 const CLOSE_GRACE_MS = 1000;
 
 interface Address {
+  hostname: string;
+  port: number;
+}
+
+/** A listener's address: the shape of `Deno.NetAddr`, without Deno's types. */
+interface ListenAddr {
+  transport: "tcp";
   hostname: string;
   port: number;
 }
@@ -63,7 +73,7 @@ export class NodeListener {
   #options: NodeListenOptions;
   /** The listening server: the tls.Server, or with `proxyProtocol` the net.Server in front. */
   #server: net.Server;
-  #addr: Deno.NetAddr | undefined;
+  #addr: ListenAddr | undefined;
   #open = 0;
   #closing = false;
   #restarting = false;
@@ -97,7 +107,7 @@ export class NodeListener {
   }
 
   /** The bound address, with the real port when 0 was asked for. */
-  get addr(): Deno.NetAddr {
+  get addr(): ListenAddr {
     return this.#addr!;
   }
 
@@ -294,14 +304,14 @@ export class NodeListener {
   }
 
   #onHandshakeError(error: Error, socket: tls.TLSSocket): void {
-    const raw = parentOf(socket) ?? this.#arriving;
+    const raw = this.#rawOf(socket);
     // Deno reports a client certificate clientCa refused as a hang-up: this says what it was.
     const refused = (socket as { authorizationError?: unknown }).authorizationError;
     socket.destroy();
     if (raw !== undefined && (this.#quiet.has(raw) || this.#reported.has(raw))) return;
     const why = refused
       ? `the client's certificate was refused (${reason(refused)})`
-      : reason(error);
+      : tlsReason(error);
     this.#report(
       raw,
       (raw && this.#peers.get(raw)) ?? this.#peerOf(socket),
@@ -338,7 +348,7 @@ export class NodeListener {
   }
 
   #onSecureConnection(socket: tls.TLSSocket): void {
-    const raw = parentOf(socket);
+    const raw = this.#rawOf(socket);
     if (raw !== undefined) {
       this.#handshaking.delete(raw);
       clearTimeout(this.#deadlines.get(raw));
@@ -361,11 +371,19 @@ export class NodeListener {
   }
 
   /**
+   * The raw socket under a TLS socket: its `_parent` (node and Deno), the TLS socket itself when
+   * the "connection" event gave it (Bun), or the one node:tls is wrapping right now.
+   */
+  #rawOf(socket: tls.TLSSocket): Socket | undefined {
+    return parentOf(socket) ?? (this.#peers.has(socket) ? socket : this.#arriving);
+  }
+
+  /**
    * The peer of a TLS socket, from its raw socket (Deno's TLS socket does not always know it):
    * the client's address from the PROXY header, or the socket's own.
    */
   #peerOf(socket: tls.TLSSocket): Address {
-    const raw = parentOf(socket) ?? this.#arriving;
+    const raw = this.#rawOf(socket);
     return (raw && (this.#clients.get(raw) ?? this.#peers.get(raw))) ??
       {
         hostname: raw?.remoteAddress ?? socket.remoteAddress ?? "?",
@@ -406,7 +424,7 @@ export class NodeConnection {
     socket.on("data", (chunk: Buffer) => {
       this.#chunks.push(chunk);
       this.#buffered += chunk.length;
-      if (this.#buffered > READ_HIGH_WATER) socket.pause();
+      if (this.#buffered > READ_HIGH_WATER) pauseReading(socket);
       this.#notify();
     });
     socket.on("end", () => {
@@ -441,7 +459,7 @@ export class NodeConnection {
       else this.#chunks[0] = chunk.subarray(take);
     }
     this.#buffered -= count;
-    if (this.#buffered <= READ_HIGH_WATER && this.#socket.isPaused()) this.#socket.resume();
+    if (this.#buffered <= READ_HIGH_WATER && this.#socket.isPaused()) resumeReading(this.#socket);
     return count;
   }
 
@@ -494,20 +512,50 @@ export class NodeConnection {
   }
 }
 
-/** The raw socket under a TLS socket: node and Deno both keep it as `_parent`. */
+/** Whether this runs on Deno, whose node:tls needs the raw handle stopped as well. */
+const ON_DENO = "Deno" in globalThis;
+
+/**
+ * Stops reading from `socket` until {@linkcode resumeReading}. On Deno 2.9.6, pausing a `node:tls`
+ * socket does not stop its TCP reads: the decrypted data keeps arriving and is buffered inside
+ * (measured: a client flooding notifications grew the server by 750 MiB in 10 s), so the read is
+ * also stopped on the raw socket's handle (see denoland/deno#33524). Elsewhere pause() suffices.
+ */
+function pauseReading(socket: tls.TLSSocket): void {
+  socket.pause();
+  if (ON_DENO) {
+    (parentOf(socket) as unknown as { _handle?: { readStop?(): unknown } })?._handle?.readStop?.();
+  }
+}
+
+function resumeReading(socket: tls.TLSSocket): void {
+  if (ON_DENO) {
+    (parentOf(socket) as unknown as { _handle?: { readStart?(): unknown } })?._handle
+      ?.readStart?.();
+  }
+  socket.resume();
+}
+
+/** The raw socket under a TLS socket: node and Deno both keep it as `_parent`; Bun does not. */
 function parentOf(socket: tls.TLSSocket): Socket | undefined {
-  return (socket as unknown as { _parent?: Socket })._parent;
+  return (socket as unknown as { _parent?: Socket | null })._parent ?? undefined;
 }
 
 /**
  * The inode of a server's listening socket, for reading its accept queue; `undefined` where it
- * cannot be had. Deno 2.9's node:net tells the descriptor only through `_handle.fdForIpc()`, an
- * internal that makes a new duplicate at each call. The duplicate is closed at once, through a
- * net.Socket (node:fs cannot close a bare descriptor in Deno): left open, it would keep the socket
- * alive after the listener closed, taking its share of a shared port's connections to no one.
+ * cannot be had. Node.js tells the descriptor as `_handle.fd`, the listener's own. Deno 2.9's
+ * node:net tells it only through `_handle.fdForIpc()`, an internal that makes a new duplicate at
+ * each call. The duplicate is closed at once, through a net.Socket (node:fs cannot close a bare
+ * descriptor in Deno): left open, it would keep the socket alive after the listener closed, taking
+ * its share of a shared port's connections to no one. Bun tells neither.
  */
 async function listeningInode(server: net.Server): Promise<string | undefined> {
-  const handle = (server as unknown as { _handle?: { fdForIpc?: () => number } })._handle;
+  const handle = (server as unknown as { _handle?: { fd?: unknown; fdForIpc?: () => number } })
+    ._handle;
+  if (deno === undefined) {
+    const fd = handle?.fd;
+    return typeof fd === "number" && fd >= 0 ? await socketInode(fd) : undefined;
+  }
   let fd: number | undefined;
   try {
     fd = handle?.fdForIpc?.();

@@ -21,6 +21,24 @@ export function closeQuietly(closer: { close(): void }): void {
   }
 }
 
+/** The `code` of an error (node's, Deno's), when it has one that is text. */
+export function errorCode(error: unknown): string | undefined {
+  if (typeof error !== "object" || error === null) return undefined;
+  const code = (error as { code?: unknown }).code;
+  return typeof code === "string" ? code : undefined;
+}
+
+/**
+ * The message of an error of a TLS stack, for a log line or a quote: OpenSSL's error queue (the
+ * message of node:tls's errors on Node.js and Bun), whose file names and line numbers help no one
+ * and which ends in a newline, gives way to the error's code; any other message stays.
+ */
+export function tlsReason(error: unknown): string {
+  const message = reason(error).trim();
+  const code = errorCode(error);
+  return code !== undefined && /(^|:)error:[0-9A-Fa-f]+:/.test(message) ? code : message;
+}
+
 /**
  * Error codes that only say that the peer went away, or that this side closed the connection
  * first: node's socket errors (`ECANCELED` is a write cut short by this side's `destroy()`) and the
@@ -44,8 +62,8 @@ const DISCONNECT_CODES: ReadonlySet<string> = new Set([
  */
 export function isDisconnect(error: unknown): boolean {
   if (typeof error !== "object" || error === null) return false;
-  const code = (error as { code?: unknown }).code;
-  if (typeof code === "string" && DISCONNECT_CODES.has(code)) return true;
+  const code = errorCode(error);
+  if (code !== undefined && DISCONNECT_CODES.has(code)) return true;
   // Looked up, not referenced: this module also runs where there is no Deno.
   const errors = (globalThis as { Deno?: { errors?: typeof Deno.errors } }).Deno?.errors;
   return errors !== undefined && (

@@ -1,8 +1,6 @@
-// The version of tlsrpc, read from deno.json so that one number serves the package, `--version`
-// and anything else that names it. A JSON import (not a read at run time) keeps it working in an
-// installed command, offline and without --allow-read.
-
-import config from "./deno.json" with { type: "json" };
+// The version of tlsrpc: one number for the package (deno.json), `--version` and rpc.discover. It is
+// written here rather than imported from deno.json, so that the library keeps working when imported
+// from a URL or an npm build of the JSR package; tests/layout_test.ts checks the two agree.
 
 /** The version in deno.json, e.g. `0.1.0`. */
-export const VERSION: string = config.version;
+export const VERSION = "0.1.0";

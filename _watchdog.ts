@@ -13,7 +13,13 @@
 // - `SelfProbe` connects to the port and waits for the listener to report that connection, which
 //   it recognises by its address and closes without a word. Sound only where no other socket can
 //   take the connection, so never with `reusePort`; it needs no permission beyond the port's.
+//
+// Node.js and Bun keep accepting after EMFILE, but the watchdog costs little and runs there too:
+// it reads /proc and connects with node:fs and node:net where there is no Deno.
 
+import { readFile, readlink } from "node:fs/promises";
+import net from "node:net";
+import { deno } from "./_runtime.ts";
 import { reason } from "./_util.ts";
 
 /** What one look found: `"unknown"` when it could not tell (no descriptor left for the look). */
@@ -182,7 +188,9 @@ export class AcceptQueue implements AcceptCheck {
     if (inode === undefined) return "unknown";
     let table: string;
     try {
-      table = await Deno.readTextFile(this.#table);
+      table = deno !== undefined
+        ? await deno.readTextFile(this.#table)
+        : await readFile(this.#table, "utf8");
     } catch {
       // No descriptor left to open it with.
       return "unknown";
@@ -202,7 +210,9 @@ export class AcceptQueue implements AcceptCheck {
  */
 export async function socketInode(fd: number): Promise<string | undefined> {
   try {
-    return /^socket:\[(\d+)\]$/.exec(await Deno.readLink(`/proc/self/fd/${fd}`))?.[1];
+    const path = `/proc/self/fd/${fd}`;
+    const target = deno !== undefined ? await deno.readLink(path) : await readlink(path);
+    return /^socket:\[(\d+)\]$/.exec(target)?.[1];
   } catch {
     return undefined;
   }
@@ -289,13 +299,9 @@ export class SelfProbe implements AcceptCheck {
     };
     this.#probe = probe;
     const timer = setTimeout(() => probe.over.resolve(), PROBE_WAIT_MS);
-    let conn: Deno.TcpConn | undefined;
+    let conn: ProbeConnection | undefined;
     try {
-      conn = await Deno.connect({
-        hostname: this.#hostname,
-        port: this.#port,
-        signal: AbortSignal.timeout(PROBE_WAIT_MS),
-      });
+      conn = await connectProbe(this.#hostname, this.#port, AbortSignal.timeout(PROBE_WAIT_MS));
       probe.key = peerKey(conn.localAddr);
       // Deno's listener often reports the connection before connect() resolves here.
       for (const [key, decide] of probe.early) this.#decide(probe, key, decide);
@@ -365,4 +371,49 @@ export class SelfProbe implements AcceptCheck {
     }
     decide(isProbe);
   }
+}
+
+/** The probe's end of its connection. */
+interface ProbeConnection {
+  readonly localAddr: { hostname: string; port: number };
+  close(): void;
+}
+
+/**
+ * Connects to `hostname:port` with Deno.connect, or node:net where there is no Deno; rejects with
+ * the signal's reason (a `TimeoutError` DOMException) when it aborts first.
+ */
+async function connectProbe(
+  hostname: string,
+  port: number,
+  signal: AbortSignal,
+): Promise<ProbeConnection> {
+  if (deno !== undefined) return await deno.connect({ hostname, port, signal });
+  signal.throwIfAborted();
+  const socket = net.connect({ host: hostname, port });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const onConnect = () => settle(undefined);
+      const onAbort = () => settle(signal.reason);
+      socket.once("connect", onConnect);
+      socket.once("error", settle);
+      signal.addEventListener("abort", onAbort, { once: true });
+      function settle(error: unknown) {
+        socket.off("connect", onConnect);
+        socket.off("error", settle);
+        signal.removeEventListener("abort", onAbort);
+        if (error === undefined) resolve();
+        else reject(error);
+      }
+    });
+  } catch (error) {
+    socket.destroy();
+    throw error;
+  }
+  // Errors after the connect (a reset by the listener that closes it) are no news to the probe.
+  socket.on("error", () => {});
+  return {
+    localAddr: { hostname: socket.localAddress ?? "", port: socket.localPort ?? 0 },
+    close: () => socket.destroy(),
+  };
 }

@@ -32,6 +32,7 @@ export type {
   MetricsSnapshot,
   RpcServer,
   ServeOptions,
+  ServerAddr,
   ServerMetrics,
 } from "./server.ts";
 export { DEFAULT_LIMITS, DEFAULT_PORT } from "./server.ts";

@@ -66,3 +66,9 @@ Deno.test(`no source file is longer than ${MAX_LINES} lines`, async () => {
   }
   assert.deepEqual(long, []);
 });
+
+Deno.test("_version.ts names the version deno.json publishes", async () => {
+  const { VERSION } = await import("../_version.ts");
+  const config = JSON.parse(await Deno.readTextFile(new URL("deno.json", root)));
+  assert.equal(VERSION, config.version);
+});
