@@ -32,6 +32,7 @@ import {
   TcpClient,
   writeAll,
 } from "../tests/_util.ts";
+import { aliasedFrame, bigIntFrame, jsonValuesFrame } from "./attacks.ts";
 
 /**
  * How much the process RSS may grow from the end of the warm-up (a tenth of the run under full
@@ -393,7 +394,78 @@ const chaos: Record<string, Chaos> = {
       }
     }, 0),
   idle: () => rawFault(() => Promise.resolve(), LIMITS.idleTimeout + 1000),
+  // The attacks of "Reliability II" (bench/attacks.ts), sized to this server's limits.
+  notificationFlood: () =>
+    rawFault(async (raw) => {
+      // 20 000 calls of 50 ms, 64 at a time (maxInFlight): the server stops reading long before
+      // the last, so the writes stall; the bytes are bounded (1 MiB), as the server buffers what it
+      // has read (see bench/attacks.ts, notifications-sustained).
+      const frame = framed(JSON.stringify({ jsonrpc: "2.0", method: "later", params: [50, 1] }));
+      await settlesWithin(raw.sendBytes(repeated(frame, 20_000)), 2000);
+    }, 0),
+  batchFlood: () =>
+    rawFault(async (raw) => {
+      const batches = Array.from({ length: 8 }, (_, b) =>
+        framed(JSON.stringify(
+          Array.from({ length: 1024 }, (_, i) => request(b * 1024 + i, "later", [50, i])),
+        )));
+      await settlesWithin(raw.sendBytes(repeated(batches, 1)), 2000);
+      for (let i = 0; i < batches.length; i++) {
+        if (!await settlesWithin(raw.receive(), 2000)) break;
+      }
+    }, 0),
+  oversizedBatch: () =>
+    rawFault(async (raw) => {
+      await raw.send(Array.from({ length: 1025 }, (_, i) => request(i, "add", [i, 1])));
+      await settlesWithin(raw.receive(), 2000);
+    }, 0),
+  tooManyJsonValues: () =>
+    rawFault(async (raw) => {
+      // 150 000 objects in 450 KB, a key with an escaped backslash first: over maxJsonValues.
+      await raw.sendBytes(jsonValuesFrame(450_000));
+      await settlesWithin(raw.receive(), 2000);
+    }, 0),
+  bigBigInt: () =>
+    rawFault(async (raw) => {
+      await raw.exchange(request(0, "rpc.hello", { extensions: ["rich"] }));
+      await raw.sendBytes(bigIntFrame(900_000)); // 90 times maxBigIntDigits, within the frame limit
+      await settlesWithin(raw.receive(), 2000);
+    }, 0),
+  aliasedSections: () =>
+    rawFault(async (raw) => {
+      await raw.exchange(request(0, "rpc.hello", { extensions: ["rich"] }));
+      await raw.sendBytes(aliasedFrame(1));
+      await settlesWithin(raw.receive(), 2000);
+    }, 0),
+  stopsReading: () =>
+    rawFault(async (raw) => {
+      // A client that reads its first answers, then asks for 1 MiB replies and reads no more.
+      for (let i = 0; i < 3; i++) {
+        await settlesWithin(raw.exchange(request(i, "add", [i, 1])), 2000);
+      }
+      const deadline = Date.now() + LIMITS.writeTimeout + 3000;
+      for (let i = 0; i < 100 && Date.now() < deadline; i++) {
+        if (!await settlesWithin(raw.sendBytes(framed(JSON.stringify(request(i, "big")))), 1000)) {
+          return; // the server stopped reading us, or closed the connection
+        }
+      }
+    }, 0),
 };
+
+/** `frames` (one frame or several) back to back, `times` over, in one buffer. */
+function repeated(frames: Uint8Array | Uint8Array[], times: number): Uint8Array {
+  const parts = Array.isArray(frames) ? frames : [frames];
+  const size = parts.reduce((sum, part) => sum + part.length, 0);
+  const bytes = new Uint8Array(size * times);
+  let at = 0;
+  for (let i = 0; i < times; i++) {
+    for (const part of parts) {
+      bytes.set(part, at);
+      at += part.length;
+    }
+  }
+  return bytes;
+}
 
 const chaosRuns: Record<string, number> = Object.fromEntries(
   Object.keys(chaos).map((name) => [name, 0]),
