@@ -68,11 +68,10 @@ Deno.test("200 000 sleep notifications on one connection: other clients are answ
   }
 });
 
-// Fails on the node transport with Deno 2.9.6: node:tls keeps reading the TCP stream of a paused
-// TLS socket and buffers what it decrypts (TLSWrap's readStop stops only the delivery), so the
-// server's backpressure, which pauses the socket at maxInFlight, bounds nothing there: +740 MiB
-// in 10 s and growing, where the deno transport stays at +17 MiB. Stopping the reads of the TCP
-// handle under the TLS socket as well (its `_parent._handle.readStop()`) bounds it (+15 MiB).
+// On Deno 2.9.6, node:tls keeps reading the TCP stream of a paused TLS socket and buffers what it
+// decrypts, so pausing the socket at maxInFlight bounded nothing on the node transport: +740 MiB in
+// 10 s and growing. The node transport now also stops the reads of the TCP handle under the TLS
+// socket (_transport_node.ts, pauseReading), which bounds it (+15 MiB).
 Deno.test("a notification flood that never stops: the server stops reading that connection, so its RSS stays bounded", async (t) => {
   for (const transport of ["node", "deno"] as const) {
     await t.step(transport, async () => {
@@ -110,13 +109,10 @@ Deno.test("a 164 KB rich frame of 2 000 ArrayBuffers on one 64 KiB section is re
   assert.ok(growth < 16 * MIB, `server RSS grew ${(growth / MIB).toFixed(1)} MiB`);
 });
 
-// Fails on both transports (Deno 2.9.6). Six clients that send 1 MiB requests as fast as they go
-// cost the server more than 250 MiB even when they read every reply (bench/attacks.ts,
-// never-read-control: deno transport about +220 MiB, node transport about +1 GiB): V8 lets the
-// garbage of 1 MiB messages pile up. Clients that never read add up to maxQueuedBytes (64 MiB) of
-// queued replies each, which the write buffer holds in one buffer that doubles as it grows, so
-// six cost the deno transport about +500 MiB. The node transport also reads their requests
-// without bound (the node:tls pause bug above).
+// Clients that never read once cost the server up to maxQueuedBytes (64 MiB) of queued replies
+// each, and the node transport read their requests without bound (the pause bug above): six cost
+// +500 MiB to +1 GiB. Now a connection whose replies wait unwritten past 1 MiB is not read further
+// (_server_connection.ts, WRITE_HIGH_WATER) until they are written or writeTimeout closes it.
 Deno.test("six clients that request 1 MiB replies and never read them: other clients are answered and the server's RSS stays within 250 MiB", async (t) => {
   for (const transport of ["deno", "node"] as const) {
     await t.step(transport, async () => {
