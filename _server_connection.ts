@@ -21,6 +21,13 @@ import type { LimitName, Metrics } from "./_metrics.ts";
  */
 const SLICE_MS = 5;
 
+/**
+ * Bytes of replies waiting to be written past which a connection's next frame waits: 1 MiB keeps
+ * many small replies flowing in one write, while a client that requests large replies and never
+ * reads them pins about this much plus one reply, not `maxQueuedBytes` (which still closes it).
+ */
+const WRITE_HIGH_WATER = 1024 * 1024;
+
 /** Serves one connection: reads frames, dispatches, writes replies. */
 export class ServerConnection implements Session {
   readonly peer: { readonly hostname: string; readonly port: number };
@@ -149,6 +156,12 @@ export class ServerConnection implements Session {
           if (this.#inFlight >= this.#limits.maxInFlight) this.refused("max_in_flight");
           while (this.#inFlight >= this.#limits.maxInFlight && !this.closing) await this.#wait();
           if (this.closing) return await this.#writer.flushed();
+          // A client that does not read its replies is not read either: past this many bytes of
+          // replies waiting, its next frame waits until they are written (or writeTimeout ends it).
+          if (this.#writer.queuedBytes > WRITE_HIGH_WATER) {
+            await this.#writer.flushed();
+            if (this.closing) return;
+          }
           this.#dispatch(frame);
           if (performance.now() - sliceStart > SLICE_MS) {
             await yieldToOthers();
