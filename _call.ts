@@ -1,7 +1,7 @@
 // One call being served (its context, deadline and abort) and the connection it came on, as the
 // dispatcher sees them.
 
-import type { CallContext } from "./_context.ts";
+import type { CallContext, ContextSource } from "./_context.ts";
 import { Codec, type Id } from "./_codec.ts";
 import { TimeoutError } from "./errors.ts";
 import type { CertificateIdentity } from "./_x509_identity.ts";
@@ -64,8 +64,29 @@ export function detachedSession(accepting = true): Session {
 /** The longest deadline honoured, in ms: what setTimeout can wait (about 24.8 days). */
 export const MAX_TIMEOUT = 2 ** 31 - 1;
 
+/**
+ * A call of a plain handler whose {@linkcode Call} is made only when needed: when the handler reads
+ * its context, or returns a promise (then the call runs on: it can be cancelled, and pass its
+ * deadline). A handler that returns at once without asking costs no Call. One is reused for every
+ * call of a dispatcher: plain handlers run one at a time.
+ */
+export class LazyCall implements ContextSource {
+  /** The connection of the call, set while it runs. */
+  session: Session | undefined;
+  id: Id | undefined;
+  method = "";
+  deadline: number | undefined;
+  /** The call, once made. */
+  call: Call | undefined;
+
+  /** Makes the call on first use. */
+  get context(): Call {
+    return this.call ??= new Call(this.session!, this.id, this.method, this.deadline);
+  }
+}
+
 /** One call being served: its context, and the abort that cancellation, deadline or close fire. */
-export class Call implements CallContext {
+export class Call implements CallContext, ContextSource {
   readonly peer: { readonly hostname: string; readonly port: number };
   readonly identity: unknown;
   readonly certificate: CertificateIdentity | undefined;
@@ -77,14 +98,20 @@ export class Call implements CallContext {
   #reason: unknown;
   #timer: ReturnType<typeof setTimeout> | undefined;
 
-  constructor(session: Session, id: Id | undefined, method: string, timeout: number | undefined) {
+  /** `deadline`: when the caller stops waiting (`Date.now()` milliseconds), if it said. */
+  constructor(session: Session, id: Id | undefined, method: string, deadline: number | undefined) {
     this.#session = session;
     this.peer = session.peer;
     this.identity = session.tokenIdentity ?? session.certificate;
     this.certificate = session.certificate;
     this.id = id;
     this.method = method;
-    this.deadline = timeout === undefined ? undefined : Date.now() + timeout;
+    this.deadline = deadline;
+  }
+
+  /** The call is its own context. */
+  get context(): CallContext {
+    return this;
   }
 
   /** Created on first use: most handlers never look, and an AbortController is not free. */

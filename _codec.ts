@@ -1,7 +1,7 @@
 // Frames to JSON-RPC 2.0 messages and back: a Codec per connection, made once with its settings
-// (rich values, depth), with methods for requests, results and errors. Every outgoing message
-// carries the id it answers, so that one too large to send can still be answered by an error.
-// The server and the client share it.
+// (rich values, depth), with methods for requests, results and errors. Decoding is here, making
+// messages in _outgoing.ts. Every outgoing message carries the id it answers, so that one too
+// large to send can still be answered by an error. The server and the client share it.
 
 import { ErrorCode } from "./errors.ts";
 import { parseJson } from "./_json.ts";
@@ -10,16 +10,28 @@ import {
   DEFAULT_DECODE_LIMITS,
   EXTENDED_MARKER,
   ExtendedFrameError,
-  extendedParts,
-  jsonOnlyProblem,
   parseJson as parseExtendedJson,
   revive,
-  RichEncoder,
   splitExtended,
 } from "./_rich.ts";
-
 import { DEFAULT_MAX_DEPTH, DEFAULT_MAX_JSON_VALUES } from "./_limits.ts";
+import {
+  errorMessage,
+  exceedsDepth,
+  type Outgoing,
+  requestMessage,
+  resultMessage,
+} from "./_outgoing.ts";
 
+export {
+  type Encoded,
+  errorText,
+  exceedsDepth,
+  isPlainJson,
+  NotPlainError,
+  Outgoing,
+  resultText,
+} from "./_outgoing.ts";
 export { DEFAULT_MAX_DEPTH };
 
 /** A JSON-RPC id: the spec allows a string, a number or null. */
@@ -86,7 +98,10 @@ const RAW_IDS = new WeakMap<object, string>();
  */
 export function idTextOf(request: { id?: unknown }): string {
   const id = request.id;
-  if (typeof id === "number") return RAW_IDS.get(request) ?? String(id);
+  if (typeof id === "number") {
+    // Only ids a number changed were recorded: a safe integer needs no look-up.
+    return Number.isSafeInteger(id) ? String(id) : RAW_IDS.get(request) ?? String(id);
+  }
   return id === undefined ? "null" : JSON.stringify(id);
 }
 
@@ -160,116 +175,6 @@ function decodeExtended(
       : String(error);
     throw new DecodeError(ErrorCode.ParseError, `Parse error: invalid extended frame: ${why}`);
   }
-}
-
-/** An encoded message: JSON text (a plain frame), or the parts of an extended frame. */
-export type Encoded = string | Uint8Array[];
-
-/** A value that plain JSON would change, for a peer that has not enabled rich values. */
-export class NotPlainError extends TypeError {
-  /** What JSON would change: `"Map"`, `"Uint8Array"`, `"BigInt"`, `"undefined"`, `"NaN"`... */
-  readonly type: string;
-  constructor(type: string) {
-    super(`${articled(type)} cannot be carried by plain JSON`);
-    this.name = "NotPlainError";
-    this.type = type;
-  }
-}
-
-function articled(type: string): string {
-  return /^[-\d]|^NaN$|^Infinity$|^undefined$/.test(type)
-    ? type
-    : /^[AEIO]/.test(type)
-    ? `an ${type}`
-    : `a ${type}`;
-}
-
-/**
- * `prefix + JSON of value + suffix`: plain JSON text when `value` is plain, else, when `rich`, an
- * extended frame.
- *
- * @throws {NotPlainError} When the value is not plain JSON and the peer has no rich values.
- * @throws {RangeError} When the value nests deeper than `maxDepth`, or is circular.
- * @throws {TypeError} When the value holds something that cannot be sent at all (a function).
- */
-export function encodeWith(
-  prefix: string,
-  value: unknown,
-  suffix: string,
-  rich: boolean,
-  maxDepth: number,
-  envelope: number,
-): Encoded {
-  // The receiver measures the whole message: the envelope's objects count, and so do tags.
-  const depth = maxDepth - envelope;
-  const problem = jsonOnlyProblem(value, depth, rich);
-  if (problem === undefined) return `${prefix}${JSON.stringify(value) ?? "null"}${suffix}`;
-  if (!rich) throw new NotPlainError(problem);
-  const encoder = new RichEncoder(depth);
-  const tagged = encoder.encode(value);
-  if (exceedsDepth(tagged, depth)) {
-    throw new RangeError(`Cannot send value: encoded, it nests deeper than ${maxDepth} levels`);
-  }
-  return extendedParts(`${prefix}${JSON.stringify(tagged)}${suffix}`, encoder.sections);
-}
-
-/** A success response. */
-export function resultMessage(
-  idText: string,
-  result: unknown,
-  rich: boolean,
-  maxDepth: number,
-): Encoded {
-  // The result sits in the response object: one level.
-  return encodeWith(`{"jsonrpc":"2.0","id":${idText},"result":`, result, "}", rich, maxDepth, 1);
-}
-
-/** An error response whose `data` may need rich values. */
-export function errorMessage(
-  idText: string,
-  code: number,
-  message: string,
-  data: unknown,
-  rich: boolean,
-  maxDepth: number,
-): Encoded {
-  if (data === undefined) return errorText(idText, code, message);
-  return encodeWith(
-    `{"jsonrpc":"2.0","id":${idText},"error":{"code":${code},"message":${
-      JSON.stringify(message)
-    },"data":`,
-    data,
-    "}}",
-    rich,
-    maxDepth,
-    2, // the response object, then the error object
-  );
-}
-
-/**
- * A request, or a notification when `id` is undefined, whose params may need rich values. A
- * `traceparent` (W3C Trace Context, made by `_trace.ts`: JSON-safe) goes in a member of its own.
- */
-export function requestMessage(
-  id: number | undefined,
-  method: string,
-  params: unknown,
-  timeout: number | undefined,
-  rich: boolean,
-  maxDepth: number,
-  traceparent?: string,
-): Encoded {
-  const idText = id === undefined ? "" : `"id":${id},`;
-  const timeoutText = timeout === undefined ? "" : `,"timeout":${timeout}`;
-  const traceText = traceparent === undefined ? "" : `,"traceparent":"${traceparent}"`;
-  return encodeWith(
-    `{"jsonrpc":"2.0",${idText}"method":${JSON.stringify(method)},"params":`,
-    params,
-    `${timeoutText}${traceText}}`,
-    rich,
-    maxDepth,
-    1, // the request object; the params array is part of the value
-  );
 }
 
 /**
@@ -351,10 +256,23 @@ function stringEnd(bytes: Uint8Array, open: number): number {
 /** Frames up to this size are read char by char when ASCII: cheaper than a call into Rust. */
 const ASCII_FAST_BYTES = 512;
 
+/**
+ * The bytes of the frame being read, as an array of small integers: `String.fromCharCode` takes
+ * its arguments from a plain array in one copy, where a Uint8Array costs twice as much. Reused.
+ */
+const charCodes: number[] = [];
+
 /** The text of an all-ASCII frame, or `undefined` when a byte is not ASCII. */
 function asciiText(frame: Uint8Array): string | undefined {
-  for (let i = 0; i < frame.length; i++) if (frame[i]! >= 0x80) return undefined;
-  return String.fromCharCode.apply(null, frame as unknown as number[]);
+  const length = frame.length;
+  // Shortened, never lengthened with holes: the array stays packed.
+  if (charCodes.length > length) charCodes.length = length;
+  for (let i = 0; i < length; i++) {
+    const byte = frame[i]!;
+    if (byte >= 0x80) return undefined;
+    charCodes[i] = byte;
+  }
+  return String.fromCharCode.apply(null, charCodes);
 }
 
 /** Refuses `value` (parsed from `bytes`) when it nests deeper than `maxDepth`. */
@@ -379,57 +297,12 @@ export function isId(id: unknown): id is Id {
   return typeof id === "string" || (typeof id === "number" && Number.isFinite(id)) || id === null;
 }
 
-/** JSON text of a success response. */
-export function resultText(idText: string, result: unknown): string {
-  return `{"jsonrpc":"2.0","id":${idText},"result":${JSON.stringify(result) ?? "null"}}`;
-}
-
-/** JSON text of an error response. */
-export function errorText(idText: string, code: number, message: string, data?: unknown): string {
-  const dataText = data === undefined ? "" : `,"data":${JSON.stringify(data) ?? "null"}`;
-  return `{"jsonrpc":"2.0","id":${idText},"error":{"code":${code},"message":${
-    JSON.stringify(message)
-  }${dataText}}}`;
-}
-
 /** `Object.prototype.hasOwnProperty`, which a wire object may shadow with a key of that name. */
 export const hasOwn: (object: object, key: PropertyKey) => boolean = Object.hasOwn;
 
 /** Whether JSON text could nest deeper than `max`: that takes at least two bytes a level. */
 function mayExceedDepth(bytes: Uint8Array, max: number): boolean {
   return bytes.length > 2 * max;
-}
-
-/**
- * Whether a parsed value nests arrays and objects deeper than `max`. The recursion stops at `max`
- * levels, so however deep the value, the stack never holds more than `max` frames.
- */
-export function exceedsDepth(value: unknown, max: number): boolean {
-  if (value === null || typeof value !== "object") return false;
-  if (max === 0) return true;
-  if (Array.isArray(value)) {
-    for (let i = 0; i < value.length; i++) if (exceedsDepth(value[i], max - 1)) return true;
-    return false;
-  }
-  for (const key in value) {
-    if (exceedsDepth((value as Record<string, unknown>)[key], max - 1)) return true;
-  }
-  return false;
-}
-
-/** An outgoing message: its payload and the JSON text of the id it carries (`"null"` if none). */
-export class Outgoing {
-  /** The JSON text of the message's id, `"null"` for none: the reply to send if the body fails. */
-  readonly idText: string;
-  /** JSON text (a plain frame), or the parts of an extended frame. */
-  readonly body: Encoded;
-  /** The error code of an error response, 0 for any other message: what metrics count. */
-  readonly code: number;
-  constructor(idText: string, body: Encoded, code = 0) {
-    this.idText = idText;
-    this.body = body;
-    this.code = code;
-  }
 }
 
 /** Options for {@linkcode Codec}. */
@@ -492,16 +365,12 @@ export class Codec {
    * @throws {TypeError} When the result holds something that cannot be sent at all.
    */
   result(idText: string, result: unknown): Outgoing {
-    return new Outgoing(idText, resultMessage(idText, result, this.rich, this.maxDepth));
+    return resultMessage(idText, result, this.rich, this.maxDepth);
   }
 
   /** An error response; `data`, when given, may need rich values (throws as `result` does). */
   error(idText: string, code: number, message: string, data?: unknown): Outgoing {
-    return new Outgoing(
-      idText,
-      errorMessage(idText, code, message, data, this.rich, this.maxDepth),
-      code,
-    );
+    return errorMessage(idText, code, message, data, this.rich, this.maxDepth);
   }
 
   /**
@@ -515,9 +384,6 @@ export class Codec {
     params: unknown,
     timeout?: number,
   ): Outgoing {
-    return new Outgoing(
-      id === undefined ? "null" : String(id),
-      requestMessage(id, method, params, timeout, this.rich, this.maxDepth),
-    );
+    return requestMessage(id, method, params, timeout, this.rich, this.maxDepth);
   }
 }

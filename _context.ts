@@ -38,32 +38,42 @@ export interface CallContext {
   notify(method: string, ...params: unknown[]): void;
 }
 
+/**
+ * Where the context of a call comes from: the call itself, or (for a plain handler, which most
+ * often never asks) something that makes it the first time it is read.
+ */
+export interface ContextSource {
+  /** The context; made on first use, then the same object every time. */
+  readonly context: CallContext;
+}
+
 /** The context of `async` handlers, across every `await`. */
 const storage = new AsyncLocalStorage<CallContext>();
 
-/** The context of the plain (not `async`) handler running now, if any. */
-let current: CallContext | undefined;
+/** Where the context of the plain (not `async`) handler running now comes from, if any. */
+let current: ContextSource | undefined;
 
 /** The context of the call being served, or `undefined` outside a handler. */
 export function currentContext(): CallContext | undefined {
-  return current ?? storage.getStore();
+  return current !== undefined ? current.context : storage.getStore();
 }
 
 /**
- * Runs `fn` with `thisArg` and `args` as the call of `context`: through AsyncLocalStorage when
- * `keep` (an `async` handler, which awaits), else by setting the current context while it runs.
+ * Runs `fn` with `thisArg` and `args` as the call of `source`: through AsyncLocalStorage when
+ * `keep` (an `async` handler, which awaits; the context is made at once), else by setting the
+ * current source while it runs, so that the context is made only if the handler asks for it.
  * Used by the dispatcher.
  */
 export function runInContext(
-  context: CallContext,
+  source: ContextSource,
   fn: (...args: unknown[]) => unknown,
   thisArg: unknown,
   args: unknown[],
   keep: boolean,
 ): unknown {
-  if (keep) return storage.run(context, Reflect.apply, fn, thisArg, args);
+  if (keep) return storage.run(source.context, Reflect.apply, fn, thisArg, args);
   const previous = current;
-  current = context;
+  current = source;
   try {
     return Reflect.apply(fn, thisArg, args);
   } finally {

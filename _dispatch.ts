@@ -9,7 +9,7 @@ import { type CallContext, runInContext } from "./_context.ts";
 import { VERSION } from "./_version.ts";
 import { type Authenticator, AuthThrottle } from "./_auth.ts";
 import { buildMethodTable, type Method } from "./_introspect.ts";
-import { Call, detachedSession, MAX_TIMEOUT, type Session } from "./_call.ts";
+import { Call, detachedSession, LazyCall, MAX_TIMEOUT, type Session } from "./_call.ts";
 import { type BatchState, BUILTINS, type BuiltinServer, type Reply } from "./_builtins.ts";
 import { traceServerCall, tracing } from "./_trace.ts";
 
@@ -67,6 +67,8 @@ export class Dispatcher {
   #server: BuiltinServer;
   #interceptors: readonly Interceptor[];
   #observer: CallObserver | undefined;
+  /** The call of the plain handler running now; taken while one runs (a handler may dispatch). */
+  #lazy: LazyCall | undefined = new LazyCall();
 
   constructor(handlers: object, options: DispatcherOptions = {}) {
     this.methods = buildMethodTable(handlers);
@@ -240,20 +242,63 @@ export class Dispatcher {
       );
     }
     const timeout = request.timeout as number | undefined;
-    const call = new Call(
-      session,
-      Object.hasOwn(request, "id") ? request.id as Id : undefined,
-      method,
-      timeout === undefined ? undefined : Math.min(Math.ceil(timeout), MAX_TIMEOUT),
-    );
-    if (tracing) {
-      return traceServerCall(
-        call,
-        request.traceparent,
-        () => this.#invoke(entry, call, args, idText, session, codec),
-      );
+    // The clock is read only for a call that has a deadline.
+    const deadline = timeout === undefined
+      ? undefined
+      : Date.now() + Math.min(Math.ceil(timeout), MAX_TIMEOUT);
+    const id = Object.hasOwn(request, "id") ? request.id as Id : undefined;
+    if (entry.async || tracing || this.#interceptors.length > 0) {
+      const call = new Call(session, id, method, deadline);
+      if (tracing) {
+        return traceServerCall(
+          call,
+          request.traceparent,
+          () => this.#invoke(entry, call, args, idText, session, codec),
+        );
+      }
+      return this.#invoke(entry, call, args, idText, session, codec);
     }
-    return this.#invoke(entry, call, args, idText, session, codec);
+    return this.#invokePlain(entry, id, method, deadline, args, idText, session, codec);
+  }
+
+  /**
+   * Calls a plain handler without interceptors: its {@linkcode Call} is made only if it reads its
+   * context or returns a promise.
+   */
+  #invokePlain(
+    entry: Method,
+    id: Id | undefined,
+    method: string,
+    deadline: number | undefined,
+    args: unknown[],
+    idText: string,
+    session: Session,
+    codec: Codec,
+  ): Reply {
+    const lazy = this.#lazy ?? new LazyCall();
+    this.#lazy = undefined;
+    lazy.session = session;
+    lazy.id = id;
+    lazy.method = method;
+    lazy.deadline = deadline;
+    lazy.call = undefined;
+    let result: unknown;
+    let call: Call | undefined;
+    try {
+      result = runInContext(lazy, entry.fn, entry.thisArg, args, false);
+      // Inside the try: a hostile result (a Proxy, a throwing `then` getter) throws right here.
+      if (!(result instanceof Promise || isThenable(result))) {
+        return this.#succeed(codec, idText, method, result);
+      }
+      call = lazy.context;
+    } catch (error) {
+      return this.#fail(codec, idText, method, error);
+    } finally {
+      lazy.call = undefined;
+      lazy.session = undefined;
+      this.#lazy = lazy;
+    }
+    return this.#continue(call, result, idText, session, codec);
   }
 
   #observe(method: string, reply: Reply, start: number): void {
@@ -295,6 +340,17 @@ export class Dispatcher {
     } catch (error) {
       return this.#fail(codec, idText, call.method, error);
     }
+    return this.#continue(call, result as PromiseLike<unknown>, idText, session, codec);
+  }
+
+  /** A call whose handler returned a promise: it runs on, in flight, until that settles. */
+  #continue(
+    call: Call,
+    result: PromiseLike<unknown>,
+    idText: string,
+    session: Session,
+    codec: Codec,
+  ): Reply {
     // Only a call still running counts in flight, can be cancelled or pass its deadline.
     session.began();
     const key = call.id === undefined ? undefined : idText;

@@ -28,6 +28,16 @@ const KEEP_WRITE_BUFFER_BYTES = 256 * 1024;
 /** Strings longer than this are encoded on their own instead of in the worst case of 3 bytes a char. */
 const ENCODE_IN_PLACE_CHARS = 1024 * 1024;
 
+/**
+ * Parts of a frame at least this large go to the sink as they are, not copied into the write
+ * buffer: a sink write of its own costs less than copying them (a 1 MiB echo copied each way twice
+ * before), and the buffer does not grow to hold them.
+ */
+const HAND_OVER_BYTES = 64 * 1024;
+
+/** Byte runs shorter than this are copied by a loop: `Uint8Array.set` costs more for a few bytes. */
+const SET_MIN_BYTES = 64;
+
 /** Where a {@linkcode FrameReader} gets its bytes: a `Deno.Conn` is one. */
 export interface ByteSource {
   /**
@@ -84,11 +94,13 @@ export class FrameReader {
   #source: ByteSource;
   #maxFrameBytes: number;
   #buffer: Uint8Array = new Uint8Array(0);
-  #view: DataView = new DataView(this.#buffer.buffer);
   #start = 0;
   #end = 0;
+  /**
+   * When the bytes of the frame now partly received began to arrive. The clock is read only when a
+   * read leaves part of a frame (rare for small messages), not on every read.
+   */
   #partialSince: number | undefined;
-  #lastReadAt = 0;
 
   /**
    * Makes a reader of the frames in `source`.
@@ -128,13 +140,15 @@ export class FrameReader {
     for (;;) {
       const frames = this.#parse();
       if (frames.length > 0) {
-        // Bytes left over belong to a frame that began in the latest read.
-        this.#partialSince = this.#end === this.#start ? undefined : this.#lastReadAt;
+        // Bytes left over belong to a frame that began in the latest read, just now.
+        this.#partialSince = this.#end === this.#start ? undefined : Date.now();
         return frames;
       }
       const available = this.#end - this.#start;
+      // Part of a frame is here (or nothing yet): it began to arrive in the latest read.
+      if (available > 0) this.#partialSince ??= Date.now();
       if (available >= HEADER_BYTES) {
-        const length = this.#view.getUint32(this.#start);
+        const length = readLength(this.#buffer, this.#start);
         if (length + HEADER_BYTES > READ_BUFFER_BYTES) return [await this.#readLarge(length)];
       }
       if (this.#start > 0) {
@@ -142,10 +156,7 @@ export class FrameReader {
         this.#start = 0;
         this.#end = available;
       }
-      if (this.#buffer.length === 0) {
-        this.#buffer = new Uint8Array(READ_BUFFER_BYTES);
-        this.#view = new DataView(this.#buffer.buffer);
-      }
+      if (this.#buffer.length === 0) this.#buffer = new Uint8Array(READ_BUFFER_BYTES);
       const count = await this.#source.read(this.#buffer.subarray(this.#end));
       if (count === null) {
         if (this.#end > this.#start) {
@@ -156,17 +167,13 @@ export class FrameReader {
         return null;
       }
       this.#end += count;
-      if (count > 0) {
-        this.#lastReadAt = Date.now();
-        this.#partialSince ??= this.#lastReadAt;
-      }
     }
   }
 
   #parse(): Uint8Array[] {
     const frames: Uint8Array[] = [];
     while (this.#end - this.#start >= HEADER_BYTES) {
-      const length = this.#view.getUint32(this.#start);
+      const length = readLength(this.#buffer, this.#start);
       this.#checkLength(length);
       const frameEnd = this.#start + HEADER_BYTES + length;
       if (frameEnd > this.#end) break;
@@ -192,7 +199,6 @@ export class FrameReader {
     this.#start = this.#end = 0;
     // The read buffer is idle while a large frame streams in; drop it rather than hold both.
     this.#buffer = new Uint8Array(0);
-    this.#view = new DataView(this.#buffer.buffer);
     let filled = head.length;
     while (filled < length) {
       const count = await this.#source.read(frame.subarray(filled));
@@ -255,6 +261,15 @@ export class FrameWriter {
   #buffer = new Uint8Array(0);
   #spare = new Uint8Array(0);
   #length = 0;
+  /**
+   * What goes out before the buffer's bytes from `#sealed` on: views of the buffer up to
+   * `#sealed`, and large parts as they were given (see HAND_OVER_BYTES), in order.
+   */
+  #chunks: Uint8Array[] = [];
+  #chunkBytes = 0;
+  #sealed = 0;
+  /** Where the frame being built (`beginFrame`) starts in the buffer, or -1. */
+  #frameAt = -1;
   #writing = false;
   #writeSince: number | undefined;
   #failed = false;
@@ -282,7 +297,7 @@ export class FrameWriter {
 
   /** The number of bytes queued and not yet handed to the sink. */
   get queuedBytes(): number {
-    return this.#length;
+    return this.#chunkBytes + this.#length - this.#sealed;
   }
 
   /**
@@ -298,7 +313,7 @@ export class FrameWriter {
     this.#reserve(at + HEADER_BYTES + text.length * 3);
     const written = encodeText(text, this.#buffer, at + HEADER_BYTES);
     this.#checkSize(written);
-    new DataView(this.#buffer.buffer, this.#buffer.byteOffset).setUint32(at, written);
+    writeLength(this.#buffer, at, written);
     this.#length = at + HEADER_BYTES + written;
     this.#schedule();
   }
@@ -314,14 +329,16 @@ export class FrameWriter {
     if (this.#failed) return;
     const at = this.#length;
     this.#reserve(at + HEADER_BYTES + payload.length);
-    new DataView(this.#buffer.buffer, this.#buffer.byteOffset).setUint32(at, payload.length);
+    writeLength(this.#buffer, at, payload.length);
     this.#buffer.set(payload, at + HEADER_BYTES);
     this.#length = at + HEADER_BYTES + payload.length;
     this.#schedule();
   }
 
   /**
-   * Queues one frame whose payload is `parts` back to back, copied once, into the write buffer.
+   * Queues one frame whose payload is `parts` back to back. Parts under 64 KiB are copied into
+   * the write buffer; larger ones are handed to the sink as they are, after the bytes queued
+   * before them: they must not change until {@linkcode FrameWriter.flushed} resolves.
    *
    * @param parts The pieces of the frame's payload.
    * @throws {RangeError} When the payload is empty or larger than the frame limit.
@@ -331,15 +348,102 @@ export class FrameWriter {
     for (const part of parts) size += part.length;
     this.#checkSize(size);
     if (this.#failed) return;
-    const at = this.#length;
-    this.#reserve(at + HEADER_BYTES + size);
-    new DataView(this.#buffer.buffer, this.#buffer.byteOffset).setUint32(at, size);
-    let offset = at + HEADER_BYTES;
+    this.#reserve(this.#length + HEADER_BYTES);
+    writeLength(this.#buffer, this.#length, size);
+    this.#length += HEADER_BYTES;
     for (const part of parts) {
-      this.#buffer.set(part, offset);
-      offset += part.length;
+      if (part.length < HAND_OVER_BYTES) {
+        this.#copy(part);
+        continue;
+      }
+      if (this.#length > this.#sealed) {
+        this.#chunks.push(this.#buffer.subarray(this.#sealed, this.#length));
+        this.#chunkBytes += this.#length - this.#sealed;
+        this.#sealed = this.#length;
+      }
+      this.#chunks.push(part);
+      this.#chunkBytes += part.length;
     }
-    this.#length = offset;
+    this.#schedule();
+  }
+
+  /**
+   * Starts a frame whose payload is built in place by {@linkcode FrameWriter.appendText} and
+   * {@linkcode FrameWriter.appendBytes} and queued by {@linkcode FrameWriter.endFrame}: a message
+   * made of pieces (an envelope around a value's JSON text) is written without joining them
+   * first. Nothing else may be written until the frame ends.
+   *
+   * @example Write an envelope and a value's JSON text as one frame
+   * ```ts
+   * import { FrameWriter } from "./framing.ts";
+   * import assert from "node:assert/strict";
+   *
+   * const written: Uint8Array[] = [];
+   * const writer = new FrameWriter({
+   *   write(bytes) {
+   *     written.push(bytes.slice());
+   *     return Promise.resolve(bytes.length);
+   *   },
+   * });
+   * writer.beginFrame();
+   * writer.appendText('{"jsonrpc":"2.0","id":1,"result":');
+   * writer.appendText(JSON.stringify([1, 2]));
+   * writer.appendText("}");
+   * writer.endFrame();
+   * await writer.flushed();
+   * const payload = new TextDecoder().decode(written[0]!.subarray(4));
+   * assert.equal(payload, '{"jsonrpc":"2.0","id":1,"result":[1,2]}');
+   * ```
+   *
+   * @throws {TypeError} When a frame begun earlier has not ended.
+   */
+  beginFrame(): void {
+    if (this.#frameAt >= 0) {
+      throw new TypeError("Cannot begin frame: the frame begun before has not ended");
+    }
+    if (this.#failed) return;
+    this.#frameAt = this.#length;
+    this.#reserve(this.#length + HEADER_BYTES);
+    this.#length += HEADER_BYTES;
+  }
+
+  /**
+   * Appends `text`, encoded as UTF-8, to the frame begun by {@linkcode FrameWriter.beginFrame}.
+   *
+   * @param text A piece of the payload.
+   */
+  appendText(text: string): void {
+    if (this.#frameAt < 0) return; // writing failed: everything is dropped
+    if (text.length > ENCODE_IN_PLACE_CHARS) return this.#copy(encoder.encode(text));
+    this.#reserve(this.#length + text.length * 3);
+    this.#length += encodeText(text, this.#buffer, this.#length);
+  }
+
+  /**
+   * Appends `bytes`, copied, to the frame begun by {@linkcode FrameWriter.beginFrame}.
+   *
+   * @param bytes A piece of the payload.
+   */
+  appendBytes(bytes: Uint8Array): void {
+    if (this.#frameAt >= 0) this.#copy(bytes);
+  }
+
+  /**
+   * Queues the frame begun by {@linkcode FrameWriter.beginFrame}.
+   *
+   * @throws {RangeError} When its payload is empty or larger than the frame limit: the frame is
+   * dropped, and the writer takes the next one.
+   */
+  endFrame(): void {
+    const at = this.#frameAt;
+    if (at < 0) return;
+    this.#frameAt = -1;
+    const size = this.#length - at - HEADER_BYTES;
+    if (size === 0 || size > this.#maxFrameBytes) {
+      this.#length = at;
+      this.#checkSize(size);
+    }
+    writeLength(this.#buffer, at, size);
     this.#schedule();
   }
 
@@ -351,6 +455,17 @@ export class FrameWriter {
   flushed(): Promise<void> {
     if (!this.#writing || this.#failed) return Promise.resolve();
     return new Promise((resolve) => this.#waiters.push(resolve));
+  }
+
+  /** Copies `bytes` to the end of the write buffer. */
+  #copy(bytes: Uint8Array): void {
+    const length = bytes.length;
+    const at = this.#length;
+    this.#reserve(at + length);
+    const buffer = this.#buffer;
+    if (length >= SET_MIN_BYTES) buffer.set(bytes, at);
+    else for (let i = 0; i < length; i++) buffer[at + i] = bytes[i]!;
+    this.#length = at + length;
   }
 
   #checkSize(size: number): void {
@@ -365,7 +480,8 @@ export class FrameWriter {
   #reserve(size: number): void {
     if (size <= this.#buffer.length) return;
     const grown = new Uint8Array(Math.max(size, this.#buffer.length * 2, 4096));
-    grown.set(this.#buffer.subarray(0, this.#length));
+    // Sealed chunks keep viewing the old buffer, which is theirs until written.
+    grown.set(this.#buffer.subarray(this.#sealed, this.#length), this.#sealed);
     this.#buffer = grown;
   }
 
@@ -378,24 +494,29 @@ export class FrameWriter {
 
   async #flush(): Promise<void> {
     try {
-      while (this.#length > 0 && !this.#failed) {
-        const out = this.#buffer.subarray(0, this.#length);
+      while (this.queuedBytes > 0 && !this.#failed) {
+        const tail = this.#buffer.subarray(this.#sealed, this.#length);
+        let chunks: Uint8Array[] | undefined;
+        if (this.#chunks.length > 0) {
+          chunks = this.#chunks;
+          if (tail.length > 0) chunks.push(tail);
+          this.#chunks = [];
+          this.#chunkBytes = 0;
+        }
         const spare = this.#spare;
         this.#spare = this.#buffer;
         this.#buffer = spare;
-        this.#length = 0;
-        let offset = 0;
-        while (offset < out.length) {
-          this.#writeSince = Date.now();
-          offset += await this.#sink.write(out.subarray(offset));
-        }
+        this.#length = this.#sealed = 0;
+        if (chunks === undefined) await this.#write(tail);
+        else for (const chunk of chunks) await this.#write(chunk);
         this.#writeSince = undefined;
         if (this.#spare.length > KEEP_WRITE_BUFFER_BYTES) this.#spare = new Uint8Array(0);
       }
     } catch (error) {
       this.#failed = true;
       this.#writeSince = undefined;
-      this.#length = 0;
+      this.#length = this.#sealed = this.#chunkBytes = 0;
+      this.#chunks = [];
       this.#buffer = this.#spare = new Uint8Array(0);
       this.#onError?.(error);
     } finally {
@@ -404,6 +525,15 @@ export class FrameWriter {
       const waiters = this.#waiters;
       this.#waiters = [];
       for (const resolve of waiters) resolve();
+    }
+  }
+
+  /** Hands all of `bytes` to the sink, over as many writes as it takes. */
+  async #write(bytes: Uint8Array): Promise<void> {
+    let offset = 0;
+    while (offset < bytes.length) {
+      this.#writeSince = Date.now();
+      offset += await this.#sink.write(offset === 0 ? bytes : bytes.subarray(offset));
     }
   }
 }
@@ -423,6 +553,20 @@ function encodeText(text: string, buffer: Uint8Array, offset: number): number {
     if (i === text.length) return i;
   }
   return encoder.encodeInto(text, buffer.subarray(offset)).written;
+}
+
+/** The big-endian length prefix at `at`: a DataView a frame (or a buffer) costs more. */
+function readLength(buffer: Uint8Array, at: number): number {
+  return buffer[at]! * 0x100_0000 +
+    (buffer[at + 1]! << 16 | buffer[at + 2]! << 8 | buffer[at + 3]!);
+}
+
+/** Writes `length` as a big-endian prefix at `at`. */
+function writeLength(buffer: Uint8Array, at: number, length: number): void {
+  buffer[at] = length >>> 24;
+  buffer[at + 1] = length >>> 16;
+  buffer[at + 2] = length >>> 8;
+  buffer[at + 3] = length;
 }
 
 function checkMaxFrameBytes(value: number | undefined): number {

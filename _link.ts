@@ -3,15 +3,8 @@
 // ...). The client's calls go out through it and their answers come back through `LinkEvents`.
 // Every message is encoded and decoded here, and nowhere else in the client.
 
-import {
-  decodeFrame,
-  DEFAULT_MAX_DEPTH,
-  type Encoded,
-  errorText,
-  isId,
-  NotPlainError,
-  requestMessage,
-} from "./_codec.ts";
+import { decodeFrame, DEFAULT_MAX_DEPTH, isId } from "./_codec.ts";
+import { errorText, NotPlainError, Outgoing, requestMessage } from "./_outgoing.ts";
 import type { ClientConnection } from "./_dial.ts";
 import { closeQuietly, isDisconnect, reason } from "./_util.ts";
 import { ConnectionError, ErrorCode, ProtocolError, RpcError, TimeoutError } from "./errors.ts";
@@ -59,11 +52,9 @@ interface InternalCall {
 
 /** A message waiting for the write under way; `message` is cleared when its call is withdrawn. */
 interface Queued {
-  message: Encoded | undefined;
+  message: Outgoing | undefined;
   readonly size: number;
 }
-
-const encoder = new TextEncoder();
 
 /** One connection of a client. */
 export class Link {
@@ -79,6 +70,11 @@ export class Link {
   #started = false;
   #goingAway = false;
   #lastHeard = Date.now();
+  /**
+   * Set by every read; the keepalive check dates it, so that the clock is read once a check, not
+   * on every message.
+   */
+  #heard = false;
   /** The server's error for a message it could not read (id null), just before it closes. */
   #serverError: RpcError | undefined;
   #internal = new Map<number, InternalCall>();
@@ -258,7 +254,11 @@ export class Link {
   cancel(id: number): void {
     if (this.#lost || this.withdraw(id)) return;
     try {
-      this.#send(`{"jsonrpc":"2.0","method":"rpc.cancel","params":[${id}]}`, undefined, "cancel");
+      this.#send(
+        new Outgoing("null", `{"jsonrpc":"2.0","method":"rpc.cancel","params":[${id}]}`),
+        undefined,
+        "cancel",
+      );
     } catch {
       // The connection is failing or jammed; the server aborts the call when it notices.
     }
@@ -275,12 +275,12 @@ export class Link {
    * Hands `message` to the writer, or, while a write is under way, keeps it in the outbox until
    * that write is done (then everything kept goes out in one write, as the writer would do).
    */
-  #send(message: Encoded, id: number | undefined, what: string): void {
+  #send(message: Outgoing, id: number | undefined, what: string): void {
     const { target, maxQueuedBytes } = this.#options;
     if (this.#lost) {
       throw new ConnectionError(`Cannot ${what}: connection to "${target}" is closed`);
     }
-    const size = typeof message === "string" ? message.length : partsSize(message);
+    const size = message.size;
     const queued = this.#writer.queuedBytes + this.#outboxBytes;
     // A message alone is always taken (up to the frame limit): the limit bounds what piles up.
     if (queued > 0 && queued + size > maxQueuedBytes) {
@@ -289,14 +289,13 @@ export class Link {
       );
     }
     if (this.#outbox.length === 0 && this.#writer.writeStartedAt === undefined) {
-      if (typeof message === "string") this.#writer.writeText(message);
-      else this.#writer.writeParts(message);
+      message.writeTo(this.#writer);
       return;
     }
-    // The writer checks the frame limit when a message reaches it: check it now instead.
-    if (typeof message !== "string" || size * 3 > this.#maxFrameBytes) {
-      if (typeof message === "string") message = [encoder.encode(message)];
-      const bytes = partsSize(message);
+    // The writer checks the frame limit when a message reaches it: check it now instead. Text
+    // takes at most 3 bytes a code unit.
+    if (message.extended || size * 3 > this.#maxFrameBytes) {
+      const bytes = message.byteLength();
       if (bytes === 0 || bytes > this.#maxFrameBytes) {
         throw new RangeError(
           `Cannot write frame: ${bytes} bytes exceed the limit of ${this.#maxFrameBytes} bytes`,
@@ -323,11 +322,7 @@ export class Link {
     this.#withdrawn = 0;
     if (this.#lost) return;
     try {
-      for (const { message } of outbox) {
-        if (message === undefined) continue;
-        if (typeof message === "string") this.#writer.writeText(message);
-        else this.#writer.writeParts(message);
-      }
+      for (const { message } of outbox) message?.writeTo(this.#writer);
     } catch (error) {
       // Cannot happen (`#send` checked each size); were it to, the stream would be out of step.
       this.#fail(this.#lostError(error));
@@ -367,7 +362,7 @@ export class Link {
     params: unknown,
     timeout: number | undefined,
     traceparent?: string,
-  ): Encoded {
+  ): Outgoing {
     try {
       return requestMessage(
         id,
@@ -402,7 +397,10 @@ export class Link {
       this.#internal.set(id, { resolve, reject, timer });
       try {
         this.#send(
-          `{"jsonrpc":"2.0","id":${id},"method":"${method}"${paramsText}}`,
+          new Outgoing(
+            String(id),
+            `{"jsonrpc":"2.0","id":${id},"method":"${method}"${paramsText}}`,
+          ),
           undefined,
           method,
         );
@@ -423,7 +421,12 @@ export class Link {
 
   #checkKeepalive(): void {
     const { interval, timeout } = this.#options.keepalive!;
-    if (this.#lost || this.#pinging || Date.now() - this.#lastHeard < interval) return;
+    const now = Date.now();
+    if (this.#heard) {
+      this.#heard = false;
+      this.#lastHeard = now;
+    }
+    if (this.#lost || this.#pinging || now - this.#lastHeard < interval) return;
     this.#pinging = true;
     this.#internalCall("rpc.ping", undefined, timeout).then(() => {
       this.#pinging = false;
@@ -446,7 +449,7 @@ export class Link {
   async #readLoop(reader: FrameReader): Promise<void> {
     try {
       for (let frames = await reader.read(); frames; frames = await reader.read()) {
-        this.#lastHeard = Date.now();
+        this.#heard = true;
         // The server's replies are bounded by the frame size, not by the count of their values: a
         // large result is the point of many calls.
         for (const frame of frames) {
@@ -491,15 +494,13 @@ export class Link {
     if (Object.hasOwn(request, "id")) {
       const id = (request as { id: unknown }).id;
       try {
-        this.#send(
-          errorText(
-            JSON.stringify(isId(id) ? id : null),
-            ErrorCode.MethodNotFound,
-            `Method not found: ${JSON.stringify(method)}`,
-          ),
-          undefined,
-          "answer the server",
+        const idText = JSON.stringify(isId(id) ? id : null);
+        const text = errorText(
+          idText,
+          ErrorCode.MethodNotFound,
+          `Method not found: ${JSON.stringify(method)}`,
         );
+        this.#send(new Outgoing(idText, text), undefined, "answer the server");
       } catch {
         // Jammed (or over the frame limit, for a long name): a server that asks must wait.
       }
@@ -541,12 +542,6 @@ export class Link {
       cause: serverError ?? error,
     });
   }
-}
-
-function partsSize(parts: readonly Uint8Array[]): number {
-  let size = 0;
-  for (const part of parts) size += part.length;
-  return size;
 }
 
 /** The error under a ConnectionError of ours, for a message that says what really failed. */

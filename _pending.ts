@@ -63,17 +63,19 @@ export interface PendingOptions {
 
 /** The table of a client's calls, and the connection they go out on. */
 export class PendingCalls {
+  /** The calls sent and not answered, by id; each knows the connection it went out on. */
   #inFlight = new Map<number, Call>();
-  /** The calls in flight on each connection; one without calls has no entry. */
-  #onLink = new Map<Link, Set<Call>>();
   #waiting = new Set<Call>();
   #nextId = 1;
   #names: string;
   #mapResult: ((result: unknown) => unknown) | undefined;
   #resend: boolean;
   #link: Link | undefined;
-  /** Connections that take no new calls (rpc.goaway), closed once their last call settles. */
-  #retired = new Set<Link>();
+  /**
+   * Connections that take no new calls (rpc.goaway), and how many calls are in flight on each:
+   * closed once the last settles. Only they are counted: a call costs no per-connection entry.
+   */
+  #retired = new Map<Link, number>();
   #closed = false;
 
   constructor(options: PendingOptions) {
@@ -178,8 +180,9 @@ export class PendingCalls {
   retire(link: Link): boolean {
     if (this.#link !== link || this.#closed) return false;
     this.#link = undefined;
-    this.#retired.add(link);
-    this.#closeIfDrained(link);
+    const left = this.#callsOn(link).length;
+    if (left === 0) this.#closeRetired(link);
+    else this.#retired.set(link, left);
     return true;
   }
 
@@ -220,9 +223,7 @@ export class PendingCalls {
     const current = this.#link === link;
     if (current) this.#link = undefined;
     this.#retired.delete(link);
-    const calls = this.#onLink.get(link);
-    this.#onLink.delete(link);
-    for (const call of calls ?? []) {
+    for (const call of this.#callsOn(link)) {
       this.#inFlight.delete(call.id);
       call.link = undefined;
       if (retry && call.idempotent && !call.retried) {
@@ -240,12 +241,11 @@ export class PendingCalls {
   close(error: ConnectionError): void {
     if (this.#closed) return;
     this.#closed = true;
-    const links = [this.#link, ...this.#retired];
+    const links = [this.#link, ...this.#retired.keys()];
     this.#link = undefined;
     this.#retired.clear();
     const calls = [...this.#inFlight.values(), ...this.#waiting];
     this.#inFlight.clear();
-    this.#onLink.clear();
     this.#waiting.clear();
     for (const link of links) link?.close(error);
     for (const call of calls) {
@@ -277,9 +277,6 @@ export class PendingCalls {
     }
     call.link = link;
     this.#inFlight.set(call.id, call);
-    let calls = this.#onLink.get(link);
-    if (calls === undefined) this.#onLink.set(link, calls = new Set());
-    calls.add(call);
   }
 
   /** The server knows the deadline too: it aborts the handler and sends nothing. */
@@ -300,9 +297,10 @@ export class PendingCalls {
 
   /** Forgets a call: its timer, its abort listener, its entries. */
   #drop(call: Call): void {
-    this.#unlink(call);
-    this.#waiting.delete(call);
-    clearTimeout(call.timer);
+    // Only a call without a connection can be waiting for one.
+    if (call.link === undefined) this.#waiting.delete(call);
+    else this.#unlink(call);
+    if (call.timer !== undefined) clearTimeout(call.timer);
     if (call.onAbort) call.signal?.removeEventListener("abort", call.onAbort);
   }
 
@@ -312,18 +310,22 @@ export class PendingCalls {
     this.#inFlight.delete(call.id);
     if (link === undefined) return;
     call.link = undefined;
-    const calls = this.#onLink.get(link);
-    if (calls === undefined) return;
-    calls.delete(call);
-    if (calls.size === 0) {
-      this.#onLink.delete(link);
-      this.#closeIfDrained(link);
-    }
+    if (this.#retired.size === 0) return;
+    const left = this.#retired.get(link);
+    if (left === undefined) return;
+    if (left > 1) this.#retired.set(link, left - 1);
+    else this.#closeRetired(link);
   }
 
-  /** Closes a retired connection once no call waits for an answer on it. */
-  #closeIfDrained(link: Link): void {
-    if (!this.#retired.has(link) || this.#onLink.has(link)) return;
+  /** The calls in flight on `link`, in the order they went out. */
+  #callsOn(link: Link): Call[] {
+    const calls: Call[] = [];
+    for (const call of this.#inFlight.values()) if (call.link === link) calls.push(call);
+    return calls;
+  }
+
+  /** Closes a retired connection: no call waits for an answer on it any more. */
+  #closeRetired(link: Link): void {
     this.#retired.delete(link);
     link.close(
       new ConnectionError(

@@ -6,14 +6,13 @@ import {
   DEFAULT_DECODE_LIMITS,
   DEFAULT_MAX_BIGINT_DIGITS,
   ExtendedFrameError,
-  jsonOnlyProblem,
   parseJson as parseExtendedJson,
   revive,
   RichEncoder,
   splitExtended,
 } from "../_rich.ts";
 import { parseJson } from "../_json.ts";
-import { decodeFrame, resultText } from "../_codec.ts";
+import { Codec } from "../_codec.ts";
 
 const small = { id: 42, name: "ada", active: true, score: 3.5, tags: ["a", "b"] };
 const medium = {
@@ -27,30 +26,42 @@ const medium = {
   total: 50,
 };
 const encoder = new TextEncoder();
-const smallFrame = encoder.encode(resultText("1", small));
-const mediumFrame = encoder.encode(resultText("1", medium));
+const response = (result: unknown) => JSON.stringify({ jsonrpc: "2.0", id: 1, result });
+const smallFrame = encoder.encode(response(small));
+const mediumFrame = encoder.encode(response(medium));
+const plainPeer = new Codec();
+const richPeer = new Codec({ rich: true });
 
+// What the server does with a result: prove it plain (so that a Map never silently becomes {}),
+// then JSON.stringify it. The envelope is written into the frame in pieces, not joined first.
 for (const [name, value] of [["small", small], ["medium", medium]] as const) {
   Deno.bench(`JSON.stringify ${name}`, { group: `encode ${name}`, baseline: true }, () => {
     JSON.stringify(value);
   });
-  Deno.bench(`plain check + JSON.stringify ${name}`, { group: `encode ${name}` }, () => {
-    if (jsonOnlyProblem(value, 128, false) === undefined) JSON.stringify(value);
+  Deno.bench(`Codec.result ${name}, plain peer`, { group: `encode ${name}` }, () => {
+    plainPeer.result("1", value);
   });
-  Deno.bench(`resultText ${name} (what the server sends)`, { group: `encode ${name}` }, () => {
-    if (jsonOnlyProblem(value, 128, false) === undefined) resultText("1", value);
+  Deno.bench(`Codec.result ${name}, rich peer`, { group: `encode ${name}` }, () => {
+    richPeer.result("1", value);
   });
 }
+// What a receiver does with a frame: UTF-8, parse, the nesting check.
 for (const [name, frame] of [["small", smallFrame], ["medium", mediumFrame]] as const) {
   const text = new TextDecoder().decode(frame);
-  Deno.bench(`JSON.parse ${name}`, { group: `decode ${name}`, baseline: true }, () => {
+  const utf8 = new TextDecoder();
+  Deno.bench(`TextDecoder + JSON.parse ${name}`, {
+    group: `decode ${name}`,
+    baseline: true,
+  }, () => {
+    JSON.parse(utf8.decode(frame));
+  });
+  Deno.bench(`JSON.parse ${name}, text already decoded`, { group: `decode ${name}` }, () => {
     JSON.parse(text);
   });
-  Deno.bench(`TextDecoder + JSON.parse ${name}`, { group: `decode ${name}` }, () => {
-    JSON.parse(new TextDecoder().decode(frame));
-  });
-  Deno.bench(`decodeFrame ${name} (depth check, UTF-8, parse)`, { group: `decode ${name}` }, () => {
-    decodeFrame(frame, 128);
+  Deno.bench(`Codec.decode ${name} (UTF-8, parse, depth check)`, {
+    group: `decode ${name}`,
+  }, () => {
+    plainPeer.decode(frame);
   });
 }
 const rich = {
