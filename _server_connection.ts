@@ -93,7 +93,10 @@ export class ServerConnection implements Session {
       maxFrameBytes: limits.maxFrameBytes,
       onError: (error) => {
         if (!isDisconnect(error)) {
-          this.#log.report(error, `write to ${this.#peer} failed: ${reason(error)}`);
+          this.#log.report(error, `write to ${this.#peer} failed: ${reason(error)}`, {
+            event: "write_failed",
+            peer: this.#peer,
+          });
         }
         this.close();
       },
@@ -189,7 +192,10 @@ export class ServerConnection implements Session {
       if (this.#closed) return;
       if (error instanceof ProtocolError) {
         this.refused("max_frame_bytes");
-        this.#log.report(error, `protocol error from ${this.#peer}: ${error.message}`);
+        this.#log.report(error, `protocol error from ${this.#peer}: ${error.message}`, {
+          event: "protocol_error",
+          peer: this.#peer,
+        });
         this.#send(
           this.codec.plain.error(
             "null",
@@ -199,7 +205,10 @@ export class ServerConnection implements Session {
         );
         await this.#writer.flushed();
       } else if (!isDisconnect(error)) {
-        this.#log.report(error, `read from ${this.#peer} failed: ${reason(error)}`);
+        this.#log.report(error, `read from ${this.#peer} failed: ${reason(error)}`, {
+          event: "read_failed",
+          peer: this.#peer,
+        });
       }
     } finally {
       serving--;
@@ -258,7 +267,10 @@ export class ServerConnection implements Session {
 
   closeSoon(why: string): void {
     if (this.#closeAfterReply) return;
-    this.#log.report(undefined, `closing ${this.#peer}: ${why}`);
+    this.#log.report(undefined, `closing ${this.#peer}: ${why}`, {
+      event: "closing",
+      peer: this.#peer,
+    });
     this.#closeAfterReply = true;
   }
 
@@ -276,7 +288,10 @@ export class ServerConnection implements Session {
   #abandon(why: string, limit?: LimitName): void {
     if (this.#closed) return;
     if (limit !== undefined) this.refused(limit);
-    this.#log.report(undefined, `closed ${this.#peer}: ${why}`);
+    this.#log.report(undefined, `closed ${this.#peer}: ${why}`, {
+      event: "closed",
+      peer: this.#peer,
+    });
     this.close();
   }
 
@@ -295,7 +310,10 @@ export class ServerConnection implements Session {
     try {
       reply = this.#dispatcher.handleFrame(frame, this);
     } catch (error) {
-      this.#log.report(error, `cannot answer ${this.#peer}: ${reason(error)}`);
+      this.#log.report(error, `cannot answer ${this.#peer}: ${reason(error)}`, {
+        event: "reply_failed",
+        peer: this.#peer,
+      });
       return;
     }
     if (!(reply instanceof Promise)) {
@@ -306,7 +324,10 @@ export class ServerConnection implements Session {
     reply.then(
       (message) => this.#reply(message),
       (error) => {
-        this.#log.report(error, `cannot answer ${this.#peer}: ${reason(error)}`);
+        this.#log.report(error, `cannot answer ${this.#peer}: ${reason(error)}`, {
+          event: "reply_failed",
+          peer: this.#peer,
+        });
         this.#reply(undefined);
       },
     );
