@@ -25,6 +25,12 @@ const SLICE_MS = 5;
 let serving = 0;
 
 /**
+ * The connection that dispatched the latest frame. A connection whose frame comes after another
+ * connection's has let the others run since its own last frame: its slice begins anew.
+ */
+let lastToDispatch: ServerConnection | undefined;
+
+/**
  * Bytes of replies waiting to be written past which a connection's next frame waits: 1 MiB keeps
  * many small replies flowing in one write, while a client that requests large replies and never
  * reads them pins about this much plus one reply, not `maxQueuedBytes` (which still closes it).
@@ -159,7 +165,7 @@ export class ServerConnection implements Session {
   async #run(): Promise<void> {
     serving++;
     try {
-      let sliceStart = Date.now();
+      let sliceStart = 0;
       for (let frames = await this.#reader.read(); frames; frames = await this.#reader.read()) {
         this.#active = true;
         for (const frame of frames) {
@@ -176,11 +182,17 @@ export class ServerConnection implements Session {
             if (this.closing) return;
           }
           this.#dispatch(frame);
-          // Alone, a connection has nobody to yield to: the clock is not read, and a client that
-          // calls in sequence does not wait for a yield (a millisecond or more, every 5 ms).
-          if (serving > 1 && Date.now() - sliceStart > SLICE_MS) {
-            await yieldToOthers();
-            sliceStart = Date.now();
+          // A yield costs a millisecond or more (a timer): only a connection that has held the
+          // loop for a whole slice while others wait pays it. Alone, it has nobody to yield to;
+          // taking turns with others (many clients calling in sequence), it yields already.
+          if (serving > 1) {
+            if (lastToDispatch !== this) {
+              lastToDispatch = this;
+              sliceStart = Date.now();
+            } else if (Date.now() - sliceStart > SLICE_MS) {
+              await yieldToOthers();
+              sliceStart = Date.now();
+            }
           }
         }
       }
@@ -212,6 +224,7 @@ export class ServerConnection implements Session {
       }
     } finally {
       serving--;
+      if (lastToDispatch === this) lastToDispatch = undefined;
       this.close();
     }
   }
