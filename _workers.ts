@@ -1,9 +1,9 @@
 // `serve --workers N`: N Web Workers, each serving the module on the same port through reusePort,
 // so that the kernel spreads connections over every core. The pool starts them (the first one
 // picks the port when 0 was asked for), restarts one that dies, names each log line's worker,
-// sums their metrics, and drains them all on shutdown.
+// sums their metrics (keeping the counts of those that died), and drains them all on shutdown.
 
-import { type MetricsSnapshot, renderMerged } from "./_metrics.ts";
+import { type MetricsSnapshot, renderMerged, retireSnapshot } from "./_metrics_text.ts";
 import type { Limits } from "./_limits.ts";
 import type { LogEventFields, LogLevel } from "./_cli_log.ts";
 
@@ -33,7 +33,7 @@ export type ToWorker =
 export type FromWorker =
   | { type: "listening"; port: number }
   | { type: "failed"; message: string }
-  | { type: "crashed"; message: string }
+  | { type: "crashed"; message: string; snapshot: MetricsSnapshot | undefined }
   | { type: "log"; line: string; level: LogLevel; fields: LogEventFields; errorName?: string }
   | { type: "metrics"; id: number; snapshot: MetricsSnapshot | undefined }
   | { type: "stopped" };
@@ -99,6 +99,8 @@ export async function startWorkers(options: WorkerPoolOptions): Promise<WorkerPo
 class Slot {
   worker: Worker | undefined;
   stopped: Promise<void> | undefined;
+  /** The worker's latest metrics, kept for when it dies without a last word. */
+  last: MetricsSnapshot | undefined;
 }
 
 class Pool implements WorkerPool {
@@ -111,6 +113,10 @@ class Pool implements WorkerPool {
   #nextId = 0;
   #waiting = new Map<number, (snapshot: MetricsSnapshot | undefined) => void>();
   #timers = new Set<ReturnType<typeof setTimeout>>();
+  /** The counters of the workers that died, so that the sum never goes down. */
+  #retired: MetricsSnapshot | undefined;
+  /** Workers whose counters are in #retired: a snapshot they sent before is not counted again. */
+  #retiredWorkers = new WeakSet<Worker>();
 
   constructor(options: WorkerPoolOptions) {
     if (!Number.isInteger(options.count) || options.count < 1) {
@@ -168,6 +174,7 @@ class Pool implements WorkerPool {
         done.resolve();
       } else if (message.type === "crashed") {
         listening.reject(new Error(message.message));
+        if (message.snapshot !== undefined) slot.last = message.snapshot;
         this.#died(slot, worker, number, message.message);
         done.resolve();
       }
@@ -190,6 +197,7 @@ class Pool implements WorkerPool {
   /** A worker died: it is ended, logged, and started again after a pause unless stopping. */
   #died(slot: Slot, worker: Worker, number: number, why: string): void {
     worker.terminate();
+    this.#retire(slot, worker);
     // Before start() has finished, the caller hears of it and shuts the pool down.
     if (this.#stopping || !this.#started || slot.worker !== worker) return;
     this.#log({
@@ -234,12 +242,28 @@ class Pool implements WorkerPool {
     this.#options.log(`[worker ${entry.worker}] ${entry.message}`, entry);
   }
 
-  async metrics(): Promise<string> {
-    const snapshots = await Promise.all(this.#slots.map((slot) => this.#snapshot(slot)));
-    return renderMerged(snapshots.filter((snapshot) => snapshot !== undefined));
+  /**
+   * The counters of the worker of `slot`, which died, join those of the workers that died before:
+   * its last word, or the latest snapshot it sent (the calls since then are lost with it).
+   */
+  #retire(slot: Slot, worker: Worker): void {
+    if (this.#retiredWorkers.has(worker)) return;
+    this.#retiredWorkers.add(worker);
+    if (slot.last !== undefined) this.#retired = retireSnapshot(this.#retired, slot.last);
+    slot.last = undefined;
   }
 
-  #snapshot(slot: Slot): Promise<MetricsSnapshot | undefined> {
+  async metrics(): Promise<string> {
+    const answers = await Promise.all(this.#slots.map((slot) => this.#snapshot(slot)));
+    // Read after every answer is in: a worker that answered and then died is in #retired now, and
+    // its answer is left out, so that it is counted once.
+    const live = answers.flatMap((answer) =>
+      answer === undefined || this.#retiredWorkers.has(answer.worker) ? [] : [answer.snapshot]
+    );
+    return renderMerged(this.#retired === undefined ? live : [this.#retired, ...live]);
+  }
+
+  #snapshot(slot: Slot): Promise<{ worker: Worker; snapshot: MetricsSnapshot } | undefined> {
     const worker = slot.worker;
     if (worker === undefined) return Promise.resolve(undefined);
     const id = this.#nextId++;
@@ -248,7 +272,9 @@ class Pool implements WorkerPool {
       const finish = (snapshot: MetricsSnapshot | undefined) => {
         clearTimeout(timer);
         this.#waiting.delete(id);
-        resolve(snapshot);
+        if (snapshot === undefined) return resolve(undefined);
+        if (!this.#retiredWorkers.has(worker)) slot.last = snapshot;
+        resolve({ worker, snapshot });
       };
       this.#waiting.set(id, finish);
       const request: ToWorker = { type: "metrics", id };

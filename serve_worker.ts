@@ -30,7 +30,14 @@ self.addEventListener("unhandledrejection", (event) => {
 });
 
 function crashed(why: string): void {
-  post({ type: "crashed", message: why });
+  // Its counters go with it, for the pool to keep: the sum over workers must never go down.
+  let snapshot;
+  try {
+    snapshot = server?.metrics?.snapshot();
+  } catch {
+    // Counted as far as the latest scrape.
+  }
+  post({ type: "crashed", message: why, snapshot });
   self.close();
 }
 

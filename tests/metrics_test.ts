@@ -11,7 +11,9 @@ import {
   Metrics,
   type MetricsSnapshot,
   renderMerged,
+  retireSnapshot,
 } from "../_metrics.ts";
+import { VERSION } from "../_version.ts";
 import { delay, root, until } from "./_util.ts";
 
 /** promtool from .ci/fetch_tools.sh, or $PROMTOOL; fails the test when it is missing. */
@@ -421,6 +423,77 @@ Deno.test("renderMerged() counts process figures once per process and takes the 
   assert.equal(samples(stray).get('tlsrpc_handshake_failures_total{reason="other"}'), 2);
   assert.equal(samples(stray).get('tlsrpc_limit_refusals_total{limit="other"}'), 3);
   assert.ok(!stray.includes("weird") && !stray.includes("max_cpu"));
+});
+
+Deno.test("renderMerged() reports the process's CPU time, its start and the version", async () => {
+  using metrics = quietMetrics();
+  let spin = 0;
+  for (let i = 0; i < 1e6; i++) spin += i; // some CPU time of its own
+  assert.ok(spin > 0);
+  const text = metrics.render();
+  const all = samples(text);
+  assert.ok(all.get("process_cpu_seconds_total")! > 0, text);
+  const start = all.get("process_start_time_seconds")!;
+  const uptime = performance.now() / 1000;
+  assert.ok(Math.abs(Date.now() / 1000 - uptime - start) < 5, `start ${start}`);
+  assert.equal(samples(metrics.render()).get("process_start_time_seconds"), start, "steady");
+  assert.equal(all.get(`tlsrpc_build_info{version="${VERSION}"}`), 1);
+  await assertPromtoolAccepts(text);
+  // Two threads of one process count its CPU time once; two processes add theirs.
+  const base = metrics.snapshot();
+  const twice = samples(renderMerged([
+    { ...base, cpuSeconds: 2 },
+    { ...base, cpuSeconds: 3 },
+    { ...base, pid: base.pid + 1, cpuSeconds: 4, startTimeSeconds: start - 10 },
+  ]));
+  assert.equal(twice.get("process_cpu_seconds_total"), 7);
+  assert.equal(twice.get("process_start_time_seconds"), start - 10, "the earliest start");
+});
+
+Deno.test("retireSnapshot() keeps a stopped worker's counters and zeroes its gauges", async () => {
+  using a = quietMetrics(["add"]);
+  using b = quietMetrics(["add", "mul"]);
+  a.callFinished("add", 0, 0.001);
+  a.callFinished("add", -32000, 0.02);
+  a.connectionOpened();
+  a.callStarted();
+  a.handshakeFailed("protocol");
+  a.limitRefused("max_batch");
+  a.bytesReceived(10);
+  a.bytesSent(7);
+  b.callFinished("add", 0, 0.3);
+  b.callFinished("mul", 0, 0.004);
+  b.connectionOpened();
+  b.connectionClosed();
+  b.handshakeFailed("protocol");
+  b.bytesSent(1);
+  const retired = retireSnapshot(retireSnapshot(undefined, a.snapshot()), b.snapshot());
+  const all = samples(renderMerged([retired]));
+  assert.deepEqual(
+    family(renderMerged([retired]), "tlsrpc_calls_total"),
+    new Map([
+      ['tlsrpc_calls_total{method="add",code="-32000"}', 1],
+      ['tlsrpc_calls_total{method="add",code="0"}', 2],
+      ['tlsrpc_calls_total{method="mul",code="0"}', 1],
+    ]),
+  );
+  assert.equal(all.get('tlsrpc_call_duration_seconds_count{method="add"}'), 3);
+  assert.equal(all.get('tlsrpc_call_duration_seconds_bucket{method="add",le="0.001"}'), 1);
+  assert.equal(all.get("tlsrpc_connections_total"), 2);
+  assert.equal(all.get('tlsrpc_handshake_failures_total{reason="protocol"}'), 2);
+  assert.equal(all.get('tlsrpc_limit_refusals_total{limit="max_batch"}'), 1);
+  assert.equal(all.get("tlsrpc_bytes_received_total"), 10);
+  assert.equal(all.get("tlsrpc_bytes_sent_total"), 8);
+  assert.equal(all.get("tlsrpc_connections"), 0, "a stopped worker holds no connection");
+  assert.equal(all.get("tlsrpc_calls_in_flight"), 0, "nor calls");
+  // Beside a live worker, the process figures are the live one's.
+  using live = quietMetrics(["add"]);
+  live.callFinished("add", 0, 0.001);
+  const merged = samples(renderMerged([retired, live.snapshot()]));
+  assert.equal(merged.get('tlsrpc_calls_total{method="add",code="0"}'), 3);
+  assert.ok(merged.get("process_resident_memory_bytes")! > 0);
+  assert.ok(merged.get("process_cpu_seconds_total")! > 0);
+  await assertPromtoolAccepts(renderMerged([retired, live.snapshot()]));
 });
 
 Deno.test("Metrics samples event loop lag until closed", async () => {

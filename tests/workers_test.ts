@@ -104,6 +104,72 @@ Deno.test("startWorkers() sums the metrics of every worker", async () => {
   }
 });
 
+/** The value of the sample `name` (with its labels) in Prometheus text, or undefined. */
+function sampleOf(text: string, name: string): number | undefined {
+  const line = text.split("\n").find((l) => l.startsWith(`${name} `));
+  return line === undefined ? undefined : Number(line.slice(name.length + 1));
+}
+
+Deno.test("startWorkers() keeps the counts of a worker that died: its counters never go down", async () => {
+  const logs: string[] = [];
+  const workers = await pool(2, logs, true);
+  const burns = 'tlsrpc_calls_total{method="burn",code="0"}';
+  const crashes = 'tlsrpc_calls_total{method="crash",code="0"}';
+  const total = "tlsrpc_connections_total";
+  try {
+    // Calls on fresh connections, so that both workers count some.
+    for (let i = 0; i < 12; i++) {
+      await using client = await connect({
+        port: workers.port,
+        hostname: "127.0.0.1",
+        caCerts: [certs.ca],
+      });
+      await client.call("burn", 1);
+    }
+    const before = await workers.metrics();
+    assert.equal(sampleOf(before, burns), 12, before);
+    {
+      await using client = await connect({
+        port: workers.port,
+        hostname: "127.0.0.1",
+        caCerts: [certs.ca],
+      });
+      const victim = await client.call("crash") as string;
+      await until(() => logs.some((line) => line.startsWith(`[${victim}] died`)), "the death");
+    }
+    // Scraped while the dead worker waits for its restart, and after: nothing is lost.
+    const during = await workers.metrics();
+    assert.equal(sampleOf(during, burns), 12, during);
+    assert.equal(sampleOf(during, crashes), 1, during);
+    assert.equal(sampleOf(during, total), 13, during);
+    // A dead worker's gauges read zero (the live one's connections close as their clients did).
+    await until(
+      async () => sampleOf(await workers.metrics(), "tlsrpc_connections") === 0,
+      "no open connection",
+    );
+    await until(() => logs.some((line) => line.endsWith("started again")), "the restart");
+    for (let i = 0; i < 6; i++) {
+      await using client = await connect({
+        port: workers.port,
+        hostname: "127.0.0.1",
+        caCerts: [certs.ca],
+      });
+      await client.call("burn", 1);
+    }
+    const after = await workers.metrics();
+    assert.equal(sampleOf(after, burns), 18, after);
+    assert.equal(sampleOf(after, crashes), 1, after);
+    assert.equal(sampleOf(after, total), 19, after);
+    assert.equal(
+      sampleOf(after, 'tlsrpc_call_duration_seconds_count{method="burn"}'),
+      18,
+      "the histogram keeps the dead worker's calls too",
+    );
+  } finally {
+    await within(workers.shutdown(), "the workers to drain");
+  }
+});
+
 Deno.test("startWorkers() rejects when a worker cannot start, and leaves no worker or timer behind", async () => {
   const dir = await Deno.makeTempDir();
   try {
