@@ -163,11 +163,10 @@ digit) but is not valid JSON is an error (exit 2): quote a string as JSON, '"202
 several, the client tries them in a random order until one answers ([::1]:7443 for IPv6).
 
 --verbose prints on stderr, before the result, lines starting "* ": each connection attempt
-and its time (TCP connect and TLS handshake together), connect() as a whole (with rpc.hello
-and the token), then from a second connection to the same server: the TCP connect and TLS
-handshake times apart, the TLS version, the server certificate's subject, issuer, names and
-expiry, and the extensions negotiated (a raw rpc.hello); last the call's time. The result alone
-goes to stdout.
+with its TCP connect and TLS handshake times and TLS version, the server certificate's
+subject, issuer, names and expiry, connect() as a whole (with rpc.hello and the token), the
+extensions agreed in that rpc.hello, and the call's time; all of the one connection the call
+goes over. The result alone goes to stdout.
 
 An error answer prints its code and message, with what to do next, and its data on stderr;
 with --raw, the error object as received, JSON. Control and bidi characters from the server

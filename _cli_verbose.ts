@@ -1,15 +1,18 @@
 // `call --verbose`: what happened on the way to the result, on stderr, each line as it happens:
-// every connection attempt and its time (TCP connect and TLS handshake together, as the client's
-// TLS dialer does both), connect() as a whole (with rpc.hello and the token), the call's time;
-// and, from a second connection of its own to the endpoint the client chose, what Deno's TLS API
-// does not tell a client: the TCP connect and TLS handshake times apart, the TLS version, the
-// server's certificate (subject, issuer, names, expiry), and the extensions the server speaks
-// (one raw rpc.hello, which needs no token). node:tls reads the peer certificate; Deno.TlsConn
-// cannot.
+// every connection attempt with its TCP connect and TLS handshake times, the TLS version and the
+// server's certificate (subject, issuer, names, expiry), connect() as a whole (with rpc.hello and
+// the token), the extensions agreed in that rpc.hello, and the call's time. All of it from the one
+// connection the call goes over: the dialer is the client's own, on node:tls (which reads the
+// server's certificate, where Deno.TlsConn cannot), and the hello's answer is read as it passes.
 
-import { isIP } from "node:net";
-import tls from "node:tls";
-import { type Dialer, type Endpoint, tlsDialer, type TlsDialOptions } from "./_dial.ts";
+import type tls from "node:tls";
+import {
+  type ClientConnection,
+  type Dialer,
+  tlsDialer,
+  type TlsDialOptions,
+  type TlsHandshake,
+} from "./_dial.ts";
 import { escapeText } from "./_format.ts";
 import { readCertificate } from "./_x509_read.ts";
 import { readCertificateIdentity } from "./_x509_identity.ts";
@@ -18,24 +21,13 @@ import { formatAddr, reason } from "./_util.ts";
 /** The extensions the CLI's client offers in rpc.hello (connect()'s default, rich values on). */
 const OFFERED_EXTENSIONS: readonly string[] = ["rich"];
 
-/** The largest rpc.hello answer the probe reads: the real one is some 60 bytes. */
+/** The most bytes read past for the rpc.hello answer: the real one is some 60 bytes. */
 const MAX_HELLO_BYTES = 64 * 1024;
 
 const DAY_MS = 86_400_000;
 
-/** What the second connection learnt. */
-interface Probe {
-  /** Milliseconds to the TCP connection. */
-  readonly tcp: number;
-  /** Milliseconds from it to the end of the TLS handshake. */
-  readonly tls: number;
-  /** `TLSv1.3`. */
-  readonly protocol: string | null;
-  /** The server's certificate, as node:tls gives it. */
-  readonly certificate: tls.PeerCertificate;
-  /** The server's answer to rpc.hello: its result, or its error. */
-  readonly hello: { result?: unknown; error?: { code?: unknown; message?: unknown } };
-}
+/** What the server answered to rpc.hello: its result, or its error. */
+type Hello = { result?: unknown; error?: { code?: unknown; message?: unknown } };
 
 /** Milliseconds since `start`, for a line: `3.2 ms`. */
 function since(start: number): string {
@@ -45,66 +37,128 @@ function since(start: number): string {
 /** The lines of `call --verbose`, written as they happen. */
 export class VerboseLog {
   #write: (line: string) => void;
-  #endpoint: Endpoint | undefined;
+  /** The answer to rpc.hello on the connection that opened, once read. */
+  #hello: Hello | undefined;
+  #helloRead = false;
 
   /** @param write Writes one line; by default to stderr, after `* ` as curl does. */
   constructor(write: (line: string) => void = (line) => console.error(`* ${line}`)) {
     this.#write = write;
   }
 
-  /** The client's default TLS dialer, each attempt logged with its time or its failure. */
+  /**
+   * The client's default TLS dialer, on node:tls: each attempt logged with its times and what its
+   * handshake settled, or its failure; the first answer each connection reads (rpc.hello's) kept.
+   */
   dialer(options: TlsDialOptions): Dialer {
-    const dial = tlsDialer(options);
+    const last: { handshake?: TlsHandshake | undefined } = {};
+    const dial = tlsDialer({ ...options, onHandshake: (settled) => last.handshake = settled });
     return async (signal, endpoint) => {
-      const target = formatAddr(endpoint);
+      const target = escapeText(formatAddr(endpoint));
       const start = performance.now();
-      this.#write(`connecting to ${escapeText(target)}`);
+      last.handshake = undefined;
+      this.#write(`connecting to ${target}`);
+      let conn: ClientConnection;
       try {
-        const conn = await dial(signal, endpoint);
-        this.#endpoint = endpoint;
-        this.#write(`${escapeText(target)}: TCP connect and TLS handshake took ${since(start)}`);
-        return conn;
+        conn = await dial(signal, endpoint);
       } catch (error) {
-        this.#write(
-          `${escapeText(target)}: failed after ${since(start)}: ${escapeText(reason(error))}`,
-        );
+        this.#write(`${target}: failed after ${since(start)}: ${escapeText(reason(error))}`);
         throw error;
       }
+      const handshake = last.handshake as TlsHandshake | undefined; // set by the dial
+      if (handshake === undefined) {
+        this.#write(`${target}: TCP connect and TLS handshake took ${since(start)}`);
+      } else {
+        const { tcp, tls, protocol, certificate } = handshake;
+        this.#write(
+          `${target}: TCP connect ${tcp.toFixed(1)} ms, TLS handshake ${tls.toFixed(1)} ms ` +
+            `(${escapeText(protocol ?? "TLS")})`,
+        );
+        this.#write(`server certificate: ${describeCertificate(certificate)}`);
+      }
+      this.#hello = undefined;
+      this.#helloRead = false;
+      return new FirstAnswerTap(conn, (answer) => {
+        this.#hello = answer;
+        this.#helloRead = true;
+      });
     };
   }
 
-  /** connect() resolved, `start` being when it was called. */
+  /** connect() resolved, `start` being when it was called; then what its rpc.hello agreed. */
   connected(start: number): void {
     this.#write(`connected in ${since(start)} (connect() as a whole: TCP, TLS, rpc.hello, token)`);
+    this.#write(
+      `extensions: ${
+        this.#helloRead && this.#hello !== undefined
+          ? describeHello(this.#hello)
+          : "unknown (the server's answer to rpc.hello was not read)"
+      }`,
+    );
   }
 
   /** The call of `method` answered, `start` being when it was made. */
   called(method: string, start: number): void {
     this.#write(`call "${escapeText(method)}" took ${since(start)}`);
   }
+}
 
-  /**
-   * Opens a second connection to the endpoint the client connected to, verified as the client's
-   * was, and logs what it learns: times, certificate, extensions. A failure is one line, never
-   * the command's.
-   */
-  async inspect(options: TlsDialOptions, timeout: number): Promise<void> {
-    const endpoint = this.#endpoint;
-    if (endpoint === undefined) return;
-    const target = escapeText(formatAddr(endpoint));
-    let probe: Probe;
+/**
+ * A connection that hands the first frame it reads (the answer to rpc.hello, the client's first
+ * request) to `onAnswer`, parsed, and otherwise passes everything through untouched. It gives up
+ * quietly on a frame that is not JSON, not the hello's answer (id 0), or larger than
+ * MAX_HELLO_BYTES: the client reads the frame as it would anyway.
+ */
+class FirstAnswerTap implements ClientConnection {
+  #conn: ClientConnection;
+  #onAnswer: ((answer: Hello | undefined) => void) | undefined;
+  #seen = new Uint8Array(0);
+
+  constructor(conn: ClientConnection, onAnswer: (answer: Hello | undefined) => void) {
+    this.#conn = conn;
+    this.#onAnswer = onAnswer;
+  }
+
+  async read(buffer: Uint8Array): Promise<number | null> {
+    const count = await this.#conn.read(buffer);
+    if (this.#onAnswer !== undefined && count !== null) this.#look(buffer.subarray(0, count));
+    return count;
+  }
+
+  #look(bytes: Uint8Array): void {
+    const seen = new Uint8Array(this.#seen.length + bytes.length);
+    seen.set(this.#seen);
+    seen.set(bytes, this.#seen.length);
+    this.#seen = seen;
+    if (seen.length < 4) return;
+    const length = new DataView(seen.buffer).getUint32(0);
+    if (length > MAX_HELLO_BYTES) return this.#done(undefined);
+    if (seen.length < 4 + length) return;
+    let answer: unknown;
     try {
-      probe = await probeServer(endpoint, options, timeout);
-    } catch (error) {
-      this.#write(`cannot inspect ${target} on a second connection: ${escapeText(reason(error))}`);
-      return;
+      answer = JSON.parse(new TextDecoder().decode(seen.subarray(4, 4 + length)));
+    } catch {
+      return this.#done(undefined);
     }
-    this.#write(
-      `${target}, second connection: TCP connect ${probe.tcp.toFixed(1)} ms, TLS handshake ` +
-        `${probe.tls.toFixed(1)} ms (${escapeText(probe.protocol ?? "TLS")})`,
-    );
-    this.#write(`server certificate: ${describeCertificate(probe.certificate)}`);
-    this.#write(`extensions: ${describeHello(probe.hello)}`);
+    const hello = answer !== null && typeof answer === "object" &&
+        (answer as { id?: unknown }).id === 0
+      ? answer as Hello
+      : undefined;
+    this.#done(hello);
+  }
+
+  #done(answer: Hello | undefined): void {
+    this.#onAnswer?.(answer);
+    this.#onAnswer = undefined;
+    this.#seen = new Uint8Array(0);
+  }
+
+  write(bytes: Uint8Array): Promise<number> {
+    return this.#conn.write(bytes);
+  }
+
+  close(): void {
+    this.#conn.close();
   }
 }
 
@@ -146,7 +200,7 @@ function distinguishedName(name: object | undefined): string {
 }
 
 /** What the rpc.hello answer says was negotiated, and what the server speaks. */
-function describeHello(hello: Probe["hello"]): string {
+function describeHello(hello: Hello): string {
   if (hello.error !== undefined) {
     const { code, message } = hello.error;
     return escapeText(
@@ -165,82 +219,4 @@ function describeHello(hello: Probe["hello"]): string {
         spoken.length === 0 ? "none" : spoken.join(", ")
       })`,
   );
-}
-
-/**
- * A TLS connection with node:tls, verified against the system's roots and `caCerts` (as Deno's
- * client verifies), presenting the client certificate when there is one; then one rpc.hello.
- */
-function probeServer(
-  endpoint: Endpoint,
-  options: TlsDialOptions,
-  timeout: number,
-): Promise<Probe> {
-  const { hostname, port } = endpoint;
-  const start = performance.now();
-  const socket = tls.connect({
-    host: hostname,
-    port,
-    // An IP address is no server name (SNI); node checks it against the certificate's IP names.
-    ...(isIP(hostname) === 0 && { servername: hostname }),
-    ...(options.caCerts !== undefined && { ca: [...tls.rootCertificates, ...options.caCerts] }),
-    ...(options.cert !== undefined && options.key !== undefined &&
-      { cert: options.cert, key: options.key }),
-  });
-  const { promise, resolve, reject } = Promise.withResolvers<Probe>();
-  const timer = setTimeout(
-    () => reject(new Error(`no answer within ${timeout} ms`)),
-    timeout,
-  );
-  let tcp = 0;
-  let handshake = 0;
-  let received = new Uint8Array(0);
-  socket.once("connect", () => tcp = performance.now() - start);
-  socket.once("secureConnect", () => {
-    handshake = performance.now() - start - tcp;
-    const body = new TextEncoder().encode(JSON.stringify({
-      jsonrpc: "2.0",
-      id: 1,
-      method: "rpc.hello",
-      params: { extensions: OFFERED_EXTENSIONS },
-    }));
-    const frame = new Uint8Array(4 + body.length);
-    new DataView(frame.buffer).setUint32(0, body.length);
-    frame.set(body, 4);
-    socket.write(frame);
-  });
-  socket.on("data", (chunk: Uint8Array) => {
-    const joined = new Uint8Array(received.length + chunk.length);
-    joined.set(received);
-    joined.set(chunk, received.length);
-    received = joined;
-    if (received.length < 4) return;
-    const length = new DataView(received.buffer).getUint32(0);
-    if (length > MAX_HELLO_BYTES) {
-      return reject(new Error(`its rpc.hello answer has ${length} bytes`));
-    }
-    if (received.length < 4 + length) return;
-    let answer: unknown;
-    try {
-      answer = JSON.parse(new TextDecoder().decode(received.subarray(4, 4 + length)));
-    } catch {
-      return reject(new Error("its rpc.hello answer is not JSON"));
-    }
-    if (answer === null || typeof answer !== "object") {
-      return reject(new Error("its rpc.hello answer is not a JSON-RPC response"));
-    }
-    resolve({
-      tcp,
-      tls: handshake,
-      protocol: socket.getProtocol(),
-      certificate: socket.getPeerCertificate(),
-      hello: answer as Probe["hello"],
-    });
-  });
-  socket.once("error", reject);
-  socket.once("close", () => reject(new Error("the server closed the connection")));
-  return promise.finally(() => {
-    clearTimeout(timer);
-    socket.destroy();
-  });
 }

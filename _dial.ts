@@ -61,6 +61,24 @@ export interface TlsDialOptions {
   /** A client certificate chain (PEM), with `key`, for mutual TLS. */
   cert?: string | undefined;
   key?: string | undefined;
+  /**
+   * Called after each handshake with what it settled (`call --verbose`). Given, the dialer uses
+   * node:tls on Deno too: Deno.TlsConn tells a client neither the server's certificate nor the
+   * TLS version.
+   */
+  onHandshake?: ((handshake: TlsHandshake) => void) | undefined;
+}
+
+/** What a TLS handshake of the default dialer settled, for {@linkcode TlsDialOptions.onHandshake}. */
+export interface TlsHandshake {
+  /** Milliseconds from the dial to the TCP connection. */
+  readonly tcp: number;
+  /** Milliseconds from the TCP connection to the end of the TLS handshake. */
+  readonly tls: number;
+  /** `TLSv1.3`, or null when unknown. */
+  readonly protocol: string | null;
+  /** The server's certificate, as node:tls gives it (`raw` is its DER). */
+  readonly certificate: import("node:tls").PeerCertificate;
 }
 
 /**
@@ -72,7 +90,9 @@ export interface TlsDialOptions {
  */
 export function tlsDialer(options: TlsDialOptions): Dialer {
   const withCert = options.cert !== undefined && options.key !== undefined;
-  const open = deno !== undefined ? denoTls(deno, options) : nodeTls(options);
+  const open = deno !== undefined && options.onHandshake === undefined
+    ? denoTls(deno, options)
+    : nodeTls(options);
   return async function dialTls(
     signal: AbortSignal,
     endpoint: Endpoint,
@@ -146,6 +166,8 @@ function nodeTls(options: TlsDialOptions): Dialer {
     const { tls, isIP, NodeConnection, context } = await (loaded ??= loadNodeTls(options));
     signal.throwIfAborted();
     const { hostname, port } = endpoint;
+    const start = performance.now();
+    let connected = start;
     const socket = tls.connect({
       host: hostname,
       port,
@@ -155,7 +177,10 @@ function nodeTls(options: TlsDialOptions): Dialer {
     // Before the handshake, applied once the socket exists: its small writes must not wait for
     // delayed ACKs (40 ms on Linux), nor must small calls later.
     socket.setNoDelay(true);
-    socket.once("connect", () => socket.setNoDelay(true));
+    socket.once("connect", () => {
+      connected = performance.now();
+      socket.setNoDelay(true);
+    });
     try {
       await new Promise<void>((resolve, reject) => {
         const onSecure = () => settle(undefined);
@@ -180,6 +205,12 @@ function nodeTls(options: TlsDialOptions): Dialer {
       socket.destroy();
       throw error;
     }
+    options.onHandshake?.({
+      tcp: connected - start,
+      tls: performance.now() - connected,
+      protocol: socket.getProtocol() ?? null,
+      certificate: socket.getPeerCertificate(),
+    });
     return new NodeConnection(socket, { hostname, port }, undefined);
   };
 }

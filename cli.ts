@@ -451,11 +451,7 @@ async function withClient<T>(
         target: formatAddr(endpoints?.[0] ?? { hostname, port }),
       });
   }
-  if (verbose !== undefined) {
-    verbose.connected(start);
-    const probeTimeout = timeout === 0 ? DEFAULT_CLIENT_OPTIONS.connectTimeout : timeout;
-    await verbose.inspect(tls, probeTimeout);
-  }
+  verbose?.connected(start);
   try {
     return await use(client);
   } catch (error) {

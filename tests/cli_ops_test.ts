@@ -5,6 +5,7 @@
 
 import assert from "node:assert/strict";
 import { connect, type RpcClient } from "../client.ts";
+import { FrameReader, FrameWriter } from "../framing.ts";
 import { fromPem, readCertificate } from "../_x509_read.ts";
 import { logLevel, makeLogger } from "../_cli_log.ts";
 import { certs, delay, root, runCli, startServer, until, writeAll } from "./_util.ts";
@@ -544,8 +545,8 @@ Deno.test("cli call and list --endpoint fail over from dead endpoints to the liv
 
 // --- call --verbose ------------------------------------------------------------------------------
 
-Deno.test("cli call --verbose prints timings, the server certificate and the extensions on stderr, and the result alone on stdout", async () => {
-  await using server = await startServer(workload);
+Deno.test("cli call --verbose prints timings, the server certificate and the extensions of its one connection on stderr, and the result alone on stdout", async () => {
+  await using server = await startServer(workload, { metrics: true });
   const target = `127.0.0.1:${server.addr.port}`;
   const out = await runCli([
     "call",
@@ -565,17 +566,14 @@ Deno.test("cli call --verbose prints timings, the server certificate and the ext
   const ms = String.raw`\d+\.\d ms`;
   const expected = [
     new RegExp(`^\\* connecting to ${target}$`),
-    new RegExp(`^\\* ${target}: TCP connect and TLS handshake took ${ms}$`),
-    new RegExp(
-      `^\\* connected in ${ms} \\(connect\\(\\) as a whole: TCP, TLS, rpc.hello, token\\)$`,
-    ),
-    new RegExp(
-      `^\\* ${target}, second connection: TCP connect ${ms}, TLS handshake ${ms} \\(TLSv1\\.[23]\\)$`,
-    ),
+    new RegExp(`^\\* ${target}: TCP connect ${ms}, TLS handshake ${ms} \\(TLSv1\\.[23]\\)$`),
     new RegExp(
       "^\\* server certificate: subject CN=localhost; issuer CN=tlsrpc test CA; names " +
         "DNS:localhost, IP:127\\.0\\.0\\.1, IP:::1; expires " +
         `${notAfter.toISOString().replaceAll(".", "\\.")} \\(in \\d+ days\\)$`,
+    ),
+    new RegExp(
+      `^\\* connected in ${ms} \\(connect\\(\\) as a whole: TCP, TLS, rpc.hello, token\\)$`,
     ),
     /^\* extensions: rich \(the client offers rich; the server speaks rich\)$/,
     new RegExp(`^\\* call "wait" took ${ms}$`),
@@ -583,4 +581,58 @@ Deno.test("cli call --verbose prints timings, the server certificate and the ext
   const lines = out.stderr.trimEnd().split("\n");
   assert.equal(lines.length, expected.length, out.stderr);
   expected.forEach((pattern, i) => assert.match(lines[i]!, pattern));
+  // All of it learnt on the one connection the call went over (behind a balancer, a second one
+  // could reach another server).
+  assert.equal(server.metrics?.snapshot().connectionsTotal, 1);
+});
+
+Deno.test("cli call --verbose says what a plain JSON-RPC server agreed to: no extensions", async () => {
+  // A plain JSON-RPC 2.0 server on the same framing: rpc.hello is "method not found" to it.
+  const listener = Deno.listenTls({
+    hostname: "127.0.0.1",
+    port: 0,
+    cert: certs.cert,
+    key: certs.key,
+  });
+  const serving = (async () => {
+    const conn = await listener.accept();
+    const reader = new FrameReader(conn);
+    const writer = new FrameWriter(conn);
+    try {
+      for (let frames = await reader.read(); frames !== null; frames = await reader.read()) {
+        for (const frame of frames) {
+          const { id, method, params } = JSON.parse(new TextDecoder().decode(frame));
+          writer.writeText(JSON.stringify(
+            method === "wait"
+              ? { jsonrpc: "2.0", id, result: params[0] }
+              : { jsonrpc: "2.0", id, error: { code: -32601, message: "Method not found" } },
+          ));
+        }
+      }
+    } catch {
+      // The CLI closed the connection: the test is over.
+    } finally {
+      conn.close();
+    }
+  })();
+  const out = await runCli([
+    "call",
+    "--verbose",
+    "--port",
+    String((listener.addr as Deno.NetAddr).port),
+    "--hostname",
+    "127.0.0.1",
+    "--ca",
+    ca,
+    "wait",
+    "1",
+  ]);
+  listener.close();
+  await serving;
+  assert.equal(out.code, 0, out.stderr);
+  assert.equal(out.stdout, "1\n");
+  assert.match(
+    out.stderr,
+    /^\* extensions: none: the server answered rpc\.hello with -32601 Method not found \(a plain JSON-RPC server: calls go as plain JSON\)$/m,
+  );
 });
