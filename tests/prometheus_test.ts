@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { Metrics } from "../_metrics.ts";
 import { METRICS_CONTENT_TYPE, serveMetrics } from "../_metrics_http.ts";
-import { delay, root, within } from "./_util.ts";
+import { connectTo, delay, root, startServe, within, writeAll } from "./_util.ts";
 
 /** A binary from .ci/fetch_tools.sh, or from the variable `env`; fails the test when missing. */
 function toolPath(name: string, env: string): string {
@@ -276,4 +276,87 @@ Deno.test("serveMetrics() shutdown() stops listening", async () => {
   await endpoint.shutdown();
   await within(endpoint.finished, "the endpoint to stop");
   await assert.rejects(fetch(url), TypeError);
+});
+
+/**
+ * Polls `promql` until its one series has the value `expected`, as waitForSeries does; resolves
+ * with it.
+ */
+async function waitForValue(
+  prometheus: Prometheus,
+  promql: string,
+  expected: number,
+): Promise<void> {
+  let last: Series[] | null = null;
+  for (let turn = 0; turn < 120; turn++) {
+    last = await query(prometheus, promql);
+    if (last?.length === 1 && Number(last[0]!.value[1]) === expected) return;
+    await delay(250);
+  }
+  assert.fail(
+    `Gave up waiting for ${promql} to be ${expected}, got ${JSON.stringify(last)}; ` +
+      `prometheus said:\n${prometheus.log()}`,
+  );
+}
+
+Deno.test("Prometheus scrapes `serve --workers 2 --metrics`: the counts of a known load, and no counter resets when a worker dies", async () => {
+  const metricsPort = freePort();
+  await using server = await startServe([
+    "tests/fixtures/workload.ts",
+    "--port",
+    "0",
+    "--workers",
+    "2",
+    "--metrics",
+    `127.0.0.1:${metricsPort}`,
+    "--cert",
+    "testdata/server.pem",
+    "--key",
+    "testdata/server.key",
+  ]);
+  await using prometheus = await startPrometheus(`127.0.0.1:${metricsPort}`);
+  // A known load on fresh connections, so that both workers count some: per connection a result,
+  // a handler's failure and a method that does not exist; and two clients that speak no TLS.
+  const connections = 10;
+  for (let i = 0; i < connections; i++) {
+    await using client = await connectTo(server.port);
+    await client.call("burn", 0);
+    await assert.rejects(client.call("fail", "on purpose"));
+    await assert.rejects(client.call(`no.such.method.${i}`));
+  }
+  for (let i = 0; i < 2; i++) {
+    using plain = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+    await writeAll(plain, new TextEncoder().encode("GET / HTTP/1.1\r\nhost: x\r\n\r\n"));
+    await plain.read(new Uint8Array(1024)).catch(() => null); // until the server closes it
+  }
+  const value = (promql: string, expected: number) => waitForValue(prometheus, promql, expected);
+  await value('sum(tlsrpc_calls_total{method="burn",code="0"})', connections);
+  await value('sum(tlsrpc_calls_total{method="fail",code="-32000"})', connections);
+  // Ten distinct names, one label value.
+  await value('count(tlsrpc_calls_total{method="unknown"})', 1);
+  await value('sum(tlsrpc_calls_total{method="unknown",code="-32601"})', connections);
+  await value('sum(tlsrpc_handshake_failures_total{reason="protocol"})', 2);
+  await value("sum(tlsrpc_connections_total)", connections);
+
+  // A worker dies and is replaced; the load goes on. Its counts stay in the sum, so Prometheus
+  // sees no counter go down (a reset, which rate() would read as a restart from zero).
+  {
+    await using client = await connectTo(server.port);
+    await client.call("crash");
+  }
+  await value('sum(tlsrpc_calls_total{method="crash"})', 1);
+  await delay(2_500); // a scrape or two while the dead worker waits to start again
+  for (let i = 0; i < connections; i++) {
+    await using client = await connectTo(server.port);
+    await client.call("burn", 0);
+  }
+  await value('sum(tlsrpc_calls_total{method="burn",code="0"})', 2 * connections);
+  await value(
+    "sum(resets(tlsrpc_calls_total[5m])) + sum(resets(tlsrpc_connections_total[5m])) + " +
+      "sum(resets(tlsrpc_call_duration_seconds_count[5m]))",
+    0,
+  );
+  const stopped = await server.stop();
+  assert.equal(stopped.code, 0, stopped.stderr);
+  assert.match(stopped.stderr, /\[worker \d\] died/);
 });
