@@ -5,6 +5,8 @@ import { CancelledError, ErrorCode } from "./errors.ts";
 import { type Codec, isId, type Outgoing } from "./_codec.ts";
 import type { Session } from "./_call.ts";
 import { type Authenticator, type AuthThrottle, MAX_AUTH_FAILURES } from "./_auth.ts";
+import type { LogFields } from "./_log.ts";
+import { formatAddr } from "./_util.ts";
 
 /** What the response to a message is: its frame, nothing (notifications), or a promise of either. */
 export type Reply = Outgoing | undefined | Promise<Outgoing | undefined>;
@@ -39,7 +41,7 @@ export interface BuiltinServer {
   /** Failed authentications by address. */
   readonly throttle: AuthThrottle;
   /** A rate-limited log line. */
-  log(error: unknown, line: string): void;
+  log(error: unknown, line: string, fields: LogFields): void;
 }
 
 /** A built-in method. */
@@ -115,7 +117,10 @@ function auth(request: BuiltinRequest, server: BuiltinServer): Reply {
   }
   if (!server.throttle.allows(peer.hostname)) {
     session.refused("auth_throttle");
-    server.log(undefined, `refused authentication from ${peer.hostname}: too many failures`);
+    server.log(undefined, `refused authentication from ${peer.hostname}: too many failures`, {
+      event: "auth_throttled",
+      peer: formatAddr(peer),
+    });
     session.closeSoon("too many failed authentications from its address");
     return refuse("too many failures from this address, try again later");
   }
@@ -123,7 +128,10 @@ function auth(request: BuiltinRequest, server: BuiltinServer): Reply {
   const settle = (identity: unknown): Outgoing => {
     if (identity === undefined || identity === null || identity === false) {
       server.throttle.failed(peer.hostname);
-      server.log(undefined, `failed authentication from ${peer.hostname}:${peer.port}`);
+      server.log(undefined, `failed authentication from ${peer.hostname}:${peer.port}`, {
+        event: "auth_failed",
+        peer: formatAddr(peer),
+      });
       if (session.authAttempts >= MAX_AUTH_FAILURES) {
         session.closeSoon(`${session.authAttempts} failed authentications`);
       }

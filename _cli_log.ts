@@ -1,7 +1,8 @@
 // The log of `serve` on stderr, in one of two formats: `text`, the server's lines as they are
 // (escaped: they may quote what a client sent), and `json`, one JSON object a line for log
-// collectors, with the time, a level, the line, and the fields the server gave (event, peer) or
-// the worker pool adds (worker). The server rate-limits its lines before they get here.
+// collectors, with the time, a level, the line, and the fields the server gave (event, peer, and
+// the event's own: reason, limit) or the worker pool adds (worker). The server rate-limits its
+// lines before they get here.
 
 import { CliError, ExitCode } from "./_cli_error.ts";
 import { escapeJson, escapeText } from "./_format.ts";
@@ -12,7 +13,7 @@ export const LOG_FORMATS = ["text", "json"] as const;
 /** One of {@linkcode LOG_FORMATS}. */
 export type LogFormat = typeof LOG_FORMATS[number];
 
-/** How much a line matters: `error` when the server's log hook got an `Error`. */
+/** How much a line matters (see {@linkcode logLevel}). */
 export type LogLevel = "info" | "warn" | "error";
 
 /**
@@ -24,6 +25,8 @@ export interface LogEventFields {
   readonly event?: string | undefined;
   /** The peer's address, `host:port`. */
   readonly peer?: string | undefined;
+  /** Why a handshake or PROXY header failed: `"timeout"`, `"protocol"`, ..., `"other"`. */
+  readonly reason?: string | undefined;
 }
 
 /** One line to log. */
@@ -50,6 +53,14 @@ export type Logger = (entry: LogEntry) => void;
  */
 const INFO_EVENTS: ReadonlySet<string> = new Set(["closed", "closing", "listening"]);
 
+/**
+ * Events that tell what a client did, not what went wrong in the server: a `warn` even though
+ * the TLS stack's error comes with them (a plaintext client, a port scanner, a bad balancer),
+ * unless their `reason` is `"other"`, which may be the server's own fault (a key that does not
+ * match its certificate fails every handshake).
+ */
+const CLIENT_EVENTS: ReadonlySet<string> = new Set(["handshake_failed", "proxy_header_failed"]);
+
 /** Keys of a JSON line that the fields of an event cannot take over. */
 const RESERVED_KEYS: ReadonlySet<string> = new Set([
   "time",
@@ -74,12 +85,14 @@ export function logFormat(value: string | undefined): LogFormat {
 }
 
 /**
- * The level of a line of the server's log hook: `error` when it got an `Error`, `info` for an
- * ordinary event (`closed`) that came without one, else `warn`.
+ * The level of a line of the server's log hook: `warn` for what a client did (a failed
+ * handshake), else `error` when it got an `Error`, `info` for an ordinary event (`closed`) that
+ * came without one, and `warn` for the rest.
  */
 export function logLevel(error: unknown, fields: LogEventFields): LogLevel {
-  if (error instanceof Error) return "error";
   const event = fields.event;
+  if (event !== undefined && CLIENT_EVENTS.has(event) && fields.reason !== "other") return "warn";
+  if (error instanceof Error) return "error";
   return error === undefined && event !== undefined && INFO_EVENTS.has(event) ? "info" : "warn";
 }
 

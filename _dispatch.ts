@@ -12,6 +12,8 @@ import { buildMethodTable, type Method } from "./_introspect.ts";
 import { Call, detachedSession, LazyCall, MAX_TIMEOUT, type Session } from "./_call.ts";
 import { type BatchState, BUILTINS, type BuiltinServer, type Reply } from "./_builtins.ts";
 import { traceServerCall, tracing } from "./_trace.ts";
+import type { LogFields } from "./_log.ts";
+import { formatAddr } from "./_util.ts";
 
 export type { Reply } from "./_builtins.ts";
 
@@ -28,7 +30,7 @@ export interface DispatcherOptions {
   /** Failed authentications by address; a new one when not given. */
   throttle?: AuthThrottle;
   /** A rate-limited log line: refused authentications, runtime errors hidden from clients. */
-  log?: (error: unknown, line: string) => void;
+  log?: (error: unknown, line: string, fields: LogFields) => void;
   /** Wrap every call to a handler, outermost first. */
   interceptors?: readonly Interceptor[];
   /** Told of every request's outcome (notifications too), for metrics. */
@@ -292,7 +294,7 @@ export class Dispatcher {
       }
       call = lazy.context;
     } catch (error) {
-      return this.#fail(codec, idText, method, error);
+      return this.#fail(codec, idText, method, error, session);
     } finally {
       lazy.call = undefined;
       lazy.session = undefined;
@@ -338,7 +340,7 @@ export class Dispatcher {
         return this.#succeed(codec, idText, call.method, result);
       }
     } catch (error) {
-      return this.#fail(codec, idText, call.method, error);
+      return this.#fail(codec, idText, call.method, error, session);
     }
     return this.#continue(call, result as PromiseLike<unknown>, idText, session, codec);
   }
@@ -365,7 +367,7 @@ export class Dispatcher {
     };
     return Promise.resolve(result).then(
       (value) => finish() ? this.#succeed(codec, idText, call.method, value) : undefined,
-      (error) => finish() ? this.#fail(codec, idText, call.method, error) : undefined,
+      (error) => finish() ? this.#fail(codec, idText, call.method, error, session) : undefined,
     );
   }
 
@@ -384,10 +386,21 @@ export class Dispatcher {
     }
   }
 
-  #fail(codec: Codec, idText: string, method: string, error: unknown): Outgoing {
+  #fail(
+    codec: Codec,
+    idText: string,
+    method: string,
+    error: unknown,
+    session: Session,
+  ): Outgoing {
     const { code, message, data } = describeError(error, this.#exposeStack);
     if (message === HIDDEN_MESSAGE) {
-      this.#server.log(error, `"${method}" failed: ${safeMessage(error)}`);
+      // The method is one of the table's: a handler ran.
+      this.#server.log(error, `"${method}" failed: ${safeMessage(error)}`, {
+        event: "handler_failed",
+        method,
+        peer: formatAddr(session.peer),
+      });
     }
     try {
       return codec.error(idText, code, message, data);

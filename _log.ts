@@ -1,12 +1,28 @@
 // The server's log of connection errors, rate-limited so that an attack cannot turn the log into
 // a second attack.
 
-/** What a log line is about, for structured logs: its kind and the peer it concerns. */
+/**
+ * What a log line is about, for structured logs: its kind, the peer it concerns, and the event's
+ * own fields. None holds what a client sent (the line may quote it).
+ */
 export interface LogFields {
-  /** The kind of event: `"handshake_failed"`, `"closed"`, `"protocol_error"`, ... */
+  /**
+   * The kind of event: a connection's (`"closed"`, `"protocol_error"`, ...), a listener's
+   * (`"handshake_failed"`, `"connection_refused"`, ...: `TransportEvent` in
+   * _transport_types.ts), or `"suppressed"`.
+   */
   readonly event?: string;
-  /** The peer's address, `host:port`. */
+  /** The peer's address, `host:port`, an IPv6 host in brackets. */
   readonly peer?: string;
+  /**
+   * Why a handshake or a PROXY header failed (`"handshake_failed"`, `"proxy_header_failed"`):
+   * `"timeout"`, `"protocol"`, `"certificate"`, `"reset"` or `"other"`, as the metrics count it.
+   */
+  readonly reason?: string;
+  /** The limit that refused a connection (`"connection_refused"`): `"max_connections"`. */
+  readonly limit?: string;
+  /** The method whose handler failed (`"handler_failed"`): always one of the method table's. */
+  readonly method?: string;
 }
 
 /**

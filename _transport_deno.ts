@@ -25,15 +25,13 @@
 //   Nor can it read a PROXY header: it reads the socket itself from the first byte, and Deno has
 //   no server side of startTls to take over a Deno.listen connection once the header is read.
 //
-// This module does not import _transport.ts, which imports it: its classes fit the interfaces
-// declared there by shape, and the compiler checks that where listen() hands them out.
+// This module does not import _transport.ts, which imports it: it takes its types from
+// _transport_types.ts, and its listener fits `Listener` (_transport.ts) by shape, which the
+// compiler checks where listen() hands it out.
 
 import { closeQuietly, disconnectError, formatAddr, reason } from "./_util.ts";
-import {
-  HANDSHAKE_TIMEOUT_CODE,
-  type HandshakeFailure,
-  handshakeFailure,
-} from "./_handshake_failure.ts";
+import { HANDSHAKE_TIMEOUT_CODE, handshakeFailure } from "./_handshake_failure.ts";
+import type { Connection, ListenOptions } from "./_transport_types.ts";
 
 /**
  * The largest buffer a read or write hands to Deno as it is. Deno pins the whole buffer (all of
@@ -64,25 +62,8 @@ interface Address {
   port: number;
 }
 
-/** The fields of `ListenOptions` (_transport.ts, which documents them) this listener reads. */
-export interface DenoListenOptions {
-  hostname: string;
-  port: number;
-  cert: string;
-  key: string;
-  handshakeTimeout: number;
-  maxConnections: number;
-  clientCa?: string | undefined;
-  reusePort?: boolean | undefined;
-  proxyProtocol?: boolean | undefined;
-  onConnection(conn: DenoConnection): void;
-  onHandshakeFailure?(reason: HandshakeFailure): void;
-  onRefused?(limit: "max_connections"): void;
-  log(error: unknown, line: string): void;
-}
-
 /** Listens with Deno.listenTls; resolves once the port is bound. */
-export function listenDeno(options: DenoListenOptions): Promise<DenoListener> {
+export function listenDeno(options: ListenOptions<DenoConnection>): Promise<DenoListener> {
   if (options.clientCa !== undefined) {
     // Refused rather than serving clients the option was meant to keep out.
     return Promise.reject(
@@ -115,7 +96,7 @@ export function listenDeno(options: DenoListenOptions): Promise<DenoListener> {
 /** A Deno.listenTls listener that hands out connections whose handshake completed. */
 export class DenoListener {
   #listener: Deno.TlsListener;
-  #options: DenoListenOptions;
+  #options: ListenOptions<DenoConnection>;
   #closing = false;
   #open = 0;
   #wake: (() => void) | undefined;
@@ -128,7 +109,7 @@ export class DenoListener {
   #endings = new Set<Promise<void>>();
 
   /** Use {@linkcode listenDeno}. */
-  constructor(options: DenoListenOptions) {
+  constructor(options: ListenOptions<DenoConnection>) {
     this.#options = options;
     this.#listener = Deno.listenTls({
       hostname: options.hostname,
@@ -176,7 +157,9 @@ export class DenoListener {
         if (this.#closing || error instanceof Deno.errors.BadResource) break;
         // EMFILE and friends pass; ending the server over them is the bug this project fixes.
         backoff = Math.min(Math.max(backoff * 2, 10), MAX_ACCEPT_BACKOFF_MS);
-        this.#options.log(error, `accept failed, retrying in ${backoff} ms: ${reason(error)}`);
+        this.#options.log(error, `accept failed, retrying in ${backoff} ms: ${reason(error)}`, {
+          event: "accept_failed",
+        });
         await new Promise<void>((resolve) => {
           const timer = setTimeout(resolve, backoff);
           this.#wake = () => {
@@ -195,6 +178,7 @@ export class DenoListener {
         this.#options.log(
           undefined,
           `refused ${peer}: ${this.#open} connections open, the limit is ${maxConnections}`,
+          { event: "connection_refused", peer, limit: "max_connections" },
         );
         continue;
       }
@@ -211,8 +195,13 @@ export class DenoListener {
       await deadline(handshake, this.#options.handshakeTimeout);
     } catch (error) {
       const peer = formatAddr(conn.remoteAddr);
-      this.#options.onHandshakeFailure?.(handshakeFailure(error));
-      this.#options.log(error, `TLS handshake with ${peer} failed: ${reason(error)}`);
+      const failure = handshakeFailure(error);
+      this.#options.onHandshakeFailure?.(failure);
+      this.#options.log(error, `TLS handshake with ${peer} failed: ${reason(error)}`, {
+        event: "handshake_failed",
+        peer,
+        reason: failure,
+      });
       await this.#end(this.#waitOut(handshake));
       closeQuietly(conn);
       return;
@@ -261,7 +250,7 @@ interface DenoConnectionHooks {
  * A `Deno.TlsConn` whose handshake completed. `closed` resolves once its socket is gone, which
  * for a peer that reads nothing is when it leaves (see the top of this module).
  */
-export class DenoConnection {
+export class DenoConnection implements Connection {
   /** The peer's address. */
   readonly remoteAddr: Address;
   /** Never a certificate: this transport cannot ask for one. */

@@ -11,9 +11,9 @@
 // (often the ClientHello, in the header's own segment) reach it; the TLS socket's `_parent` is the
 // raw socket as usual. One deadline, from the accept, covers the header and the handshake.
 //
-// This module does not import _transport.ts, which imports it: its classes fit the interfaces
-// declared there (Connection, Listener, ListenOptions) by shape, and the compiler checks that
-// where listen() hands them out.
+// This module does not import _transport.ts, which imports it: it takes its types from
+// _transport_types.ts, and its listener fits `Listener` (_transport.ts) by shape, which the
+// compiler checks where listen() hands it out.
 
 import tls from "node:tls";
 import type { Buffer } from "node:buffer";
@@ -24,6 +24,7 @@ import { disconnectError, formatAddr, reason, tlsReason } from "./_util.ts";
 import { AcceptQueue, AcceptWatchdog, SelfProbe, socketInode } from "./_watchdog.ts";
 import { type HandshakeFailure, handshakeFailure } from "./_handshake_failure.ts";
 import { readProxyHeader } from "./_proxy_protocol.ts";
+import type { Connection, ListenOptions, TransportLogFields } from "./_transport_types.ts";
 import { deno } from "./_runtime.ts";
 
 /** Bytes a connection buffers from its socket before it pauses reading (backpressure). */
@@ -44,25 +45,8 @@ interface ListenAddr {
   port: number;
 }
 
-/** The fields of `ListenOptions` (_transport.ts, which documents them) this listener reads. */
-export interface NodeListenOptions {
-  hostname: string;
-  port: number;
-  cert: string;
-  key: string;
-  handshakeTimeout: number;
-  maxConnections: number;
-  clientCa?: string | undefined;
-  reusePort?: boolean | undefined;
-  proxyProtocol?: boolean | undefined;
-  onConnection(conn: NodeConnection): void;
-  onHandshakeFailure?(reason: HandshakeFailure): void;
-  onRefused?(limit: "max_connections"): void;
-  log(error: unknown, line: string): void;
-}
-
 /** Listens with node:tls; resolves once the port is bound. */
-export async function listenNode(options: NodeListenOptions): Promise<NodeListener> {
+export async function listenNode(options: ListenOptions<NodeConnection>): Promise<NodeListener> {
   const listener = new NodeListener(options);
   await listener.listen();
   return listener;
@@ -70,7 +54,7 @@ export async function listenNode(options: NodeListenOptions): Promise<NodeListen
 
 /** A node:tls server that hands out connections whose handshake completed. */
 export class NodeListener {
-  #options: NodeListenOptions;
+  #options: ListenOptions<NodeConnection>;
   /** The listening server: the tls.Server, or with `proxyProtocol` the net.Server in front. */
   #server: net.Server;
   #addr: ListenAddr | undefined;
@@ -101,7 +85,7 @@ export class NodeListener {
   #inode: string | undefined;
 
   /** Use {@linkcode listenNode}. */
-  constructor(options: NodeListenOptions) {
+  constructor(options: ListenOptions<NodeConnection>) {
     this.#options = options;
     this.#server = this.#createServer();
   }
@@ -154,7 +138,7 @@ export class NodeListener {
     return new AcceptWatchdog({
       check,
       restart: () => this.#listenAgain(),
-      log: (error, line) => this.#options.log(error, line),
+      log: (error, line, fields) => this.#options.log(error, line, fields),
     });
   }
 
@@ -211,7 +195,9 @@ export class NodeListener {
       server.once("error", reject);
       server.listen({ port, host: hostname, ...(reusePort && { reusePort: true }) }, () => {
         server.off("error", reject);
-        server.on("error", (error) => log(error, `listener error: ${reason(error)}`));
+        server.on("error", (error) => {
+          log(error, `listener error: ${reason(error)}`, { event: "listener_error" });
+        });
         resolve();
       });
     });
@@ -242,9 +228,14 @@ export class NodeListener {
       socket.destroy();
       if (this.#closing) return;
       const open = `${this.#open} connections open`;
+      const from = formatAddr(peer);
       this.#unlessProbe(peer, () => {
         this.#options.onRefused?.("max_connections");
-        this.#options.log(undefined, `refused ${formatAddr(peer)}: ${open}, the limit is ${limit}`);
+        this.#options.log(undefined, `refused ${from}: ${open}, the limit is ${limit}`, {
+          event: "connection_refused",
+          peer: from,
+          limit: "max_connections",
+        });
       });
       return;
     }
@@ -272,11 +263,17 @@ export class NodeListener {
       socket,
       setTimeout(() => {
         if (!this.#handshaking.has(socket) || this.#quiet.has(socket)) return;
-        const line = phase === "header"
-          ? `PROXY header from ${formatAddr(peer)} failed: no complete header within ${ms} ms`
-          : `TLS handshake with ${formatAddr(this.#clients.get(socket) ?? peer)} failed: ` +
-            `no handshake within ${ms} ms`;
-        this.#report(socket, peer, "timeout", undefined, line);
+        if (phase === "header") {
+          const from = formatAddr(peer);
+          const line = `PROXY header from ${from} failed: no complete header within ${ms} ms`;
+          const fields = { event: "proxy_header_failed", peer: from, reason: "timeout" } as const;
+          this.#report(socket, peer, undefined, line, fields);
+        } else {
+          const client = formatAddr(this.#clients.get(socket) ?? peer);
+          const line = `TLS handshake with ${client} failed: no handshake within ${ms} ms`;
+          const fields = { event: "handshake_failed", peer: client, reason: "timeout" } as const;
+          this.#report(socket, peer, undefined, line, fields);
+        }
         socket.destroy();
       }, ms),
     );
@@ -285,8 +282,12 @@ export class NodeListener {
     if (this.#quiet.has(socket) || this.#reported.has(socket)) return;
     if ("failure" in outcome) {
       socket.destroy();
-      const line = `PROXY header from ${formatAddr(peer)} failed: ${outcome.reason}`;
-      this.#report(socket, peer, outcome.failure, undefined, line);
+      const from = formatAddr(peer);
+      this.#report(socket, peer, undefined, `PROXY header from ${from} failed: ${outcome.reason}`, {
+        event: "proxy_header_failed",
+        peer: from,
+        reason: outcome.failure,
+      });
       return;
     }
     if (outcome.source !== undefined) this.#clients.set(socket, outcome.source);
@@ -298,8 +299,11 @@ export class NodeListener {
       // let escape as an unhandled rejection.
       socket.destroy();
       const client = formatAddr(this.#clients.get(socket) ?? peer);
-      const line = `TLS handshake with ${client} failed: ${reason(error)}`;
-      this.#report(socket, peer, "other", error, line);
+      this.#report(socket, peer, error, `TLS handshake with ${client} failed: ${reason(error)}`, {
+        event: "handshake_failed",
+        peer: client,
+        reason: "other",
+      });
     }
   }
 
@@ -312,32 +316,33 @@ export class NodeListener {
     const why = refused
       ? `the client's certificate was refused (${reason(refused)})`
       : tlsReason(error);
-    this.#report(
-      raw,
-      (raw && this.#peers.get(raw)) ?? this.#peerOf(socket),
-      refused ? "certificate" : handshakeFailure(error),
-      error,
-      `TLS handshake with ${formatAddr(this.#peerOf(socket))} failed: ${why}`,
-    );
+    const client = formatAddr(this.#peerOf(socket));
+    const peer = (raw && this.#peers.get(raw)) ?? this.#peerOf(socket);
+    this.#report(raw, peer, error, `TLS handshake with ${client} failed: ${why}`, {
+      event: "handshake_failed",
+      peer: client,
+      reason: refused ? "certificate" : handshakeFailure(error),
+    });
   }
 
   /**
-   * Logs and counts a failed handshake once, unless the socket turns out to be the probe's.
-   * `peer` is the raw socket's own address, by which the probe knows its connection.
+   * Logs and counts a failed handshake (or PROXY header) once, under `fields.reason`, unless the
+   * socket turns out to be the probe's. `peer` is the raw socket's own address, by which the probe
+   * knows its connection; `fields.peer` is the one the line names (a PROXY header's client).
    */
   #report(
     raw: Socket | undefined,
     peer: Address,
-    failure: HandshakeFailure,
     error: unknown,
     line: string,
+    fields: TransportLogFields & { readonly reason: HandshakeFailure },
   ): void {
     if (raw !== undefined) this.#reported.add(raw);
     this.#unlessProbe(peer, () => {
       // Held lines are emitted later: the socket may have turned out to be the probe's by then.
       if (raw !== undefined && this.#quiet.has(raw)) return;
-      this.#options.onHandshakeFailure?.(failure);
-      this.#options.log(error, line);
+      this.#options.onHandshakeFailure?.(fields.reason);
+      this.#options.log(error, line, fields);
     });
   }
 
@@ -363,7 +368,11 @@ export class NodeListener {
       identity = der === undefined ? undefined : readCertificateIdentity(der);
     } catch (error) {
       // The handshake verified it, but a name in it cannot be read unambiguously.
-      this.#options.log(error, `refused ${formatAddr(peer)}: ${reason(error)}`);
+      const client = formatAddr(peer);
+      this.#options.log(error, `refused ${client}: ${reason(error)}`, {
+        event: "certificate_unreadable",
+        peer: client,
+      });
       socket.destroy();
       return;
     }
@@ -393,7 +402,7 @@ export class NodeListener {
 }
 
 /** A node:tls socket as a pull-based byte source and sink. */
-export class NodeConnection {
+export class NodeConnection implements Connection {
   /** The peer's address. */
   readonly remoteAddr: Address;
   /** The verified client certificate's identity, when the server asked for one. */

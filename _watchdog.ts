@@ -21,6 +21,7 @@ import { readFile, readlink } from "node:fs/promises";
 import net from "node:net";
 import { deno } from "./_runtime.ts";
 import { reason } from "./_util.ts";
+import type { TransportLogFields } from "./_transport_types.ts";
 
 /** What one look found: `"unknown"` when it could not tell (no descriptor left for the look). */
 export type AcceptState = "accepting" | "stuck" | "unknown";
@@ -39,8 +40,11 @@ export interface AcceptWatchdogOptions {
   check: AcceptCheck;
   /** Listens again on a new socket; rejects when it cannot. */
   restart(): Promise<void>;
-  /** Reports a restart and a failed one: the only lines the watchdog writes. */
-  log(error: unknown, line: string): void;
+  /**
+   * Reports a restart and a failed one, the only lines the watchdog writes: events
+   * `watchdog_restart` and `watchdog_restart_failed`.
+   */
+  log(error: unknown, line: string, fields: TransportLogFields): void;
   /**
    * Milliseconds between ticks; the first look comes one tick after the last connection.
    *
@@ -64,7 +68,7 @@ const STRIKES = 2;
 export class AcceptWatchdog {
   #check: AcceptCheck;
   #restart: () => Promise<void>;
-  #log: (error: unknown, line: string) => void;
+  #log: (error: unknown, line: string, fields: TransportLogFields) => void;
   #maxGap: number;
   #timer: ReturnType<typeof setInterval>;
   #accepts = 0;
@@ -141,6 +145,7 @@ export class AcceptWatchdog {
       this.#log(
         undefined,
         "the listener stopped accepting (out of file descriptors?): listening again",
+        { event: "watchdog_restart" },
       );
       await this.#listenAgain();
     }
@@ -156,7 +161,9 @@ export class AcceptWatchdog {
       if (this.#closed) return;
       // Retried at the next tick: the descriptors may be back by then.
       if (!this.#mustRestart) {
-        this.#log(error, `cannot listen again, will retry: ${reason(error)}`);
+        this.#log(error, `cannot listen again, will retry: ${reason(error)}`, {
+          event: "watchdog_restart_failed",
+        });
       }
       this.#mustRestart = true;
     }

@@ -54,8 +54,11 @@ function log(error: unknown, line: string, fields: LogEventFields): void {
   try {
     post(message);
   } catch {
-    // A field that cannot cross to the pool (a function): the line goes without the extra fields.
-    post({ ...message, fields: { event: fields.event, peer: fields.peer } });
+    // A field that cannot cross to the pool (a function): the line goes with its plain fields.
+    const plain = Object.entries(fields).filter(([, value]) =>
+      typeof value === "string" || typeof value === "number" || typeof value === "boolean"
+    );
+    post({ ...message, fields: Object.fromEntries(plain) });
   }
 }
 

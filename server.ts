@@ -304,7 +304,7 @@ class Server implements RpcServer {
       maxBatch: limits.maxBatch,
       throttle: new AuthThrottle(limits.maxAuthFailures),
       ...(options.info && { info: options.info }),
-      log: (error, line) => this.#log.report(error, line),
+      log: (error, line, fields) => this.#log.report(error, line, fields),
       ...(options.interceptors && { interceptors: options.interceptors }),
     });
     if (options.metrics) {
@@ -340,7 +340,7 @@ class Server implements RpcServer {
       onConnection: (conn) => this.#accept(conn),
       onHandshakeFailure: (reason) => this.#metrics?.handshakeFailed(reason),
       onRefused: (limit) => this.#metrics?.limitRefused(limit),
-      log: (error, line) => this.#log.report(error, line),
+      log: (error, line, fields) => this.#log.report(error, line, fields),
     });
     const { hostname, port } = this.#listener.addr;
     this.#addr = { transport: "tcp", hostname, port };
