@@ -64,6 +64,15 @@ export interface AcceptWatchdogOptions {
 /** A stuck listener is listened again after this many stuck looks in a row: one could be a blip. */
 const STRIKES = 2;
 
+/**
+ * A timer that fires this many milliseconds late (or more) means the event loop was held up (a
+ * handler's long synchronous work, a long GC): connections wait in the accept queue then, and a
+ * probe's report behind the timer, because the loop was busy, not because the listener is stuck.
+ * A look made then, or a probe's wait that ended then, says nothing. Listening again needlessly is
+ * not free: the connections queued on the old socket are reset.
+ */
+export const STALL_MS = 250;
+
 /** Watches a listener's accepting and has it listen again when it no longer does. */
 export class AcceptWatchdog {
   #check: AcceptCheck;
@@ -80,6 +89,8 @@ export class AcceptWatchdog {
   #busy = false;
   #closed = false;
   #running: Promise<void> = Promise.resolve();
+  #tickMs: number;
+  #lastTick = performance.now();
 
   /** Starts ticking; {@linkcode AcceptWatchdog.close} stops. */
   constructor(options: AcceptWatchdogOptions) {
@@ -87,7 +98,8 @@ export class AcceptWatchdog {
     this.#restart = options.restart;
     this.#log = options.log;
     this.#maxGap = options.maxGapTicks ?? 8;
-    this.#timer = setInterval(() => this.#tick(), options.tickMs ?? 1000);
+    this.#tickMs = options.tickMs ?? 1000;
+    this.#timer = setInterval(() => this.#tick(), this.#tickMs);
   }
 
   /** Tells the watchdog that the listener accepted a connection (not a probe). */
@@ -106,6 +118,9 @@ export class AcceptWatchdog {
   }
 
   #tick(): void {
+    const now = performance.now();
+    const late = now - this.#lastTick - this.#tickMs;
+    this.#lastTick = now;
     if (this.#busy) return;
     if (this.#accepts !== this.#acceptsSeen) {
       this.#acceptsSeen = this.#accepts;
@@ -119,6 +134,9 @@ export class AcceptWatchdog {
       return;
     }
     if (++this.#idleTicks < this.#gap && this.#strikes === 0) return;
+    // The loop was held up: what waits in the queue may be accepted in this very turn. The look is
+    // put off to the next tick, strikes kept.
+    if (late >= STALL_MS) return;
     this.#idleTicks = 0;
     this.#running = this.#guard(() => this.#look());
   }
@@ -252,7 +270,7 @@ export function acceptQueueLength(table: string, inode: string): number | undefi
 // --- probing the port ---------------------------------------------------------------------------
 
 /** How long a probe may take to connect and be reported by the listener. */
-const PROBE_WAIT_MS = 500;
+export const PROBE_WAIT_MS = 500;
 
 /** How long a probe's port is remembered after the probe, for a listener that reports it late. */
 const PROBE_MEMORY_MS = 5000;
@@ -305,6 +323,7 @@ export class SelfProbe implements AcceptCheck {
       held: [],
     };
     this.#probe = probe;
+    const started = performance.now();
     const timer = setTimeout(() => probe.over.resolve(), PROBE_WAIT_MS);
     let conn: ProbeConnection | undefined;
     try {
@@ -316,11 +335,17 @@ export class SelfProbe implements AcceptCheck {
       for (const line of probe.held) if (line.key !== probe.key) line.emit();
       probe.held = [];
       await probe.over.promise;
-      return probe.seen ? "accepting" : "stuck";
+      if (probe.seen) return "accepting";
+      // A wait that ended late: the report may be queued behind this very timer.
+      return performance.now() - started >= PROBE_WAIT_MS + STALL_MS ? "unknown" : "stuck";
     } catch (error) {
-      // A connect that timed out waited for room in a full accept queue; anything else (no
-      // descriptor for the probe, a refusal) says nothing about the listener.
-      return error instanceof DOMException && error.name === "TimeoutError" ? "stuck" : "unknown";
+      // A connect that timed out waited for room in a full accept queue (unless the loop was held
+      // up: then it may not have been polled); anything else (no descriptor for the probe, a
+      // refusal) says nothing about the listener.
+      const timedOut = error instanceof DOMException && error.name === "TimeoutError";
+      return timedOut && performance.now() - started < PROBE_WAIT_MS + STALL_MS
+        ? "stuck"
+        : "unknown";
     } finally {
       clearTimeout(timer);
       try {

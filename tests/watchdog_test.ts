@@ -10,7 +10,9 @@ import {
   acceptQueueLength,
   type AcceptState,
   AcceptWatchdog,
+  PROBE_WAIT_MS,
   SelfProbe,
+  STALL_MS,
 } from "../_watchdog.ts";
 import { certs, delay, has, until, within } from "./_util.ts";
 
@@ -103,6 +105,31 @@ Deno.test("AcceptWatchdog listens again after two stuck looks in a row, with one
     await until(() => check.looks >= 5, "five looks");
     assert.equal(dog.restarts(), 0);
   });
+});
+
+/** Holds the event loop up for `ms`: a handler's long synchronous work. */
+function holdUp(ms: number): void {
+  const end = performance.now() + ms;
+  while (performance.now() < end) {
+    // busy
+  }
+}
+
+Deno.test("AcceptWatchdog does not look while the event loop is held up, and looks again after", async () => {
+  const check = new ScriptedCheck(() => "stuck");
+  await using dog = watchdog(check);
+  // Held up for longer than STALL_MS before every tick (this timer's 1 ms comes before the
+  // watchdog's 10): each tick is late, and a stuck look then would be no news of the listener.
+  const staller = setInterval(() => holdUp(STALL_MS + 50), 1);
+  try {
+    await delay(1_500);
+  } finally {
+    clearInterval(staller);
+  }
+  assert.equal(check.looks, 0, "no look while held up");
+  assert.equal(dog.restarts(), 0);
+  // Once the loop runs freely, the same stuck listener is listened again.
+  await until(() => dog.restarts() === 1, "the restart");
 });
 
 Deno.test("AcceptWatchdog retries a failed restart every tick, logging the first failure only", async () => {
@@ -249,6 +276,22 @@ Deno.test("SelfProbe says stuck when the listener never reports its connection, 
   const freePort = (free.address() as net.AddressInfo).port;
   await new Promise((resolve) => free.close(resolve));
   assert.equal(await new SelfProbe("127.0.0.1", freePort).check(), "unknown");
+});
+
+Deno.test("SelfProbe says unknown, not stuck, when the event loop was held up during its wait", async () => {
+  const ref: { probe?: SelfProbe } = {};
+  await using server = await probedServer((socket) =>
+    ref.probe!.claim(peerOf(socket), (isProbe) => {
+      if (isProbe) socket.destroy();
+    })
+  );
+  const port = (server.address() as net.AddressInfo).port;
+  const probe = ref.probe = new SelfProbe("127.0.0.1", port);
+  const looking = probe.check();
+  // The connect and the listener's report wait behind this, and so do the probe's timers.
+  holdUp(PROBE_WAIT_MS + STALL_MS + 100);
+  assert.notEqual(await looking, "stuck");
+  assert.equal(await probe.check(), "accepting", "a look on a free loop");
 });
 
 Deno.test("SelfProbe.report() drops the probe's own lines, and holds others' only until it knows its port", async () => {
