@@ -3,6 +3,7 @@
 // side of the transport seam: a byte source and sink that can be closed. Also the endpoints
 // themselves: their order, and the names messages give them.
 
+import { once } from "./_once.ts";
 import { deno } from "./_runtime.ts";
 import {
   closeQuietly,
@@ -182,24 +183,14 @@ function nodeTls(options: TlsDialOptions): Dialer {
       socket.setNoDelay(true);
     });
     try {
-      await new Promise<void>((resolve, reject) => {
-        const onSecure = () => settle(undefined);
-        const onClose = () =>
-          settle(disconnectError("the server closed the connection during the handshake"));
-        const onAbort = () => settle(signal.reason);
-        socket.once("secureConnect", onSecure);
-        socket.once("error", settle);
-        socket.once("close", onClose);
-        signal.addEventListener("abort", onAbort, { once: true });
+      await once(socket, "secureConnect", {
+        signal,
+        failures: {
+          close: () => disconnectError("the server closed the connection during the handshake"),
+        },
         // The "error" listener stays: an error before NodeConnection listens must not go
         // unhandled (it would end the process), and settling twice does nothing.
-        function settle(error: unknown) {
-          socket.off("secureConnect", onSecure);
-          socket.off("close", onClose);
-          signal.removeEventListener("abort", onAbort);
-          if (error === undefined) resolve();
-          else reject(error);
-        }
+        keepErrorListener: true,
       });
     } catch (error) {
       socket.destroy();

@@ -19,6 +19,7 @@
 
 import { readFile, readlink } from "node:fs/promises";
 import net from "node:net";
+import { once } from "./_once.ts";
 import { deno } from "./_runtime.ts";
 import { reason } from "./_util.ts";
 import type { TransportLogFields } from "./_transport_types.ts";
@@ -424,20 +425,7 @@ async function connectProbe(
   signal.throwIfAborted();
   const socket = net.connect({ host: hostname, port });
   try {
-    await new Promise<void>((resolve, reject) => {
-      const onConnect = () => settle(undefined);
-      const onAbort = () => settle(signal.reason);
-      socket.once("connect", onConnect);
-      socket.once("error", settle);
-      signal.addEventListener("abort", onAbort, { once: true });
-      function settle(error: unknown) {
-        socket.off("connect", onConnect);
-        socket.off("error", settle);
-        signal.removeEventListener("abort", onAbort);
-        if (error === undefined) resolve();
-        else reject(error);
-      }
-    });
+    await once(socket, "connect", { signal });
   } catch (error) {
     socket.destroy();
     throw error;

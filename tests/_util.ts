@@ -1,7 +1,8 @@
 /**
  * The helpers the tests share, each defined once: the test certificates and servers, frame
- * builders, timing guards, raw TLS and TCP clients, a fake TLS server that a test scripts, and
- * runners for the CLI. bench/soak.ts uses them too.
+ * builders, timing guards and outcomes, raw TLS and TCP clients, a fake TLS server that a test
+ * scripts, a TCP relay that can cut connections, and the repository's tools. The runners of the
+ * CLI are in `_cli.ts`. bench/soak.ts uses them too.
  *
  * @module
  */
@@ -22,6 +23,13 @@ export const certs: { ca: string; cert: string; key: string } = {
   ca: Deno.readTextFileSync(new URL("ca.pem", testdata)),
   cert: Deno.readTextFileSync(new URL("server.pem", testdata)),
   key: Deno.readTextFileSync(new URL("server.key", testdata)),
+};
+
+/** The paths of the files of {@linkcode certs}, for the CLI's --ca, --cert and --key. */
+export const certFiles: { ca: string; cert: string; key: string } = {
+  ca: new URL("ca.pem", testdata).pathname,
+  cert: new URL("server.pem", testdata).pathname,
+  key: new URL("server.key", testdata).pathname,
 };
 
 /** Options for a test server: port 0, the test certificate, and quiet logs collected in `logs`. */
@@ -54,6 +62,28 @@ export function startServer(
 ): Promise<RpcServer> {
   const { logs, ...rest } = options;
   return serve(handlers, { ...serverOptions(logs), ...rest });
+}
+
+/**
+ * Serves `handlers` on `port` of 127.0.0.1 (0: any) with the test certificate and quiet logs. For
+ * a port a previous server just left, the listen is retried a few times in case it is still
+ * briefly busy.
+ */
+export async function serveOn(
+  port: number,
+  handlers: object,
+  options: Partial<ServeOptions> = {},
+): Promise<RpcServer> {
+  for (let attempt = 1;; attempt++) {
+    try {
+      return await serve(handlers, { ...serverOptions(), ...options, port });
+    } catch (error) {
+      const busy = error instanceof Deno.errors.AddrInUse ||
+        (error as { code?: unknown } | null)?.code === "EADDRINUSE";
+      if (!busy || attempt >= 20) throw error;
+      await delay(50);
+    }
+  }
 }
 
 /** Connects to `port` on 127.0.0.1 trusting the test CA. */
@@ -243,6 +273,29 @@ export async function until(
   }
 }
 
+/** The outcome of a promise, caught at once so that no rejection goes unhandled while we wait. */
+export type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };
+
+/** The outcome of `promise`: never rejects. */
+export function outcome(promise: Promise<unknown>): Promise<Outcome> {
+  return promise.then((value) => ({ ok: true, value }), (error) => ({ ok: false, error }));
+}
+
+/**
+ * Asserts that `promise` rejects with an instance of `type` within the guard of
+ * {@linkcode within}, and returns the error.
+ */
+export async function rejectsWith<E extends Error>(
+  promise: Promise<unknown>,
+  type: new (...args: never[]) => E,
+  what: string,
+): Promise<E> {
+  const result = await within(outcome(promise), what);
+  assert.ok(!result.ok, `${what}: expected ${type.name}, got the result ${JSON.stringify(result)}`);
+  assert.ok(result.error instanceof type, `${what}: expected ${type.name}, got ${result.error}`);
+  return result.error;
+}
+
 /** A promise handlers wait on until the test opens it, and how many have reached it. */
 export interface Gate {
   /** What a handler awaits; each read counts one call reaching the gate. */
@@ -283,6 +336,149 @@ export function closeQuietly(closer: { close(): void }): void {
 export async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
   let offset = 0;
   while (offset < bytes.length) offset += await conn.write(bytes.subarray(offset));
+}
+
+/**
+ * Hands each connection `listener` accepts to `handle`, until the listener is closed; resolves
+ * then, and never rejects.
+ */
+export async function acceptEach<C extends Deno.Conn>(
+  listener: Deno.Listener<C>,
+  handle: (conn: C) => void,
+): Promise<void> {
+  for (;;) {
+    let conn: C;
+    try {
+      conn = await listener.accept();
+    } catch {
+      return;
+    }
+    handle(conn);
+  }
+}
+
+/** A port on 127.0.0.1 that was free a moment ago: nothing listens there (yet). */
+export function freePort(): number {
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  return listener.addr.port;
+}
+
+/** A TCP relay from {@linkcode tcpRelay}. */
+export interface TcpRelay extends AsyncDisposable {
+  /** The port it listens on, on 127.0.0.1. */
+  readonly port: number;
+  /**
+   * What it does with each new connection: `"forward"` relays it to the target; `"refuse"` closes
+   * it as soon as it is accepted, counting it in `refused`; `"stall"` keeps it open and says
+   * nothing, so that a TLS handshake never completes, counting it in `stalled`.
+   */
+  mode: "forward" | "refuse" | "stall";
+  /** Connections closed at once in mode `"refuse"`. */
+  readonly refused: number;
+  /** Connections held in mode `"stall"`. */
+  readonly stalled: number;
+  /**
+   * Drops every connection through it at once: the client sees its connection die, the server
+   * keeps running.
+   */
+  cut(): void;
+  /** Stops listening and cuts: the endpoint is gone, as a server that died is. */
+  kill(): void;
+}
+
+/**
+ * A TCP relay on 127.0.0.1 to port `target` of 127.0.0.1, in mode `"forward"`, that a test can
+ * switch to refusing or stalling new connections, cut, or kill. A connection whose target cannot
+ * be reached is closed. Disposing stops listening, cuts, and waits for every relayed connection.
+ */
+export function tcpRelay(target: number): TcpRelay {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const conns = new Set<Deno.Conn>();
+  const tasks = new Set<Promise<void>>();
+  let refused = 0;
+  let stalled = 0;
+  function track(task: Promise<void>): void {
+    tasks.add(task);
+    void task.then(() => tasks.delete(task));
+  }
+  async function hold(conn: Deno.Conn): Promise<void> {
+    conns.add(conn);
+    const buffer = new Uint8Array(16 * 1024);
+    try {
+      while (await conn.read(buffer) !== null) { /* the ClientHello, unanswered */ }
+    } catch {
+      // Cut, or the client went away.
+    } finally {
+      closeQuietly(conn);
+      conns.delete(conn);
+    }
+  }
+  async function pipe(from: Deno.Conn, to: Deno.Conn): Promise<void> {
+    const buffer = new Uint8Array(16 * 1024);
+    try {
+      for (let n = await from.read(buffer); n !== null; n = await from.read(buffer)) {
+        for (let offset = 0; offset < n;) offset += await to.write(buffer.subarray(offset, n));
+      }
+    } catch {
+      // One side went away: the other follows.
+    } finally {
+      closeQuietly(from);
+      closeQuietly(to);
+    }
+  }
+  async function forward(conn: Deno.Conn): Promise<void> {
+    conns.add(conn);
+    try {
+      let upstream: Deno.Conn;
+      try {
+        upstream = await Deno.connect({ hostname: "127.0.0.1", port: target });
+      } catch {
+        // The target is gone: the client sees its connection close.
+        return;
+      }
+      conns.add(upstream);
+      await Promise.all([pipe(conn, upstream), pipe(upstream, conn)]);
+      conns.delete(upstream);
+    } finally {
+      closeQuietly(conn);
+      conns.delete(conn);
+    }
+  }
+  const relay = {
+    port: listener.addr.port,
+    mode: "forward" as TcpRelay["mode"],
+    get refused() {
+      return refused;
+    },
+    get stalled() {
+      return stalled;
+    },
+    cut() {
+      for (const conn of conns) closeQuietly(conn);
+    },
+    kill() {
+      closeQuietly(listener);
+      relay.cut();
+    },
+    async [Symbol.asyncDispose]() {
+      closeQuietly(listener);
+      await accepting;
+      relay.cut();
+      await Promise.all(tasks);
+    },
+  };
+  const accepting = acceptEach(listener, (conn) => {
+    if (relay.mode === "refuse") {
+      refused++;
+      closeQuietly(conn);
+    } else if (relay.mode === "stall") {
+      stalled++;
+      track(hold(conn));
+    } else {
+      track(forward(conn));
+    }
+  });
+  return relay;
 }
 
 /**
@@ -468,20 +664,12 @@ export function fakeTlsServer(handle: (peer: RawClient) => Promise<void>): FakeT
       conns.delete(conn);
     }
   }
-  const accepting = (async () => {
-    for (;;) {
-      let conn: Deno.TlsConn;
-      try {
-        conn = await listener.accept();
-      } catch {
-        return;
-      }
-      conns.add(conn);
-      const task = serveConn(conn);
-      tasks.add(task);
-      void task.then(() => tasks.delete(task));
-    }
-  })();
+  const accepting = acceptEach(listener, (conn) => {
+    conns.add(conn);
+    const task = serveConn(conn);
+    tasks.add(task);
+    void task.then(() => tasks.delete(task));
+  });
   return {
     port: listener.addr.port,
     get connections() {
@@ -511,159 +699,27 @@ export function has(command: string): boolean {
   }
 }
 
-/** What a subprocess left: its exit code and its whole output. */
-export interface Output {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** Options of {@linkcode runDeno} and {@linkcode runCli}. */
-export interface RunOptions {
-  /** Variables added to this process's environment. @default {} */
-  env?: Record<string, string>;
-  /** A guard: the process is killed after this many ms, so that a hang fails the test. @default 60_000 */
-  timeout?: number;
-}
-
 /**
- * A subprocess's environment: this process's with `env` over it. For the CLI, TLSRPC_TOKEN is
- * left out unless `env` sets it, so that the caller's own token cannot change what it does.
+ * A file that .ci/fetch_tools.sh puts under .ci/cache/tools (`bin/haproxy`, say); fails the test
+ * when it is missing.
  */
-function childEnv(cli: boolean, env: Record<string, string> = {}): Record<string, string> {
-  const inherited = Deno.env.toObject();
-  if (cli) delete inherited.TLSRPC_TOKEN;
-  return { ...inherited, ...env };
-}
-
-/** Runs `deno ARGS` in the repository's root, stdin null, and resolves with its output. */
-export function runDeno(args: string[], options: RunOptions = {}): Promise<Output> {
-  return run(args, options, false);
-}
-
-/** Runs `deno run -A cli.ts ARGS` in the repository's root (see {@linkcode runDeno}). */
-export function runCli(args: string[], options: RunOptions = {}): Promise<Output> {
-  return run(["run", "-A", "cli.ts", ...args], options, true);
-}
-
-async function run(args: string[], options: RunOptions, cli: boolean): Promise<Output> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args,
-    cwd: root.pathname,
-    clearEnv: true,
-    env: childEnv(cli, options.env),
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const timer = setTimeout(() => {
-    try {
-      child.kill("SIGKILL");
-    } catch {
-      // Already exited.
-    }
-  }, options.timeout ?? 60_000);
+export function tool(path: string): string {
+  const file = new URL(`.ci/cache/tools/${path}`, root).pathname;
   try {
-    const output = await child.output();
-    return {
-      code: output.code,
-      stdout: decoder.decode(output.stdout),
-      stderr: decoder.decode(output.stderr),
-    };
-  } finally {
-    clearTimeout(timer);
+    Deno.statSync(file);
+  } catch {
+    assert.fail(`${file} is missing: run .ci/fetch_tools.sh`);
   }
+  return file;
 }
 
-/** Options of {@linkcode startServe}. */
-export interface StartServeOptions {
-  /** Variables added to this process's environment (TLSRPC_TOKEN left out unless given). @default {} */
-  env?: Record<string, string>;
-  /** How long to wait for the "listening on" line. @default 20_000 */
-  timeout?: number;
-  /** Runs the server under `ulimit -n fileLimit` (through bash). @default no limit of its own */
-  fileLimit?: number;
-}
-
-/** A `cli.ts serve` subprocess; disposing it stops it. */
-export interface ServeProcess extends AsyncDisposable {
-  /** The port from its "listening on 127.0.0.1:PORT" line. */
-  readonly port: number;
-  /** Sends SIGTERM (once) and resolves with the exit status and the whole output. */
-  stop(): Promise<Output>;
-}
-
-/**
- * Starts `deno run -A cli.ts serve ARGS` in the repository's root, stdin null, and resolves once
- * it prints its first line, which must name the port.
- */
-export async function startServe(
-  args: string[],
-  options: StartServeOptions = {},
-): Promise<ServeProcess> {
-  const serveArgs = ["run", "-A", "cli.ts", "serve", ...args];
-  const [command, commandArgs] = options.fileLimit === undefined
-    ? [Deno.execPath(), serveArgs]
-    : ["bash", [
-      "-c",
-      `ulimit -n ${options.fileLimit}; exec "$0" "$@"`,
-      Deno.execPath(),
-      ...serveArgs,
-    ]];
-  const child = new Deno.Command(command, {
-    args: commandArgs,
-    cwd: root.pathname,
-    clearEnv: true,
-    env: childEnv(true, options.env),
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const stderr = new Response(child.stderr).text();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let stdout = "";
-  let stopping: Promise<Output> | undefined;
-  function stop(): Promise<Output> {
-    stopping ??= (async () => {
-      try {
-        child.kill("SIGTERM");
-      } catch {
-        // Already exited.
-      }
-      for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) {
-        stdout += chunk.value;
-      }
-      const status = await child.status;
-      return { code: status.code, stdout, stderr: await stderr };
-    })();
-    return stopping;
-  }
-  try {
-    await within(
-      (async () => {
-        while (!stdout.includes("\n")) {
-          const { value, done } = await reader.read();
-          if (done) break;
-          stdout += value;
-        }
-      })(),
-      "cli serve's first line",
-      options.timeout ?? 20_000,
-    );
-  } catch (error) {
-    const output = await stop();
-    throw new Error(`cli serve did not start: ${output.stderr}`, { cause: error });
-  }
-  const port = Number(/^listening on 127\.0\.0\.1:(\d+)\n/.exec(stdout)?.[1]);
-  if (!(port > 0)) {
-    const output = await stop();
-    assert.fail(`cli serve printed no port: ${JSON.stringify(output)}`);
-  }
+/** A temporary folder, removed on disposal. */
+export async function tempDir(): Promise<{ path: string } & AsyncDisposable> {
+  const path = await Deno.makeTempDir({ prefix: "tlsrpc-test-" });
   return {
-    port,
-    stop,
+    path,
     async [Symbol.asyncDispose]() {
-      await stop();
+      await Deno.remove(path, { recursive: true });
     },
   };
 }

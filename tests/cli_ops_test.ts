@@ -8,7 +8,8 @@ import { connect, type RpcClient } from "../client.ts";
 import { FrameReader, FrameWriter } from "../framing.ts";
 import { fromPem, readCertificate } from "../_x509_read.ts";
 import { logLevel, makeLogger } from "../_cli_log.ts";
-import { certs, delay, root, runCli, startServer, until, writeAll } from "./_util.ts";
+import { certs, delay, root, startServer, until, writeAll } from "./_util.ts";
+import { runCli } from "./_cli.ts";
 import * as workload from "./fixtures/workload.ts";
 
 const path = (relative: string) => new URL(relative, root).pathname;

@@ -4,82 +4,18 @@ import { RpcError } from "../errors.ts";
 import { FrameReader, FrameWriter } from "../framing.ts";
 import { DEFAULT_LIMITS, DEFAULT_PORT, serve } from "../server.ts";
 import * as calc from "../examples/calc.ts";
-import { certs, serverOptions } from "./_util.ts";
+import { certFiles, certs, freePort, root, serverOptions } from "./_util.ts";
+import {
+  assertFailure,
+  type Output,
+  runCli as run,
+  type RunCliOptions,
+  startServe,
+} from "./_cli.ts";
 
-const root = new URL("../", import.meta.url);
 const path = (relative: string) => new URL(relative, root).pathname;
-const cli = path("cli.ts");
-const ca = path("testdata/ca.pem");
-const cert = path("testdata/server.pem");
-const key = path("testdata/server.key");
+const { ca, cert, key } = certFiles;
 const decoder = new TextDecoder();
-
-interface Output {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-interface RunOptions {
-  cwd?: string;
-  /** Variables added to this process's environment, from which TLSRPC_TOKEN is always removed. */
-  env?: Record<string, string>;
-  /** Deno's permission flags for the CLI. */
-  permissions?: string[];
-}
-
-/** The CLI's command: this process's environment without TLSRPC_TOKEN, plus `env`. */
-function command(args: string[], options: RunOptions): Deno.CommandOptions {
-  const env = Deno.env.toObject();
-  delete env.TLSRPC_TOKEN;
-  return {
-    args: ["run", ...(options.permissions ?? ["-A"]), cli, ...args],
-    ...(options.cwd !== undefined && { cwd: options.cwd }),
-    clearEnv: true,
-    env: { ...env, ...options.env },
-    stdin: "null",
-  };
-}
-
-async function run(args: string[], options: RunOptions = {}): Promise<Output> {
-  const output = await new Deno.Command(Deno.execPath(), command(args, options)).output();
-  return {
-    code: output.code,
-    stdout: decoder.decode(output.stdout),
-    stderr: decoder.decode(output.stderr),
-  };
-}
-
-/** Starts `cli.ts serve` and reads its stdout up to the "listening on" line. */
-async function startServe(args: string[], options: RunOptions = {}) {
-  const child = new Deno.Command(Deno.execPath(), {
-    ...command(["serve", ...args], options),
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const stderr = new Response(child.stderr).text();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let stdout = "";
-  while (!stdout.includes("\n")) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    stdout += value;
-  }
-  const port = Number(/^listening on 127\.0\.0\.1:(\d+)\n/.exec(stdout)?.[1]);
-  return {
-    child,
-    port,
-    firstLine: stdout,
-    async stop(signal: Deno.Signal = "SIGTERM"): Promise<Output> {
-      child.kill(signal);
-      for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) {
-        stdout += chunk.value;
-      }
-      const status = await child.status;
-      return { code: status.code, stdout, stderr: await stderr };
-    },
-  };
-}
 
 for (const signal of ["SIGTERM", "SIGINT"] as const) {
   Deno.test(`cli serve prints one "listening on" line, serves, and exits 0 on ${signal}`, async () => {
@@ -92,7 +28,7 @@ for (const signal of ["SIGTERM", "SIGINT"] as const) {
       "--key",
       key,
     ]);
-    assert.ok(server.port > 0, `no port in ${JSON.stringify(server.firstLine)}`);
+    assert.ok(server.port > 0, "a port in the listening line");
     const call = await run(["call", "--port", String(server.port), "--ca", ca, "add", "2", "3"]);
     assert.equal(call.stdout, "5\n");
     const done = await server.stop(signal);
@@ -248,9 +184,7 @@ Deno.test("cli call and list against a running server", async (t) => {
 });
 
 Deno.test("cli call exits 3 with a one-line reason when nothing listens", async () => {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = listener.addr.port;
-  listener.close();
+  const port = freePort();
   const out = await run([
     "call",
     "--hostname",
@@ -512,10 +446,7 @@ const NO_ENV = ["--allow-net", "--allow-read"];
 
 /** Asserts a refusal: exit 2, nothing on stdout, one line on stderr, and never the token. */
 function assertRefused(out: Output, pattern: RegExp): void {
-  assert.equal(out.code, 2, JSON.stringify(out));
-  assert.equal(out.stdout, "");
-  assert.match(out.stderr, pattern);
-  assert.equal(out.stderr.trimEnd().split("\n").length, 1, JSON.stringify(out.stderr));
+  assertFailure(out, 2, pattern);
   assert.ok(!out.stderr.includes(SECRET), "the token is printed");
 }
 
@@ -529,7 +460,7 @@ Deno.test("cli serve refuses to start, exit 2 in one line, when a token it may n
     const base = [path("examples/calc.ts"), "--port", "0", "--cert", cert, "--key", key];
     const unknown =
       /^error: Cannot read TLSRPC_TOKEN: no env permission, so "serve" cannot tell whether it is set \(run with --allow-env=TLSRPC_TOKEN, or pass --token-file FILE or --no-token\)\n$/;
-    const cases: { name: string; args?: string[]; options?: RunOptions; stderr: RegExp }[] = [
+    const cases: { name: string; args?: string[]; options?: RunCliOptions; stderr: RegExp }[] = [
       { name: "no env permission", options: { permissions: NO_ENV }, stderr: unknown },
       {
         name: "no env permission, TLSRPC_TOKEN set",
@@ -599,7 +530,7 @@ Deno.test("cli serve --no-token serves without env permission; with TLSRPC_TOKEN
   const base = [path("examples/calc.ts"), "--port", "0", "--cert", cert, "--key", key];
   await t.step("--no-token, no env permission", async () => {
     const server = await startServe([...base, "--no-token"], { permissions: NO_ENV });
-    assert.ok(server.port > 0, server.firstLine);
+    assert.ok(server.port > 0, "a port in the listening line");
     const target = ["--port", String(server.port), "--ca", ca];
     const call = await run(["call", ...target, "--no-token", "add", "1", "2"], {
       permissions: NO_ENV,
@@ -614,7 +545,7 @@ Deno.test("cli serve --no-token serves without env permission; with TLSRPC_TOKEN
       permissions: [...NO_ENV, "--allow-env=TLSRPC_TOKEN"],
       env: { TLSRPC_TOKEN: SECRET },
     });
-    assert.ok(server.port > 0, server.firstLine);
+    assert.ok(server.port > 0, "a port in the listening line");
     const target = ["--port", String(server.port), "--ca", ca];
     const [none, given] = await Promise.all([
       run(["call", ...target, "add", "1", "2"]),
@@ -644,7 +575,7 @@ Deno.test("cli call and list refuse, exit 2, a token they cannot read, and go wi
   const target = ["--port", String(server.addr.port), "--ca", ca];
   const unknown = (command: string) =>
     new RegExp(`^error: Cannot read TLSRPC_TOKEN: no env permission, so "${command}" cannot tell`);
-  const cases: { args: string[]; options?: RunOptions; code: number; out: RegExp }[] = [
+  const cases: { args: string[]; options?: RunCliOptions; code: number; out: RegExp }[] = [
     {
       args: ["call", "add", "1", "2"],
       options: { permissions: NO_ENV },

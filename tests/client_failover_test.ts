@@ -5,41 +5,14 @@
 import assert from "node:assert/strict";
 import { connect, type ConnectOptions, type Endpoint, type RpcClient } from "../client.ts";
 import { ConnectionError } from "../errors.ts";
-import { type RpcServer, serve, type ServeOptions } from "../server.ts";
-import { certs, closeQuietly, delay, serverOptions, until, within } from "./_util.ts";
+import { certs, delay, freePort, serveOn, tcpRelay, until, within } from "./_util.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-/** Serves `handlers` on `port` (0: any), retrying while a port just left is briefly busy. */
-async function serveOn(
-  port: number,
-  handlers: object,
-  options: Partial<ServeOptions> = {},
-): Promise<RpcServer> {
-  for (let attempt = 1;; attempt++) {
-    try {
-      return await serve(handlers, { ...serverOptions(), ...options, port });
-    } catch (error) {
-      const busy = error instanceof Deno.errors.AddrInUse ||
-        (error as { code?: unknown } | null)?.code === "EADDRINUSE";
-      if (!busy || attempt >= 20) throw error;
-      await delay(50);
-    }
-  }
-}
-
 /** Handlers that say which server ran them: `where()` gives the label. */
 function labelled(label: string) {
   return { where: () => label };
-}
-
-/** A port on 127.0.0.1 that nothing listens on (it did a moment ago). */
-function closedPort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr;
-  listener.close();
-  return port;
 }
 
 /** Connects to `endpoints` trusting the test CA. */
@@ -61,71 +34,6 @@ async function inGivenOrder<T>(body: () => Promise<T>): Promise<T> {
   }
 }
 
-/** A TCP relay on 127.0.0.1 to `target`; `kill()` drops its connections and stops listening. */
-interface Relay extends AsyncDisposable {
-  readonly port: number;
-  kill(): void;
-}
-
-function relay(target: number): Relay {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const conns = new Set<Deno.Conn>();
-  const tasks = new Set<Promise<void>>();
-  async function pipe(from: Deno.Conn, to: Deno.Conn): Promise<void> {
-    const buffer = new Uint8Array(16 * 1024);
-    try {
-      for (let n = await from.read(buffer); n !== null; n = await from.read(buffer)) {
-        for (let offset = 0; offset < n;) offset += await to.write(buffer.subarray(offset, n));
-      }
-    } catch {
-      // One side went away: the other follows.
-    } finally {
-      closeQuietly(from);
-      closeQuietly(to);
-    }
-  }
-  async function forward(conn: Deno.Conn): Promise<void> {
-    conns.add(conn);
-    try {
-      const upstream = await Deno.connect({ hostname: "127.0.0.1", port: target });
-      conns.add(upstream);
-      await Promise.all([pipe(conn, upstream), pipe(upstream, conn)]);
-      conns.delete(upstream);
-    } catch {
-      // The target is gone: the client sees its connection close.
-    } finally {
-      closeQuietly(conn);
-      conns.delete(conn);
-    }
-  }
-  const accepting = (async () => {
-    for (;;) {
-      let conn: Deno.Conn;
-      try {
-        conn = await listener.accept();
-      } catch {
-        return;
-      }
-      const task = forward(conn);
-      tasks.add(task);
-      void task.then(() => tasks.delete(task));
-    }
-  })();
-  function kill(): void {
-    closeQuietly(listener);
-    for (const conn of conns) closeQuietly(conn);
-  }
-  return {
-    port: listener.addr.port,
-    kill,
-    async [Symbol.asyncDispose]() {
-      kill();
-      await accepting;
-      await Promise.all(tasks);
-    },
-  };
-}
-
 // ---------------------------------------------------------------------------------------------
 // Failing over
 
@@ -134,13 +42,13 @@ Deno.test("connect() with endpoints goes on to the next when one is a closed por
   const live = { hostname: "127.0.0.1", port: server.addr.port };
 
   await t.step("the first is closed: the second serves", async () => {
-    const down = { hostname: "127.0.0.1", port: closedPort() };
+    const down = { hostname: "127.0.0.1", port: freePort() };
     await using client = await inGivenOrder(() => connectAll([down, live]));
     assert.equal(await within(client.call("where"), "a call"), "live");
   });
 
   await t.step("both closed: one ConnectionError naming both", async () => {
-    const ports = [closedPort(), closedPort()];
+    const ports = [freePort(), freePort()];
     const result = await within(
       inGivenOrder(() =>
         connectAll(ports.map((port) => ({ hostname: "127.0.0.1", port }))).then(
@@ -171,7 +79,7 @@ Deno.test("a client with reconnect whose endpoint dies mid-session goes on with 
   }
   await using first = await serveOn(0, handlers("first"));
   await using second = await serveOn(0, handlers("second"));
-  await using dying = relay(first.addr.port);
+  await using dying = tcpRelay(first.addr.port);
   let disconnects = 0;
   let reconnects = 0;
   await using client = await inGivenOrder(() =>

@@ -7,6 +7,7 @@ import { connect, type ConnectOptions, type Endpoint, type RpcClient } from "../
 import { ConnectionError, RpcError, TimeoutError } from "../errors.ts";
 import { FrameReader, FrameWriter } from "../framing.ts";
 import { type MemoryConnection, memoryPair, type MemoryPairOptions } from "../_transport_memory.ts";
+import { delay, type Outcome, outcome, rejectsWith, within } from "./_util.ts";
 
 const decoder = new TextDecoder();
 const encoder = new TextEncoder();
@@ -170,52 +171,11 @@ async function connectMemory(
   };
 }
 
-/** The outcome of a promise, caught at once so that no rejection goes unhandled while we wait. */
-type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };
-
-function outcome(promise: Promise<unknown>): Promise<Outcome> {
-  return promise.then((value) => ({ ok: true, value }), (error) => ({ ok: false, error }));
-}
-
-/** Asserts that `promise` rejects with an instance of `type` within the guard, and returns it. */
-async function rejectsWith<E extends Error>(
-  promise: Promise<unknown>,
-  type: new (...args: never[]) => E,
-  what: string,
-): Promise<E> {
-  const result = await within(outcome(promise), what);
-  assert.ok(!result.ok, `${what}: expected ${type.name}, got the result ${JSON.stringify(result)}`);
-  assert.ok(result.error instanceof type, `${what}: expected ${type.name}, got ${result.error}`);
-  return result.error;
-}
-
-/**
- * Resolves as `promise` does, or rejects once `ms` have passed: a guard so that a broken behaviour
- * fails the test instead of hanging it.
- */
-async function within<T>(promise: Promise<T>, what: string, ms = 5_000): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`Gave up waiting: ${what} (${ms} ms)`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
 /** Polls `condition` every 5 ms, at most `ms` in all; fails naming `what` if it never holds. */
 async function waitFor(condition: () => boolean, what: string, ms = 5_000): Promise<void> {
   for (let waited = 0; !condition(); waited += 5) {
     if (waited >= ms) assert.fail(`Gave up waiting for ${what} after ${ms} ms`);
-    await sleep(5);
+    await delay(5);
   }
 }
 
@@ -269,7 +229,7 @@ Deno.test("memoryPair(): close ends the peer's reads with null once drained, and
       const [a, b] = memoryPair();
       b.stopReading();
       const writing = a.write(encoder.encode("stuck"));
-      await sleep(5);
+      await delay(5);
       assert.equal(b.bufferedBytes, 0);
       b.close();
       await assert.rejects(writing, (error: Error & { code?: string }) => error.code === "EPIPE");
@@ -284,7 +244,7 @@ Deno.test("memoryPair(): close ends the peer's reads with null once drained, and
     assert.equal(await writing, 2);
     b.stopReading();
     const stuck = a.write(encoder.encode("gh"));
-    await sleep(5);
+    await delay(5);
     assert.equal(b.bufferedBytes, 2);
     b.resumeReading();
     assert.equal(await stuck, 2);
@@ -742,7 +702,7 @@ Deno.test("an aborted call that was never written is taken back: the server sees
   const { client, server } = setup;
   server.conn.stopReading();
   const first = client.call("first", "y".repeat(4096));
-  await sleep(5); // the first call's write is under way, and stuck
+  await delay(5); // the first call's write is under way, and stuck
   const controller = new AbortController();
   const second = client.withOptions({ signal: controller.signal }).call("second");
   controller.abort(new Error("changed my mind"));
@@ -913,7 +873,7 @@ Deno.test("the server refusing a message with id null, then closing, rejects cal
   const call = client.call("a");
   await server.expect("a");
   server.send({ jsonrpc: "2.0", id: null, error: { code: -32600, message: "Invalid Request: x" } });
-  await sleep(5);
+  await delay(5);
   server.close();
   const error = await rejectsWith(call, ConnectionError, "the call");
   assert.match(error.message, /the server refused a message: Invalid Request: x/);
@@ -965,7 +925,7 @@ Deno.test("rpc.goaway with reconnect: calls in flight finish on the old connecti
       ok: true,
       value: "one on the old connection",
     });
-    await sleep(5);
+    await delay(5);
     assert.equal(old.conn.isClosed, false, "closed with a call still in flight");
     old.reply(two, "two on the old connection");
     assert.deepEqual(await within(second, "the second call in flight"), {
@@ -1087,7 +1047,7 @@ Deno.test("rpc.goaway without reconnect: new calls keep going to the old connect
     assert.equal(refused.error.code, -32001);
     server.reply(request, "finished");
     assert.deepEqual(await within(running, "the call in flight"), { ok: true, value: "finished" });
-    await sleep(5);
+    await delay(5);
     assert.equal(server.conn.isClosed, false, "the client closed the connection itself");
     assert.equal(pairs.peers.length, 1, "a new connection without reconnect");
     server.close();
@@ -1209,7 +1169,7 @@ Deno.test("through goaways and -32001 answers no call runs twice, and every call
           goingAway.add(current);
           current.goAway();
         }
-        if (rng() < 0.3) await sleep(1);
+        if (rng() < 0.3) await delay(1);
       }
       loops.push(serveOn(await pairs.peer(round + 1)));
       const results = await within(Promise.all(calls), `round ${round}; seed ${seed}`);
@@ -1470,7 +1430,7 @@ async function hostileServer(
       }
     }
   })();
-  await Promise.race([hello.promise, sleep(20)]);
+  await Promise.race([hello.promise, delay(20)]);
   await go;
   for (let step = 0; step < steps && !peer.conn.isClosed; step++) {
     if (rng() < 0.04) {
@@ -1485,10 +1445,10 @@ async function hostileServer(
     } else {
       peer.send(hostileFrame(rng, ids));
     }
-    if (rng() < 0.3) await sleep(Math.floor(rng() * 4));
+    if (rng() < 0.3) await delay(Math.floor(rng() * 4));
   }
   if (rng() < 0.7) peer.close();
-  await Promise.race([reading, sleep(50)]);
+  await Promise.race([reading, delay(50)]);
 }
 
 /** One round: a client with random options against hostile servers, every call tracked. */
@@ -1548,7 +1508,7 @@ async function fuzzRound(rng: () => number, stats: FuzzStats): Promise<void> {
           assert.ok(error instanceof ConnectionError || error instanceof TypeError, String(error));
         }
       }
-      if (rng() < 0.5) await sleep(Math.floor(rng() * 5));
+      if (rng() < 0.5) await delay(Math.floor(rng() * 5));
     }
     await within(Promise.all(servers.slice()), "the hostile servers", 10_000);
     await within(client.close(), "client.close()");
@@ -1608,7 +1568,7 @@ Deno.test("a hostile server's random and adversarial frames never kill the clien
         });
       }
     }
-    await sleep(10); // a rethrow from a microtask or a late rejection shows by now
+    await delay(10); // a rethrow from a microtask or a late rejection shows by now
     assert.deepEqual(uncaught, [], `uncaught errors; replay with FUZZ_SEED=${seed}`);
     // The hostile frames reached the code they aim at: answers, errors, listeners, lost links.
     for (const [name, count] of Object.entries(stats)) {

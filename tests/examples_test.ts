@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import { serve } from "../server.ts";
 import { connect, RpcError } from "../client.ts";
 import * as calc from "../examples/calc.ts";
-import { certs, has, root, runDeno, serverOptions } from "./_util.ts";
+import { certs, has, root, serverOptions } from "./_util.ts";
+import { runDeno } from "./_cli.ts";
 
 Deno.test({
   name: "examples/python_client.py, written from PROTOCOL.md, calls the server",

@@ -2,7 +2,8 @@
 // at this checkout (offline), as `deno add jsr:@tlsrpc/tlsrpc` would resolve them.
 
 import assert from "node:assert/strict";
-import { root, runDeno } from "./_util.ts";
+import { root } from "./_util.ts";
+import { runDeno } from "./_cli.ts";
 
 /** The code lines of the README's "Importing it" block. */
 async function readmeImports(): Promise<string[]> {

@@ -6,15 +6,19 @@
 import assert from "node:assert/strict";
 import type { RpcClient } from "../client.ts";
 import { ConnectionError, RpcError, TimeoutError } from "../errors.ts";
-import { type RpcServer, serve, type ServeOptions } from "../server.ts";
+import { serve } from "../server.ts";
 import { callContext } from "../context.ts";
 import {
-  closeQuietly,
   connectTo,
   delay,
   type FakeTlsServer,
   fakeTlsServer,
+  type Outcome,
+  outcome,
+  rejectsWith,
+  serveOn,
   serverOptions,
+  tcpRelay,
   until,
   within as settles,
 } from "./_util.ts";
@@ -22,165 +26,9 @@ import {
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-/** The outcome of a promise, caught at once so that no rejection goes unhandled while we wait. */
-type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };
-
-function outcome(promise: Promise<unknown>): Promise<Outcome> {
-  return promise.then((value) => ({ ok: true, value }), (error) => ({ ok: false, error }));
-}
-
-/** Asserts that `promise` rejects with an instance of `type` within the guard, and returns it. */
-async function rejectsWith<E extends Error>(
-  promise: Promise<unknown>,
-  type: new (...args: never[]) => E,
-  what: string,
-): Promise<E> {
-  const result = await settles(outcome(promise), what);
-  assert.ok(!result.ok, `${what}: expected ${type.name}, got the result ${JSON.stringify(result)}`);
-  assert.ok(result.error instanceof type, `${what}: expected ${type.name}, got ${result.error}`);
-  return result.error;
-}
-
-/**
- * Serves `handlers` on `port` of 127.0.0.1, the port a previous server just left: the listen is
- * retried a few times in case the port is still briefly busy.
- */
-async function serveOn(
-  port: number,
-  handlers: object,
-  options: Partial<ServeOptions> = {},
-): Promise<RpcServer> {
-  for (let attempt = 1;; attempt++) {
-    try {
-      return await serve(handlers, { ...serverOptions(), ...options, port });
-    } catch (error) {
-      const busy = error instanceof Deno.errors.AddrInUse ||
-        (error as { code?: unknown } | null)?.code === "EADDRINUSE";
-      if (!busy || attempt >= 20) throw error;
-      await delay(50);
-    }
-  }
-}
-
 /** Runs `counts.set(key, counts.get(key) + 1)`: each call's unique key proves how often it ran. */
 function count(counts: Map<string, number>, key: string): void {
   counts.set(key, (counts.get(key) ?? 0) + 1);
-}
-
-/**
- * A TCP proxy on 127.0.0.1 in front of `target`: `cut()` drops every connection through it at
- * once (the client sees its connection die, the server keeps running). In mode `"refuse"` it
- * closes each new connection as soon as it is accepted, counting them in `refused`; in mode
- * `"stall"` it keeps new connections open and says nothing, so a TLS handshake never completes.
- */
-interface TcpProxy extends AsyncDisposable {
-  readonly port: number;
-  mode: "forward" | "refuse" | "stall";
-  readonly refused: number;
-  readonly stalled: number;
-  /** Stalled connections that the client has closed. */
-  readonly stalledEnded: number;
-  cut(): void;
-}
-
-function tcpProxy(target: number): TcpProxy {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const conns = new Set<Deno.Conn>();
-  const tasks = new Set<Promise<void>>();
-  let refused = 0;
-  let stalled = 0;
-  let stalledEnded = 0;
-  async function hold(conn: Deno.Conn): Promise<void> {
-    conns.add(conn);
-    const buffer = new Uint8Array(16 * 1024);
-    try {
-      while (await conn.read(buffer) !== null) { /* the ClientHello, unanswered */ }
-      stalledEnded++;
-    } catch {
-      stalledEnded++;
-    } finally {
-      closeQuietly(conn);
-      conns.delete(conn);
-    }
-  }
-  async function pipe(from: Deno.Conn, to: Deno.Conn): Promise<void> {
-    const buffer = new Uint8Array(16 * 1024);
-    try {
-      for (let n = await from.read(buffer); n !== null; n = await from.read(buffer)) {
-        for (let offset = 0; offset < n;) offset += await to.write(buffer.subarray(offset, n));
-      }
-    } catch {
-      // One side went away: the other follows.
-    } finally {
-      closeQuietly(from);
-      closeQuietly(to);
-    }
-  }
-  async function relay(conn: Deno.Conn): Promise<void> {
-    conns.add(conn);
-    try {
-      let upstream: Deno.Conn;
-      try {
-        upstream = await Deno.connect({ hostname: "127.0.0.1", port: target });
-      } catch {
-        return;
-      }
-      conns.add(upstream);
-      await Promise.all([pipe(conn, upstream), pipe(upstream, conn)]);
-      conns.delete(upstream);
-    } finally {
-      closeQuietly(conn);
-      conns.delete(conn);
-    }
-  }
-  const proxy = {
-    port: listener.addr.port,
-    mode: "forward" as TcpProxy["mode"],
-    get refused() {
-      return refused;
-    },
-    get stalled() {
-      return stalled;
-    },
-    get stalledEnded() {
-      return stalledEnded;
-    },
-    cut() {
-      for (const conn of conns) closeQuietly(conn);
-    },
-    async [Symbol.asyncDispose]() {
-      closeQuietly(listener);
-      await accepting;
-      proxy.cut();
-      await Promise.all(tasks);
-    },
-  };
-  const accepting = (async () => {
-    for (;;) {
-      let conn: Deno.Conn;
-      try {
-        conn = await listener.accept();
-      } catch {
-        return;
-      }
-      if (proxy.mode === "refuse") {
-        refused++;
-        closeQuietly(conn);
-        continue;
-      }
-      if (proxy.mode === "stall") {
-        stalled++;
-        const task = hold(conn);
-        tasks.add(task);
-        void task.then(() => tasks.delete(task));
-        continue;
-      }
-      const task = relay(conn);
-      tasks.add(task);
-      void task.then(() => tasks.delete(task));
-    }
-  })();
-  return proxy;
 }
 
 /**
@@ -310,7 +158,7 @@ Deno.test("an idempotent call is sent again only once: when the retried call's c
     },
     ping: () => "pong",
   }, serverOptions());
-  await using proxy = tcpProxy(server.addr.port);
+  await using proxy = tcpRelay(server.addr.port);
   let disconnects = 0;
   let reconnects = 0;
   await using client = await connectTo(proxy.port, {
@@ -337,7 +185,7 @@ Deno.test("an idempotent call is sent again only once: when the retried call's c
 
 Deno.test("a client with reconnect gives up after maxAttempts failed attempts: it closes, and the calls waiting reject with ConnectionError saying it could not reconnect", async () => {
   await using server = await serve({ ping: () => "pong" }, serverOptions());
-  await using proxy = tcpProxy(server.addr.port);
+  await using proxy = tcpRelay(server.addr.port);
   const waiting: Promise<Outcome>[] = [];
   const disconnects: unknown[] = [];
   let reconnects = 0;
@@ -376,7 +224,7 @@ Deno.test("a client with reconnect gives up after maxAttempts failed attempts: i
 
 Deno.test("a call that waits for a reconnection rejects with TimeoutError when its own timeout passes first, and close() ends the reconnecting", async () => {
   await using server = await serve({ ping: () => "pong" }, serverOptions());
-  await using proxy = tcpProxy(server.addr.port);
+  await using proxy = tcpRelay(server.addr.port);
   let disconnects = 0;
   const client = await connectTo(proxy.port, {
     reconnect: { initialDelay: 10, maxDelay: 50, maxAttempts: 1_000 },
@@ -408,7 +256,7 @@ Deno.test("a call that waits for a reconnection rejects with TimeoutError when i
 
 Deno.test("close() while a reconnection attempt hangs in its TLS handshake abandons the attempt and stops reconnecting", async () => {
   await using server = await serve({ ping: () => "pong" }, serverOptions());
-  await using proxy = tcpProxy(server.addr.port);
+  await using proxy = tcpRelay(server.addr.port);
   let disconnects = 0;
   const client = await connectTo(proxy.port, {
     connectTimeout: 30_000,
@@ -437,7 +285,7 @@ Deno.test("close() while a reconnection attempt hangs in its TLS handshake aband
 
 Deno.test("a client without reconnect closes when the connection drops, after calling onDisconnect", async () => {
   await using server = await serve({ ping: () => "pong" }, serverOptions());
-  await using proxy = tcpProxy(server.addr.port);
+  await using proxy = tcpRelay(server.addr.port);
   const disconnects: unknown[] = [];
   let reconnects = 0;
   await using client = await connectTo(proxy.port, {
@@ -464,7 +312,7 @@ Deno.test("a client with reconnect presents its token again on every new connect
       return token === "reconnect-token" ? { user: "ada", connection: tokens.length } : undefined;
     },
   });
-  await using proxy = tcpProxy(server.addr.port);
+  await using proxy = tcpRelay(server.addr.port);
   let reconnects = 0;
   await using client = await connectTo(proxy.port, {
     token: "reconnect-token",

@@ -13,12 +13,12 @@ import {
   connectTo,
   PARTIAL_CLIENT_HELLO,
   root,
-  startServe,
   startServer,
   TcpClient,
   until,
   within,
 } from "./_util.ts";
+import { startServe } from "./_cli.ts";
 
 type Transport = "node" | "deno";
 

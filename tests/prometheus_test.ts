@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { Metrics } from "../_metrics.ts";
 import { METRICS_CONTENT_TYPE, serveMetrics } from "../_metrics_http.ts";
-import { connectTo, delay, root, startServe, within, writeAll } from "./_util.ts";
+import { connectTo, delay, root, within, writeAll } from "./_util.ts";
+import { startServe } from "./_cli.ts";
 
 /** A binary from .ci/fetch_tools.sh, or from the variable `env`; fails the test when missing. */
 function toolPath(name: string, env: string): string {

@@ -12,15 +12,13 @@ import { type DevCertificates, generateDevCertificates } from "../dev_cert.ts";
 import {
   connectTo,
   delay,
-  type Output,
   RawClient,
   root,
-  runCli,
   serverOptions,
-  startServe,
   startServer,
   within as settles,
 } from "./_util.ts";
+import { type Output, runCli, startServe } from "./_cli.ts";
 
 /** The token of these tests: distinctive, so that finding it in a log or a message means a leak. */
 const TOKEN = "s3cr3t-token-value";

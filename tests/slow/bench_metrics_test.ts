@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { runDeno } from "../_util.ts";
+import { runDeno } from "../_cli.ts";
 
 Deno.test("deno task bench:metrics measures calls with metrics off and on in its smoke version", async () => {
   const { code, stdout, stderr } = await runDeno(["run", "-A", "bench/metrics_cost.ts", "--smoke"]);

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { runDeno } from "../_util.ts";
+import { runDeno } from "../_cli.ts";
 
 Deno.test("deno task bench runs every measurement in its smoke version and prints the table", async () => {
   const { code, stdout: out, stderr } = await runDeno([

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { runDeno } from "../_util.ts";
+import { runDeno } from "../_cli.ts";
 
 Deno.test("deno task bench:workers measures 1 and N workers in its smoke version", async () => {
   const { code, stdout, stderr } = await runDeno([

@@ -2,15 +2,8 @@
 // serving again.
 
 import assert from "node:assert/strict";
-import {
-  delay,
-  has,
-  type Output,
-  runCli,
-  startServe,
-  TcpClient,
-  whileGoodClientCalls,
-} from "../_util.ts";
+import { delay, has, TcpClient, whileGoodClientCalls } from "../_util.ts";
+import { type Output, runCli, startServe } from "../_cli.ts";
 
 Deno.test({
   name: "cli serve recovers from running out of file descriptors at accept (EMFILE)",

@@ -1,7 +1,7 @@
 // CI runs a short version of the soak test (soak.ts): a few seconds of good clients and chaos.
 
 import assert from "node:assert/strict";
-import { type Output, runDeno } from "../_util.ts";
+import { type Output, runDeno } from "../_cli.ts";
 
 /** Runs `bench/soak.ts` with `args`. */
 function runSoak(args: string[]): Promise<Output> {
