@@ -36,6 +36,18 @@ export interface Session {
   settled(): void;
   /** A limit refused something of this connection's (for metrics). */
   refused(limit: string): void;
+  /**
+   * With metrics, when the frames being dispatched were read (`performance.now()`): the start of
+   * every call they hold, so that the clock is read once a read rather than once a call. Absent
+   * where there is no such read (each call then reads the clock).
+   */
+  readonly receivedAt?: number | undefined;
+  /**
+   * With metrics, counts a call answered at once (its handler returned no promise), to be timed
+   * with the others of its read when the connection has dispatched them: one clock read for them
+   * all. Absent where there is no such read (the call is then timed alone).
+   */
+  answeredAtOnce?(method: string, code: number): void;
   /** Sends a notification to the peer. */
   notify(method: string, params: unknown[]): void;
 }

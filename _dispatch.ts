@@ -171,7 +171,7 @@ export class Dispatcher {
     ) {
       return invalid(codec, idText, "timeout must be a positive number of milliseconds");
     }
-    const start = this.#observer === undefined ? 0 : performance.now();
+    const start = this.#observer === undefined ? 0 : session.receivedAt ?? performance.now();
     const reply = this.#route(
       request,
       method,
@@ -181,7 +181,7 @@ export class Dispatcher {
       codec,
       batch,
     );
-    if (this.#observer !== undefined) this.#observe(method, reply, start);
+    if (this.#observer !== undefined) this.#observe(method, reply, start, session);
     if (hasId) return reply;
     // Notifications are never answered, not even with an error.
     if (reply instanceof Promise) reply.catch(() => {});
@@ -303,17 +303,25 @@ export class Dispatcher {
     return this.#continue(call, result, idText, session, codec);
   }
 
-  #observe(method: string, reply: Reply, start: number): void {
-    const observer = this.#observer!;
-    const done = (message: Outgoing | undefined) => {
-      try {
-        observer.callFinished(method, message?.code ?? 0, (performance.now() - start) / 1000);
-      } catch {
-        // Metrics must never cost a reply.
-      }
-    };
-    if (reply instanceof Promise) reply.then(done, () => done(undefined));
-    else done(reply);
+  #observe(method: string, reply: Reply, start: number, session: Session): void {
+    if (reply instanceof Promise) {
+      reply.then(
+        (message) => this.#finished(method, message?.code ?? 0, start),
+        () => this.#finished(method, 0, start),
+      );
+    } else if (session.answeredAtOnce !== undefined) {
+      session.answeredAtOnce(method, reply?.code ?? 0);
+    } else {
+      this.#finished(method, reply?.code ?? 0, start);
+    }
+  }
+
+  #finished(method: string, code: number, start: number): void {
+    try {
+      this.#observer!.callFinished(method, code, (performance.now() - start) / 1000);
+    } catch {
+      // Metrics must never cost a reply.
+    }
   }
 
   #invoke(

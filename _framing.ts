@@ -62,6 +62,13 @@ export interface FrameReaderOptions {
    * @default {16777216}
    */
   maxFrameBytes?: number;
+  /**
+   * Called with the number of bytes of each read from the source, as it returns: to count them
+   * without wrapping the source (a server's metrics).
+   *
+   * @default {undefined}
+   */
+  onRead?: ((count: number) => void) | undefined;
 }
 
 /**
@@ -93,6 +100,7 @@ export interface FrameReaderOptions {
 export class FrameReader {
   #source: ByteSource;
   #maxFrameBytes: number;
+  #onRead: ((count: number) => void) | undefined;
   #buffer: Uint8Array = new Uint8Array(0);
   #start = 0;
   #end = 0;
@@ -106,11 +114,12 @@ export class FrameReader {
    * Makes a reader of the frames in `source`.
    *
    * @param source The byte stream to read.
-   * @param options The frame size limit.
+   * @param options The frame size limit, and a counter of the bytes read.
    */
   constructor(source: ByteSource, options?: FrameReaderOptions) {
     this.#source = source;
     this.#maxFrameBytes = checkMaxFrameBytes(options?.maxFrameBytes);
+    this.#onRead = options?.onRead;
   }
 
   /** Whether part of a frame has arrived and the rest has not. */
@@ -158,6 +167,7 @@ export class FrameReader {
       }
       if (this.#buffer.length === 0) this.#buffer = new Uint8Array(READ_BUFFER_BYTES);
       const count = await this.#source.read(this.#buffer.subarray(this.#end));
+      if (count !== null) this.#onRead?.(count);
       if (count === null) {
         if (this.#end > this.#start) {
           throw new ProtocolError(
@@ -202,6 +212,7 @@ export class FrameReader {
     let filled = head.length;
     while (filled < length) {
       const count = await this.#source.read(frame.subarray(filled));
+      if (count !== null) this.#onRead?.(count);
       if (count === null) {
         throw new ProtocolError(
           `Cannot read frame: the stream ended after ${filled} of ${length} bytes`,
@@ -228,6 +239,13 @@ export interface FrameWriterOptions {
    * queued then and afterwards.
    */
   onError?: (error: unknown) => void;
+  /**
+   * Called with the number of bytes of each write to the sink, as it returns: to count them
+   * without wrapping the sink (a server's metrics).
+   *
+   * @default {undefined}
+   */
+  onWrite?: ((count: number) => void) | undefined;
 }
 
 const encoder = new TextEncoder();
@@ -258,6 +276,7 @@ export class FrameWriter {
   #sink: ByteSink;
   #maxFrameBytes: number;
   #onError: ((error: unknown) => void) | undefined;
+  #onWrite: ((count: number) => void) | undefined;
   #buffer = new Uint8Array(0);
   #spare = new Uint8Array(0);
   #length = 0;
@@ -279,12 +298,13 @@ export class FrameWriter {
    * Makes a writer of frames to `sink`.
    *
    * @param sink The byte stream to write to.
-   * @param options The frame size limit and the error callback.
+   * @param options The frame size limit, the error callback and a counter of the bytes written.
    */
   constructor(sink: ByteSink, options?: FrameWriterOptions) {
     this.#sink = sink;
     this.#maxFrameBytes = checkMaxFrameBytes(options?.maxFrameBytes);
     this.#onError = options?.onError;
+    this.#onWrite = options?.onWrite;
   }
 
   /**
@@ -533,7 +553,9 @@ export class FrameWriter {
     let offset = 0;
     while (offset < bytes.length) {
       this.#writeSince = Date.now();
-      offset += await this.#sink.write(offset === 0 ? bytes : bytes.subarray(offset));
+      const count = await this.#sink.write(offset === 0 ? bytes : bytes.subarray(offset));
+      this.#onWrite?.(count);
+      offset += count;
     }
   }
 }

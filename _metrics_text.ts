@@ -220,7 +220,7 @@ export function renderMerged(snapshots: readonly MetricsSnapshot[]): string {
     out,
     "tlsrpc_call_duration_seconds",
     "histogram",
-    "Time from dispatch to answer of calls, by method.",
+    "Time from the read that brought a call to its answer, by method.",
   );
   for (const method of [...durations.keys()].sort()) {
     const { counts, sum } = durations.get(method)!;

@@ -10,7 +10,7 @@ import type { RateLimitedLog } from "./_log.ts";
 import type { Connection } from "./_transport.ts";
 import { ConnectionError, ErrorCode, ProtocolError } from "./errors.ts";
 import type { CertificateIdentity } from "./_x509_identity.ts";
-import { type ByteSink, type ByteSource, FrameReader, FrameWriter } from "./_framing.ts";
+import { FrameReader, FrameWriter } from "./_framing.ts";
 import { formatAddr, isDisconnect, reason } from "./_util.ts";
 import type { LimitName, Metrics } from "./_metrics.ts";
 
@@ -93,10 +93,13 @@ export class ServerConnection implements Session {
         maxBigIntDigits: limits.maxBigIntDigits,
       },
     });
-    const bytes = metrics === undefined ? conn : countedBytes(conn, metrics);
-    this.#reader = new FrameReader(bytes, { maxFrameBytes: limits.maxFrameBytes });
-    this.#writer = new FrameWriter(bytes, {
+    this.#reader = new FrameReader(conn, {
       maxFrameBytes: limits.maxFrameBytes,
+      onRead: metrics && ((count) => metrics.bytesReceived(count)),
+    });
+    this.#writer = new FrameWriter(conn, {
+      maxFrameBytes: limits.maxFrameBytes,
+      onWrite: metrics && ((count) => metrics.bytesSent(count)),
       onError: (error) => {
         if (!isDisconnect(error)) {
           this.#log.report(error, `write to ${this.#peer} failed: ${reason(error)}`, {
@@ -155,6 +158,37 @@ export class ServerConnection implements Session {
     this.#metrics?.limitRefused(limit as LimitName);
   }
 
+  /** With metrics, when the frames now dispatched were read: see {@linkcode Session.receivedAt}. */
+  receivedAt: number | undefined;
+  /** Calls answered at once since the read, timed together by #timeAnswered. */
+  #answeredMethods: string[] = [];
+  #answeredCodes: number[] = [];
+
+  answeredAtOnce(method: string, code: number): void {
+    this.#answeredMethods.push(method);
+    this.#answeredCodes.push(code);
+  }
+
+  /**
+   * Counts the calls answered at once since the read, each as taking the time from the read to
+   * now: one clock read for them all, and what their callers wait (their replies go out together
+   * after the read's last call). Called before every wait of the read loop and at its end.
+   */
+  #timeAnswered(): void {
+    const count = this.#answeredMethods.length;
+    if (count === 0) return;
+    const seconds = (performance.now() - this.receivedAt!) / 1000;
+    for (let i = 0; i < count; i++) {
+      try {
+        this.#metrics!.callFinished(this.#answeredMethods[i]!, this.#answeredCodes[i]!, seconds);
+      } catch {
+        // Metrics must never cost a reply.
+      }
+    }
+    this.#answeredMethods.length = 0;
+    this.#answeredCodes.length = 0;
+  }
+
   settled(): void {
     this.#inFlight--;
     this.#metrics?.callEnded();
@@ -168,16 +202,24 @@ export class ServerConnection implements Session {
       let sliceStart = 0;
       for (let frames = await this.#reader.read(); frames; frames = await this.#reader.read()) {
         this.#active = true;
+        if (this.#metrics !== undefined) this.receivedAt = performance.now();
         for (const frame of frames) {
           // Backpressure: with its calls at the limit, a connection is neither dispatched nor read
           // until calls finish; the peer's sends queue up in TCP. The frames stay valid: the read
           // buffer is not touched before the next read.
           if (this.#inFlight >= this.#limits.maxInFlight) this.refused("max_in_flight");
-          while (this.#inFlight >= this.#limits.maxInFlight && !this.closing) await this.#wait();
-          if (this.closing) return await this.#writer.flushed();
+          while (this.#inFlight >= this.#limits.maxInFlight && !this.closing) {
+            this.#timeAnswered();
+            await this.#wait();
+          }
+          if (this.closing) {
+            this.#timeAnswered();
+            return await this.#writer.flushed();
+          }
           // A client that does not read its replies is not read either: past this many bytes of
           // replies waiting, its next frame waits until they are written (or writeTimeout ends it).
           if (this.#writer.queuedBytes > WRITE_HIGH_WATER) {
+            this.#timeAnswered();
             await this.#writer.flushed();
             if (this.closing) return;
           }
@@ -190,11 +232,13 @@ export class ServerConnection implements Session {
               lastToDispatch = this;
               sliceStart = Date.now();
             } else if (Date.now() - sliceStart > SLICE_MS) {
+              this.#timeAnswered();
               await yieldToOthers();
               sliceStart = Date.now();
             }
           }
         }
+        this.#timeAnswered();
       }
       // The end of the stream is a disconnect, as in Go's net/http: the calls in flight are
       // aborted and their results dropped. What is already queued still goes out.
@@ -223,6 +267,7 @@ export class ServerConnection implements Session {
         });
       }
     } finally {
+      this.#timeAnswered(); // a read cut short by an error or a close
       serving--;
       if (lastToDispatch === this) lastToDispatch = undefined;
       this.close();
@@ -376,22 +421,6 @@ export class ServerConnection implements Session {
       );
     }
   }
-}
-
-/** `conn`'s reads and writes, their bytes counted in `metrics`. */
-function countedBytes(conn: Connection, metrics: Metrics): ByteSource & ByteSink {
-  return {
-    async read(buffer) {
-      const count = await conn.read(buffer);
-      if (count !== null) metrics.bytesReceived(count);
-      return count;
-    },
-    async write(bytes) {
-      const count = await conn.write(bytes);
-      metrics.bytesSent(count);
-      return count;
-    },
-  };
 }
 
 /**

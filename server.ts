@@ -298,7 +298,10 @@ class Server implements RpcServer {
     this.#dispatcher = new Dispatcher(handlers, {
       ...(authenticate && { authenticate }),
       ...(options.metrics && {
-        observer: { callFinished: (...args) => observer!.callFinished(...args) },
+        // The metrics need the method table, made by the dispatcher: bound once it exists.
+        observer: {
+          callFinished: (method, code, seconds) => observer!.callFinished(method, code, seconds),
+        },
       }),
       exposeStack: options.exposeStack ?? false,
       maxBatch: limits.maxBatch,

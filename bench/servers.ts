@@ -3,6 +3,8 @@
 //   echo           a bare length-prefixed TLS echo on Deno.listenTls (the runtime's limit)
 //   tlsrpc-node    a tlsrpc server, default transport (node:tls), every limit on
 //   tlsrpc-deno    a tlsrpc server on Deno.listenTls, every limit on
+//   tlsrpc-node-metrics, tlsrpc-deno-metrics
+//                  the same with `metrics: true` (counted, not served over HTTP)
 //   https          JSON over HTTPS with Deno.serve
 //   tcp            a plain TCP echo, no TLS: the operating system's floor
 // Each prints "listening on PORT" and serves until killed; bench.ts can also start them in its
@@ -68,13 +70,15 @@ export async function start(mode: string): Promise<BenchServer> {
     })().catch(() => {});
     return { port: listener.addr.port, close: () => Promise.resolve(listener.close()) };
   }
-  if (mode === "tlsrpc-node" || mode === "tlsrpc-deno") {
+  const tlsrpc = /^tlsrpc-(node|deno)(-metrics)?$/.exec(mode);
+  if (tlsrpc) {
     const server = await serve(handlers, {
       hostname: "127.0.0.1",
       port: 0,
       cert,
       key,
-      transport: mode === "tlsrpc-deno" ? "deno" : "node",
+      transport: tlsrpc[1] === "deno" ? "deno" : "node",
+      metrics: tlsrpc[2] !== undefined,
       onListen: () => {},
       onError: () => {},
     });

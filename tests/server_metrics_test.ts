@@ -5,7 +5,17 @@ import assert from "node:assert/strict";
 import { serve } from "../server.ts";
 import { connect } from "../client.ts";
 import { ErrorCode, RpcError } from "../errors.ts";
-import { certs, RawClient, root, serverOptions } from "./_util.ts";
+import { FrameReader } from "../framing.ts";
+import {
+  certs,
+  framed,
+  RawClient,
+  request,
+  root,
+  serverOptions,
+  until,
+  writeAll,
+} from "./_util.ts";
 
 /** The value of the series `name{labels}` in Prometheus text, or undefined when absent. */
 function sample(text: string, name: string, labels = ""): number | undefined {
@@ -109,3 +119,59 @@ Deno.test("serve({ metrics: true }) counts without an endpoint", async () => {
   }
   assert.equal(sample(server.metrics!.render(), "tlsrpc_calls_total", 'method="add",code="0"'), 1);
 });
+
+Deno.test("serve({ metrics: true }) counts the bytes each way exactly, and times a call from the read that brought it", async () => {
+  await using server = await serve({
+    add: (a: number, b: number) => a + b,
+    spin: (ms: number) => {
+      const end = performance.now() + ms;
+      while (performance.now() < end) {
+        // Synchronous work: the calls after it in the same read wait for it.
+      }
+      return ms;
+    },
+  }, { ...serverOptions(), metrics: true });
+  const frames = [
+    framed(JSON.stringify(request(1, "add", [1, 2]))),
+    framed(JSON.stringify(request(2, "spin", [30]))),
+    framed(JSON.stringify(request(3, "add", [2, 3]))),
+  ];
+  const sent = frames.reduce((total, frame) => total + frame.length, 0);
+  let received = 0;
+  {
+    using conn = await Deno.connectTls({
+      hostname: "127.0.0.1",
+      port: server.addr.port,
+      caCerts: [certs.ca],
+    });
+    await writeAll(conn, concat(frames));
+    // Three answers: read frame by frame, counting every byte.
+    const reader = new FrameReader(conn, { onRead: (count) => received += count });
+    const answers: { id: number }[] = [];
+    while (answers.length < 3) {
+      const read = await reader.read();
+      assert.ok(read !== null, "the server closed early");
+      for (const frame of read) answers.push(JSON.parse(new TextDecoder().decode(frame)));
+    }
+    assert.deepEqual(answers.map((a) => a.id).sort(), [1, 2, 3]);
+  }
+  const metrics = server.metrics!;
+  await until(() => metrics.snapshot().connections === 0, "the server to see the close");
+  const snapshot = metrics.snapshot();
+  assert.equal(snapshot.bytesReceived, sent);
+  assert.equal(snapshot.bytesSent, received);
+  const spin = snapshot.durations.find((d) => d.method === "spin");
+  assert.ok(spin !== undefined && spin.sum >= 0.03, `spin took ${spin?.sum} s`);
+  const add = snapshot.durations.find((d) => d.method === "add");
+  assert.equal(add?.counts.reduce((a, b) => a + b, 0), 2);
+});
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  const all = new Uint8Array(parts.reduce((total, part) => total + part.length, 0));
+  let at = 0;
+  for (const part of parts) {
+    all.set(part, at);
+    at += part.length;
+  }
+  return all;
+}
