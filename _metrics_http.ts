@@ -1,5 +1,8 @@
 // A plain HTTP endpoint for Prometheus to scrape: GET /metrics, nothing else. It listens on
-// loopback unless told otherwise, since metrics name the server's methods and its load.
+// loopback unless told otherwise, since metrics name the server's methods and its load. Deno.serve
+// on Deno; node:http on Node.js and Bun, with the same answers.
+
+import { deno } from "./_runtime.ts";
 
 /** The content type of the Prometheus text exposition format 0.0.4. */
 export const METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
@@ -96,4 +99,57 @@ function failure(error: unknown): Response {
     status: 500,
     headers: { "content-type": "text/plain; charset=utf-8" },
   });
+}
+
+/**
+ * {@linkcode serveMetrics} on any runtime: Deno.serve on Deno, node:http on Node.js and Bun, with
+ * the same answers. Resolves once listening.
+ *
+ * @throws {unknown} `signal.reason` when the signal is already aborted.
+ * @throws {Error} When the address cannot be bound (`EADDRINUSE` on Node.js and Bun).
+ */
+export async function listenMetrics(
+  source: () => string | Promise<string>,
+  options: ServeMetricsOptions,
+): Promise<MetricsServer> {
+  if (deno !== undefined) return serveMetrics(source, options);
+  const { hostname = "127.0.0.1", port, signal, onListen = () => {} } = options;
+  signal?.throwIfAborted();
+  const http = await import("node:http");
+  const server = http.createServer((request, response) => {
+    const url = request.url ?? "/";
+    const fake = new Request(new URL(url, "http://metrics"), { method: request.method ?? "GET" });
+    void respond(source, fake).then(async (answer) => {
+      response.writeHead(answer.status, Object.fromEntries(answer.headers));
+      response.end(answer.body === null ? undefined : new Uint8Array(await answer.arrayBuffer()));
+    }, () => {
+      response.writeHead(500).end();
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, hostname, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  const bound = server.address() as { address: string; port: number };
+  const addr: Deno.NetAddr = { transport: "tcp", hostname: bound.address, port: bound.port };
+  const finished = new Promise<void>((resolve) => server.once("close", () => resolve()));
+  let stopping: Promise<void> | undefined;
+  const shutdown = () =>
+    stopping ??= (() => {
+      server.close();
+      // Keep-alive connections with no scrape under way would hold close() up.
+      server.closeIdleConnections?.();
+      return finished;
+    })();
+  signal?.addEventListener("abort", () => void shutdown(), { once: true });
+  onListen(addr);
+  return {
+    addr,
+    finished,
+    shutdown,
+    [Symbol.asyncDispose]: shutdown,
+  };
 }

@@ -30,7 +30,7 @@ import { AuthThrottle, fixedToken } from "./_auth.ts";
 import { type Limits, resolveLimits, sweepInterval } from "./_limits.ts";
 import { type LogFields, RateLimitedLog } from "./_log.ts";
 import { Metrics, type MetricsSnapshot } from "./_metrics.ts";
-import { type MetricsServer, serveMetrics } from "./_metrics_http.ts";
+import { listenMetrics, type MetricsServer } from "./_metrics_http.ts";
 import { ServerConnection } from "./_server_connection.ts";
 import { FrameReader } from "./framing.ts";
 import { formatAddr } from "./_util.ts";
@@ -165,8 +165,8 @@ export interface ServeOptions extends Partial<Limits> {
    * Count calls, errors, latency, connections, refusals and bytes (see the README's Observability
    * section), and serve them in the Prometheus text format at `http://HOSTNAME:PORT/metrics` over
    * plain HTTP: `hostname` defaults to `"127.0.0.1"`, keep it on loopback or a private network.
-   * `true` counts without serving; read them from {@linkcode RpcServer.metrics}. Serving them
-   * needs Deno (`Deno.serve`); `true` works on every runtime.
+   * `true` counts without serving; read them from {@linkcode RpcServer.metrics}. Served with
+   * `Deno.serve` on Deno, `node:http` on Node.js and Bun.
    *
    * @default {false}
    */
@@ -327,9 +327,6 @@ class Server implements RpcServer {
     }
     // Refused before anything is bound, rather than failing half-started.
     if (options.transport === "deno") requireDeno("serve", 'the "deno" transport');
-    if (typeof options.metrics === "object" && options.metrics !== null) {
-      requireDeno("serve", "serving metrics over HTTP (metrics: { port })");
-    }
     this.#listener = await listen(options.transport ?? "node", {
       hostname: options.hostname ?? "127.0.0.1",
       port: options.port ?? DEFAULT_PORT,
@@ -350,7 +347,7 @@ class Server implements RpcServer {
     const metrics = options.metrics;
     if (this.#metrics !== undefined && typeof metrics === "object") {
       const counts = this.#metrics;
-      this.#metricsServer = serveMetrics(() => counts.render(), {
+      this.#metricsServer = await listenMetrics(() => counts.render(), {
         hostname: metrics.hostname ?? "127.0.0.1",
         port: metrics.port,
         onListen: () => {},

@@ -255,27 +255,44 @@ describe("serve()", () => {
     assert.deepEqual([...seen].sort(), ["a", "b"]);
   });
 
-  const denoOnly = runtime === "deno"
-    ? "serves with the deno transport and metrics over HTTP on Deno"
-    : "refuses the deno transport and metrics over HTTP with a TypeError, before it listens";
-  test(denoOnly, async () => {
-    if (runtime === "deno") {
-      await using server = await startServer(handlers, { transport: "deno", metrics: { port: 0 } });
+  test("serves metrics over HTTP: GET /metrics in the text format, 404 elsewhere, 405 for POST", async () => {
+    const server = await startServer(handlers, { metrics: { port: 0 } });
+    const addr = server.metricsAddr!;
+    assert.equal(addr.hostname, "127.0.0.1");
+    {
       await using client = await connectTo(server.addr.port);
       assert.equal(await client.call("add", 1, 1), 2);
-      const response = await fetch(`http://127.0.0.1:${server.metricsAddr!.port}/metrics`);
-      assert.match(await response.text(), /tlsrpc_calls_total\{method="add",code="0"\} 1/);
+    }
+    const base = `http://127.0.0.1:${addr.port}`;
+    const response = await fetch(`${base}/metrics`);
+    assert.equal(response.status, 200);
+    assert.equal(response.headers.get("content-type"), "text/plain; version=0.0.4; charset=utf-8");
+    assert.match(await response.text(), /tlsrpc_calls_total\{method="add",code="0"\} 1/);
+    const missing = await fetch(`${base}/other`);
+    assert.equal(missing.status, 404);
+    await missing.body?.cancel();
+    const post = await fetch(`${base}/metrics`, { method: "POST" });
+    assert.equal(post.status, 405);
+    assert.equal(post.headers.get("allow"), "GET, HEAD");
+    await post.body?.cancel();
+    await within(server.shutdown(), "the server and its metrics endpoint to stop");
+    await assert.rejects(fetch(`${base}/metrics`), "the endpoint stopped with the server");
+  });
+
+  const denoOnly = runtime === "deno"
+    ? "serves with the deno transport on Deno"
+    : "refuses the deno transport with a TypeError, before it listens";
+  test(denoOnly, async () => {
+    if (runtime === "deno") {
+      await using server = await startServer(handlers, { transport: "deno" });
+      await using client = await connectTo(server.addr.port);
+      assert.equal(await client.call("add", 1, 1), 2);
       return;
     }
     const name = runtime === "bun" ? "Bun" : "Node.js";
     await assert.rejects(startServer(handlers, { transport: "deno" }), {
       name: "TypeError",
       message: `Cannot serve: the "deno" transport needs Deno (this is ${name})`,
-    });
-    await assert.rejects(startServer(handlers, { metrics: { port: 0 } }), {
-      name: "TypeError",
-      message:
-        `Cannot serve: serving metrics over HTTP (metrics: { port }) needs Deno (this is ${name})`,
     });
   });
 });
