@@ -4,11 +4,11 @@
 // `--endpoint` failover and `call --verbose`. Each runs the CLI as a subprocess on real sockets.
 
 import assert from "node:assert/strict";
-import { connect, type RpcClient } from "../client.ts";
+import { connect } from "../client.ts";
 import { FrameReader, FrameWriter } from "../framing.ts";
 import { fromPem, readCertificate } from "../_x509_read.ts";
 import { logLevel, makeLogger } from "../_cli_log.ts";
-import { certs, delay, root, startServer, until, writeAll } from "./_util.ts";
+import { certs, connectTo, delay, freePort, root, startServer, until, writeAll } from "./_util.ts";
 import { runCli } from "./_cli.ts";
 import * as workload from "./fixtures/workload.ts";
 
@@ -115,31 +115,14 @@ async function readLines(stream: ReadableStream<Uint8Array>, lines: string[]): P
   if (rest !== "") lines.push(rest);
 }
 
-function connectTo(port: number, token?: string): Promise<RpcClient> {
-  return connect({
-    hostname: "127.0.0.1",
-    port,
-    caCerts: [certs.ca],
-    ...(token !== undefined && { token }),
-  });
-}
-
 /** The workers that answer `whoami`, over fresh connections until both have (at most 100). */
 async function servedBy(port: number, token?: string): Promise<string[]> {
   const seen = new Set<string>();
   for (let i = 0; i < 100 && seen.size < 2; i++) {
-    await using client = await connectTo(port, token);
+    await using client = await connectTo(port, token === undefined ? {} : { token });
     seen.add(await client.call("whoami") as string);
   }
   return [...seen].sort();
-}
-
-/** A port on 127.0.0.1 that nothing listens on (it did a moment ago). */
-function deadPort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr as Deno.NetAddr;
-  listener.close();
-  return port;
 }
 
 /** promtool from .ci/fetch_tools.sh; fails the test when it is missing. */
@@ -380,7 +363,7 @@ Deno.test("cli serve --log-format json writes every stderr line as one JSON obje
           assert.deepEqual(await servedBy(server.port, "s3cret"), ["worker 1", "worker 2"]);
         }
         {
-          await using client = await connectTo(server.port, "s3cret");
+          await using client = await connectTo(server.port, { token: "s3cret" });
           await assert.rejects(client.call("fail", EVIL));
         }
         // Not TLS at all: a failed handshake, logged with the peer.
@@ -495,7 +478,7 @@ Deno.test("cli call and list --endpoint fail over from dead endpoints to the liv
   const live = `127.0.0.1:${server.addr.port}`;
   // Three dead endpoints (one IPv6, in brackets) and the live one: the client shuffles them, so
   // a run that tried a dead one first is what shows failover; one comes within a few runs.
-  const endpoints = [`127.0.0.1:${deadPort()}`, `[::1]:${deadPort()}`, `127.0.0.1:${deadPort()}`];
+  const endpoints = [`127.0.0.1:${freePort()}`, `[::1]:${freePort()}`, `127.0.0.1:${freePort()}`];
   const flags = [...endpoints, live].flatMap((endpoint) => ["--endpoint", endpoint]);
   await t.step("call", async () => {
     let failedOver = false;

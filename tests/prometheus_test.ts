@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { Metrics } from "../_metrics.ts";
 import { METRICS_CONTENT_TYPE, serveMetrics } from "../_metrics_http.ts";
-import { connectTo, delay, root, within, writeAll } from "./_util.ts";
+import { connectTo, delay, freePort, root, within, writeAll } from "./_util.ts";
 import { startServe } from "./_cli.ts";
 
 /** A binary from .ci/fetch_tools.sh, or from the variable `env`; fails the test when missing. */
@@ -13,12 +13,6 @@ function toolPath(name: string, env: string): string {
     assert.fail(`${name} is missing at ${path}: run .ci/fetch_tools.sh (or set ${env})`);
   }
   return path;
-}
-
-/** A port free on 127.0.0.1 a moment ago. */
-function freePort(): number {
-  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  return listener.addr.port;
 }
 
 /** A Prometheus started on loopback that scrapes `target` every second. */
