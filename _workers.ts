@@ -174,7 +174,10 @@ class Pool implements WorkerPool {
         done.resolve();
       } else if (message.type === "crashed") {
         listening.reject(new Error(message.message));
-        if (message.snapshot !== undefined) slot.last = message.snapshot;
+        // Its last word, unless it is counted already (its error event came first).
+        if (message.snapshot !== undefined && !this.#retiredWorkers.has(worker)) {
+          slot.last = message.snapshot;
+        }
         this.#died(slot, worker, number, message.message);
         done.resolve();
       }
