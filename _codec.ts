@@ -3,6 +3,7 @@
 // messages in _outgoing.ts. Every outgoing message carries the id it answers, so that one too
 // large to send can still be answered by an error. The server and the client share it.
 
+import { Buffer } from "node:buffer";
 import { ErrorCode } from "./errors.ts";
 import { parseJson } from "./_json.ts";
 import {
@@ -253,26 +254,31 @@ function stringEnd(bytes: Uint8Array, open: number): number {
   }
 }
 
-/** Frames up to this size are read char by char when ASCII: cheaper than a call into Rust. */
-const ASCII_FAST_BYTES = 512;
+/**
+ * Frames up to this size are checked for ASCII in JavaScript and made a string by `latin1Slice`:
+ * 1.3 to 4 times cheaper than the fatal UTF-8 decoder from 50 bytes to 2 KiB (`deno bench`, a
+ * frame viewed in the read buffer), the same at 4 KiB.
+ */
+const ASCII_FAST_BYTES = 2048;
 
 /**
- * The bytes of the frame being read, as an array of small integers: `String.fromCharCode` takes
- * its arguments from a plain array in one copy, where a Uint8Array costs twice as much. Reused.
+ * Node's `Buffer.prototype.latin1Slice`: bytes to a one-byte string in one native step, which for
+ * ASCII is the UTF-8 text. Undocumented, but on Deno, Node.js and Bun alike; called on a plain
+ * Uint8Array. Where it is missing, `String.fromCharCode` does the same, more slowly.
  */
-const charCodes: number[] = [];
+const latin1Slice = (Buffer.prototype as {
+  latin1Slice?: (this: Uint8Array, start: number, end: number) => string;
+}).latin1Slice;
 
 /** The text of an all-ASCII frame, or `undefined` when a byte is not ASCII. */
 function asciiText(frame: Uint8Array): string | undefined {
   const length = frame.length;
-  // Shortened, never lengthened with holes: the array stays packed.
-  if (charCodes.length > length) charCodes.length = length;
-  for (let i = 0; i < length; i++) {
-    const byte = frame[i]!;
-    if (byte >= 0x80) return undefined;
-    charCodes[i] = byte;
-  }
-  return String.fromCharCode.apply(null, charCodes);
+  let bits = 0;
+  for (let i = 0; i < length; i++) bits |= frame[i]!;
+  if (bits >= 0x80) return undefined;
+  return latin1Slice !== undefined
+    ? latin1Slice.call(frame, 0, length)
+    : String.fromCharCode.apply(null, Array.from(frame));
 }
 
 /** Refuses `value` (parsed from `bytes`) when it nests deeper than `maxDepth`. */

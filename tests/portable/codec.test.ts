@@ -106,3 +106,32 @@ test("A plain codec refuses a value JSON cannot carry with NotPlainError, a Type
     });
   }
 });
+
+test("Codec reads text alike on both sides of its ASCII fast path (2 KiB), in a view of a larger buffer", () => {
+  const codec = new Codec({ maxJsonValues: 1_000_000 });
+  for (const size of [40, 63, 64, 65, 2047, 2048, 2049, 5000]) {
+    for (const filler of [String.raw`a\u0001\\\"~`, "é", "😀"]) {
+      const head = '{"jsonrpc":"2.0","id":1,"result":"';
+      const tail = '"}';
+      let text = head;
+      while (encoder.encode(text + filler + tail).length <= size) text += filler;
+      text += "x".repeat(size - encoder.encode(text + tail).length) + tail;
+      const bytes = encoder.encode(text);
+      assert.equal(bytes.length, size);
+      // As the reader hands it over: a view into its read buffer, other bytes around it.
+      const buffer = new Uint8Array(size + 20).fill(0xff);
+      buffer.set(bytes, 10);
+      const frame = buffer.subarray(10, 10 + size);
+      assert.deepEqual(codec.decode(frame), JSON.parse(text), `${size} bytes of ${filler}`);
+    }
+  }
+  // A byte that is not UTF-8 is refused below the fast path's size as above it.
+  for (const size of [40, 3000]) {
+    const bytes = encoder.encode(`{"jsonrpc":"2.0","id":1,"result":"${"x".repeat(size - 36)}"}`);
+    bytes[bytes.length - 4] = 0xff;
+    assert.throws(
+      () => codec.decode(bytes),
+      (error) => error instanceof DecodeError && error.code === ErrorCode.ParseError,
+    );
+  }
+});
