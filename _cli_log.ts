@@ -54,12 +54,16 @@ export type Logger = (entry: LogEntry) => void;
 const INFO_EVENTS: ReadonlySet<string> = new Set(["closed", "closing", "listening"]);
 
 /**
- * Events that tell what a client did, not what went wrong in the server: a `warn` even though
- * the TLS stack's error comes with them (a plaintext client, a port scanner, a bad balancer),
- * unless their `reason` is `"other"`, which may be the server's own fault (a key that does not
- * match its certificate fails every handshake).
+ * Events that tell what a client did, not what went wrong in the server: a `warn` even though an
+ * error comes with them (a plaintext client, a port scanner, a bad balancer, a frame of length 0
+ * or over the limit), unless their `reason` is `"other"`, which may be the server's own fault (a
+ * key that does not match its certificate fails every handshake).
  */
-const CLIENT_EVENTS: ReadonlySet<string> = new Set(["handshake_failed", "proxy_header_failed"]);
+const CLIENT_EVENTS: ReadonlySet<string> = new Set([
+  "handshake_failed",
+  "proxy_header_failed",
+  "protocol_error",
+]);
 
 /** Keys of a JSON line that the fields of an event cannot take over. */
 const RESERVED_KEYS: ReadonlySet<string> = new Set([

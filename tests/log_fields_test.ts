@@ -228,13 +228,16 @@ Deno.test("cli serve --log-format json writes a plaintext client's failed handsh
   assert.match(String(handshake.message), new RegExp(`^TLS handshake with ${peer} failed: `));
 });
 
-Deno.test("logLevel() grades a failed handshake or PROXY header as warn, though an error comes with it, unless its reason is other", () => {
+Deno.test("logLevel() grades a failed handshake, a bad PROXY header or a bad frame as warn, though an error comes with it, unless its reason is other", () => {
   const error = new Error("received corrupt message of type InvalidContentType");
   for (const event of ["handshake_failed", "proxy_header_failed"]) {
     assert.equal(logLevel(error, { event, reason: "protocol" }), "warn", event);
     assert.equal(logLevel(error, { event, reason: "other" }), "error", event);
   }
   assert.equal(logLevel(undefined, { event: "connection_refused" }), "warn");
+  // A bad frame is the client's doing too.
+  assert.equal(logLevel(error, { event: "protocol_error", peer: "127.0.0.1:1" }), "warn");
+  assert.equal(logLevel(error, { event: "read_failed", peer: "127.0.0.1:1" }), "error");
   assert.equal(logLevel(error, { event: "accept_failed" }), "error");
   assert.equal(logLevel(undefined, { event: "watchdog_restart" }), "warn");
 });
