@@ -8,7 +8,9 @@ import { errorText, NotPlainError, Outgoing, requestMessage } from "./_outgoing.
 import type { ClientConnection } from "./_dial.ts";
 import { closeQuietly, isDisconnect, reason } from "./_util.ts";
 import { ConnectionError, ErrorCode, ProtocolError, RpcError, TimeoutError } from "./errors.ts";
-import { DEFAULT_MAX_FRAME_BYTES, FrameReader, FrameWriter } from "./_framing.ts";
+import { DEFAULT_MAX_FRAME_BYTES } from "./_framing.ts";
+import { FrameReader } from "./_frame_reader.ts";
+import { FrameWriter } from "./_frame_writer.ts";
 
 /** How a link behaves; the client's options, resolved. */
 export interface LinkOptions {

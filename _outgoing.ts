@@ -3,7 +3,7 @@
 // requests, and `Outgoing`, a message kept in pieces until it is written into its frame.
 
 import { extendedParts, jsonOnlyProblem, RichEncoder } from "./_rich.ts";
-import type { FrameWriter } from "./_framing.ts";
+import type { FrameWriter } from "./_frame_writer.ts";
 
 /** An encoded message: JSON text (a plain frame), or the parts of an extended frame. */
 export type Encoded = string | Uint8Array[];

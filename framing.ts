@@ -39,13 +39,6 @@
  * @module
  */
 
-export {
-  type ByteSink,
-  type ByteSource,
-  DEFAULT_MAX_FRAME_BYTES,
-  FrameReader,
-  type FrameReaderOptions,
-  FrameWriter,
-  type FrameWriterOptions,
-  HEADER_BYTES,
-} from "./_framing.ts";
+export { DEFAULT_MAX_FRAME_BYTES, HEADER_BYTES } from "./_framing.ts";
+export { type ByteSource, FrameReader, type FrameReaderOptions } from "./_frame_reader.ts";
+export { type ByteSink, FrameWriter, type FrameWriterOptions } from "./_frame_writer.ts";

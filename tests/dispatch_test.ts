@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { describeError, Dispatcher } from "../_dispatch.ts";
+import { Dispatcher } from "../_dispatch.ts";
+import { describeError } from "../_wire_error.ts";
 import { buildMethodTable, parameterNames } from "../_introspect.ts";
 import { detachedSession } from "../_call.ts";
 import { ErrorCode, RpcError } from "../errors.ts";
