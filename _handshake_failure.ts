@@ -15,10 +15,10 @@
 //   certificate, not the client's, that failed (and a key that does not match the certificate
 //   gives ERR_SSL_UNSUPPORTED_PROTOCOL "unsupported protocol": "other" too).
 
-import type { HandshakeFailure } from "./_metrics.ts";
+import type { HandshakeFailure } from "./_metrics_text.ts";
 import { isDisconnect } from "./_util.ts";
 
-export type { HandshakeFailure } from "./_metrics.ts";
+export type { HandshakeFailure } from "./_metrics_text.ts";
 
 /** The code node gives a handshake timeout, and the "deno" transport's own deadline too. */
 export const HANDSHAKE_TIMEOUT_CODE = "ERR_TLS_HANDSHAKE_TIMEOUT";

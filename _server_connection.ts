@@ -10,9 +10,11 @@ import type { RateLimitedLog } from "./_log.ts";
 import type { Connection } from "./_transport.ts";
 import { ConnectionError, ErrorCode, ProtocolError } from "./errors.ts";
 import type { CertificateIdentity } from "./_x509_identity.ts";
-import { FrameReader, FrameWriter } from "./_framing.ts";
+import { FrameReader } from "./_frame_reader.ts";
+import { FrameWriter } from "./_frame_writer.ts";
 import { formatAddr, isDisconnect, reason } from "./_util.ts";
-import type { LimitName, Metrics } from "./_metrics.ts";
+import type { Metrics } from "./_metrics.ts";
+import type { LimitName } from "./_metrics_text.ts";
 
 /**
  * Milliseconds of dispatching one connection's frames before it yields to the others: a client

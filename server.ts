@@ -29,7 +29,8 @@ import { Dispatcher, type Interceptor } from "./_dispatch.ts";
 import { AuthThrottle, fixedToken } from "./_auth.ts";
 import { type Limits, resolveLimits, sweepInterval } from "./_limits.ts";
 import { type LogFields, RateLimitedLog } from "./_log.ts";
-import { Metrics, type MetricsSnapshot } from "./_metrics.ts";
+import { Metrics } from "./_metrics.ts";
+import type { MetricsSnapshot } from "./_metrics_text.ts";
 import { listenMetrics, type MetricsServer } from "./_metrics_http.ts";
 import { ServerConnection } from "./_server_connection.ts";
 import { FrameReader } from "./framing.ts";
@@ -42,7 +43,7 @@ export type { AltName, CertificateIdentity } from "./_x509_identity.ts";
 export type { MethodInfo } from "./_introspect.ts";
 export type { InterceptedCall, Interceptor } from "./_dispatch.ts";
 export type { CallContext } from "./_context.ts";
-export type { MetricsSnapshot } from "./_metrics.ts";
+export type { MetricsSnapshot } from "./_metrics_text.ts";
 export type { LogFields } from "./_log.ts";
 
 /**

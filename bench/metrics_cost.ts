@@ -23,7 +23,8 @@ import { parseArgs } from "node:util";
 import process from "node:process";
 import { connect } from "../client.ts";
 import { FrameReader, FrameWriter } from "../framing.ts";
-import { BUILTIN_METHODS, DURATION_BUCKETS, Metrics, UNKNOWN_METHOD } from "../_metrics.ts";
+import { Metrics } from "../_metrics.ts";
+import { BUILTIN_METHODS, DURATION_BUCKETS, UNKNOWN_METHOD } from "../_metrics_text.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
