@@ -23,21 +23,6 @@ import {
   UNKNOWN_METHOD,
 } from "./_metrics_text.ts";
 
-export {
-  BUILTIN_METHODS,
-  DURATION_BUCKETS,
-  escapeLabel,
-  HANDSHAKE_FAILURES,
-  type HandshakeFailure,
-  LIMIT_NAMES,
-  type LimitName,
-  MAX_ERROR_CODES,
-  type MetricsSnapshot,
-  renderMerged,
-  retireSnapshot,
-  UNKNOWN_METHOD,
-} from "./_metrics_text.ts";
-
 /** How often the event loop lag is sampled, in milliseconds: 500 ms, as Node's prom-client. */
 export const DEFAULT_LAG_INTERVAL = 500;
 

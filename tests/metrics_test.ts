@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { Metrics } from "../_metrics.ts";
 import {
   BUILTIN_METHODS,
   DURATION_BUCKETS,
@@ -8,42 +9,13 @@ import {
   LIMIT_NAMES,
   type LimitName,
   MAX_ERROR_CODES,
-  Metrics,
   type MetricsSnapshot,
   renderMerged,
   retireSnapshot,
-} from "../_metrics.ts";
+} from "../_metrics_text.ts";
 import { VERSION } from "../_version.ts";
-import { delay, root, until } from "./_util.ts";
-
-/** promtool from .ci/fetch_tools.sh, or $PROMTOOL; fails the test when it is missing. */
-function promtoolPath(): string {
-  const path = Deno.env.get("PROMTOOL") ??
-    new URL(".ci/cache/tools/usr/bin/promtool", root).pathname;
-  try {
-    Deno.statSync(path);
-  } catch {
-    assert.fail(`promtool is missing at ${path}: run .ci/fetch_tools.sh (or set PROMTOOL)`);
-  }
-  return path;
-}
-
-/** Fails unless `promtool check metrics` accepts `text`, lint included. */
-async function assertPromtoolAccepts(text: string): Promise<void> {
-  const child = new Deno.Command(promtoolPath(), {
-    args: ["check", "metrics"],
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const writer = child.stdin.getWriter();
-  await writer.write(new TextEncoder().encode(text));
-  await writer.close();
-  const { code, stdout, stderr } = await child.output();
-  const said = new TextDecoder().decode(stdout) + new TextDecoder().decode(stderr);
-  assert.equal(code, 0, `promtool check metrics exited ${code}:\n${said}`);
-  assert.equal(said.trim(), "", `promtool check metrics found problems:\n${said}`);
-}
+import { delay, until } from "./_util.ts";
+import { assertPromtoolAccepts } from "./_tools.ts";
 
 /** The samples of `text`, by their series as written (`name{labels}`), with their values. */
 function samples(text: string): Map<string, number> {
