@@ -23,10 +23,11 @@
 import { parseArgs } from "node:util";
 import { connect, type RpcClient } from "../client.ts";
 import { ConnectionError } from "../errors.ts";
-import { certs, delay, fakeTlsServer, framed, RawClient, request, root } from "../tests/_util.ts";
+import { certs, delay, fakeTlsServer, framed, RawClient, request } from "../tests/_util.ts";
+import { spawnChild } from "../tests/_cli.ts";
+import { concat, extendedPayload } from "../tests/portable/_data.ts";
 
 const MIB = 1024 * 1024;
-const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
 /** The targets of the issue: each attack must stay within them. */
@@ -73,17 +74,8 @@ export async function startTarget(transport: Transport): Promise<Target> {
     ? ["cli.ts", "serve", FIXTURE, "--cert", "testdata/server.pem", "--key", "testdata/server.key"]
       .concat(["--port", "0"])
     : [FIXTURE, "deno"];
-  const env = Deno.env.toObject();
-  delete env.TLSRPC_TOKEN; // a token in this environment would make the server ask for it
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", ...args],
-    cwd: root.pathname,
-    clearEnv: true,
-    env,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
+  // Without this process's TLSRPC_TOKEN, which would make the server ask for it.
+  const child = spawnChild(["run", "-A", ...args]);
   let stderr = "";
   const stderrDone = child.stderr.pipeThrough(new TextDecoderStream()).pipeTo(
     new WritableStream({ write: (chunk) => void (stderr = (stderr + chunk).slice(-MIB)) }),
@@ -301,24 +293,6 @@ function serveGoodClient(scope: {
 
 // --- frames --------------------------------------------------------------------------------------
 
-/** The frame of a rich message (PROTOCOL.md section 8): 0x00, the JSON's length, it, padding, bytes. */
-export function richFrame(json: string, binary: Uint8Array = new Uint8Array()): Uint8Array {
-  const text = encoder.encode(json);
-  const binaryAt = Math.ceil((5 + text.length) / 8) * 8;
-  const payload = new Uint8Array(binaryAt + binary.length);
-  new DataView(payload.buffer).setUint32(1, text.length);
-  payload.set(text, 5);
-  payload.set(binary, binaryAt);
-  return framed(payload);
-}
-
-/** Frames one after the other in one buffer. */
-function concat(frames: Uint8Array[]): Uint8Array {
-  const bytes = new Uint8Array(frames.reduce((sum, frame) => sum + frame.length, 0));
-  frames.reduce((at, frame) => (bytes.set(frame, at), at + frame.length), 0);
-  return bytes;
-}
-
 /** The 15 MiB frame: a batch of `{}`s, the first with a key holding an escaped backslash. */
 export function jsonValuesFrame(bytes = 15 * MIB): Uint8Array {
   const head = '[{"a\\\\":0}';
@@ -328,14 +302,16 @@ export function jsonValuesFrame(bytes = 15 * MIB): Uint8Array {
 /** The 7.6 MiB rich frame: `add` of an 8 000 000-digit BigInt and 1n. */
 export function bigIntFrame(digits = 8_000_000): Uint8Array {
   const big = { $t: "bigint", v: "9".repeat(digits) };
-  return richFrame(JSON.stringify(request(1, "add", [big, { $t: "bigint", v: "1" }])));
+  return framed(
+    extendedPayload(JSON.stringify(request(1, "add", [big, { $t: "bigint", v: "1" }]))),
+  );
 }
 
 /** The 164 KB rich frame: 2 000 ArrayBuffers, each on the one 64 KiB section. */
 export function aliasedFrame(id: number, tags = 2000): Uint8Array {
   const tag = { $t: "bytes", o: 0, n: 64 * 1024, k: "ArrayBuffer" };
   const json = JSON.stringify(request(id, "add", [Array.from({ length: tags }, () => tag), 0]));
-  return richFrame(json, new Uint8Array(64 * 1024));
+  return framed(extendedPayload(json, new Uint8Array(64 * 1024)));
 }
 
 // --- the attacks ---------------------------------------------------------------------------------

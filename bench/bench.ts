@@ -9,7 +9,7 @@
 import { parseArgs } from "node:util";
 import { connect, type RpcClient } from "../client.ts";
 import { FrameReader, FrameWriter } from "../framing.ts";
-import { start as startHere } from "./servers.ts";
+import { start as startHere, startProcess as start } from "./servers.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -26,35 +26,6 @@ const ca = await Deno.readTextFile(new URL("../testdata/ca.pem", import.meta.url
 const MiB = 1024 * 1024;
 const bulk = new Uint8Array(MiB).map((_, i) => i & 0xff);
 const request = new TextEncoder().encode('{"jsonrpc":"2.0","id":1,"method":"add","params":[1,2]}');
-
-interface Server {
-  port: number;
-  stop(): Promise<void>;
-}
-
-async function start(mode: string): Promise<Server> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", new URL("./servers.ts", import.meta.url).pathname, mode],
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let text = "";
-  while (!/listening on \d+/.test(text)) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`Cannot start the ${mode} server: it exited`);
-    text += value;
-  }
-  const port = Number(/listening on (\d+)/.exec(text)![1]);
-  return {
-    port,
-    async stop() {
-      child.kill("SIGKILL");
-      await child.status;
-      await reader.cancel();
-    },
-  };
-}
 
 /** Runs `step` over and over for `seconds`; resolves with how many times it ran a second. */
 async function rate(step: () => Promise<unknown>, concurrency = 1): Promise<number> {

@@ -13,6 +13,7 @@ import {
 } from "../_rich.ts";
 import { parseJson } from "../_json.ts";
 import { Codec } from "../_codec.ts";
+import { extendedPayload, jsonArrayOf } from "../tests/portable/_data.ts";
 
 const small = { id: 42, name: "ada", active: true, score: 3.5, tags: ["a", "b"] };
 const medium = {
@@ -81,28 +82,19 @@ Deno.bench("RichEncoder rich small", () => {
 
 const MiB = 1024 * 1024;
 
-/** `unit(i)` repeated, comma-separated, in an array of about `size` characters. */
-function frameOf(size: number, unit: (i: number) => string, tail = ""): string {
-  const parts: string[] = [];
-  let length = 2 + tail.length;
-  for (let i = 0; length < size; i++) {
-    const part = unit(i);
-    parts.push(part);
-    length += part.length + 1;
-  }
-  return `[${parts.join(",")}${tail}]`;
-}
-
 const worstJson: [string, () => string][] = [
   // The frame that took the old guard 6 s and +958 MiB: one key with an escape, at the end.
-  ["[{},{},…] and one escaped key", () => frameOf(15 * MiB, () => "{}", ',{"k\\\\":1}')],
-  ["escapes in values only", () => frameOf(15 * MiB, (i) => `{"id":${i},"t":"a \\"b\\"\\n"}`)],
+  ["[{},{},…] and one escaped key", () => jsonArrayOf(15 * MiB, () => "{}", ',{"k\\\\":1}')],
+  ["escapes in values only", () => jsonArrayOf(15 * MiB, (i) => `{"id":${i},"t":"a \\"b\\"\\n"}`)],
   // Keys that need a placeholder, so that every object is rebuilt.
-  ['[{"a\\t":1},…]: every key escaped', () => frameOf(15 * MiB, () => '{"a\\t":1}')],
-  ['[{"a\\\\N":1},…]: distinct escaped keys', () => frameOf(15 * MiB, (i) => `{"a\\\\${i}":1}`)],
+  ['[{"a\\t":1},…]: every key escaped', () => jsonArrayOf(15 * MiB, () => '{"a\\t":1}')],
+  [
+    '[{"a\\\\N":1},…]: distinct escaped keys',
+    () => jsonArrayOf(15 * MiB, (i) => `{"a\\\\${i}":1}`),
+  ],
   [
     "one object of 900 000 escaped keys",
-    () => `[{${frameOf(15 * MiB, (i) => `"a\\t${i}":${i}`).slice(1, -1)}}]`,
+    () => `[{${jsonArrayOf(15 * MiB, (i) => `"a\\t${i}":${i}`).slice(1, -1)}}]`,
   ],
 ];
 for (const [name, make] of worstJson) {
@@ -117,17 +109,6 @@ for (const [name, make] of worstJson) {
 }
 
 // Extended frames (_rich.ts): decoded as the receiver decodes them (split, parse, revive).
-
-/** An extended frame's payload (PROTOCOL.md section 8) that owns its buffer. */
-function extendedPayload(json: string, binary: Uint8Array = new Uint8Array(0)): Uint8Array {
-  const text = encoder.encode(json);
-  const start = Math.ceil((5 + text.length) / 8) * 8;
-  const bytes = new Uint8Array(start + binary.length);
-  new DataView(bytes.buffer).setUint32(1, text.length);
-  bytes.set(text, 5);
-  bytes.set(binary, start);
-  return bytes;
-}
 
 /** Decodes an extended payload; a refused one counts as decoded. */
 function decodeExtended(payload: Uint8Array, owned: boolean): unknown {

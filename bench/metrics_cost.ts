@@ -25,6 +25,8 @@ import { connect } from "../client.ts";
 import { FrameReader, FrameWriter } from "../framing.ts";
 import { Metrics } from "../_metrics.ts";
 import { BUILTIN_METHODS, DURATION_BUCKETS, UNKNOWN_METHOD } from "../_metrics_text.ts";
+import { type ServerProcess, startProcess } from "./servers.ts";
+import { seededRandom } from "../tests/portable/_data.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -70,11 +72,8 @@ interface Row {
 }
 
 /** One of the two servers, in a process of its own. */
-interface Server {
+interface Server extends ServerProcess {
   label: string;
-  port: number;
-  pid: number;
-  stop(): Promise<void>;
 }
 
 /** One connection's calls: keeps its share of the calls in flight until `end`. */
@@ -228,27 +227,7 @@ function cpuList(text: string): number[] {
 
 /** Starts `bench/servers.ts MODE` (under `prefix`, taskset) and waits for its port. */
 async function start(mode: string, label: string, prefix: string[]): Promise<Server> {
-  const script = new URL("./servers.ts", import.meta.url).pathname;
-  const [command, ...args] = [...prefix, Deno.execPath(), "run", "-A", script, mode];
-  const child = new Deno.Command(command!, { args, stdout: "piped", stderr: "inherit" }).spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let text = "";
-  while (!/listening on \d+/.test(text)) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`Cannot start the ${mode} server: it exited`);
-    text += value;
-  }
-  return {
-    label,
-    port: Number(/listening on (\d+)/.exec(text)![1]),
-    // taskset execs the server: the pid is the server's.
-    pid: child.pid,
-    async stop() {
-      child.kill("SIGKILL");
-      await child.status;
-      await reader.cancel();
-    },
-  };
+  return { label, ...await startProcess(mode, prefix) };
 }
 
 /** Warms both servers up on the row's connections, then runs the pairs of rounds. */
@@ -427,14 +406,8 @@ function costs(
 
 /** A 90 % percentile bootstrap interval of the median of `xs`, from a fixed seed. */
 function bootstrap(xs: number[]): [number, number] {
-  let seed = 0x9e3779b9;
-  // mulberry32: a small seeded generator, so that the same rounds give the same interval.
-  const random = () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  // A fixed seed, so that the same rounds give the same interval.
+  const random = seededRandom(0x9e3779b9);
   const medians = Array.from(
     { length: 2000 },
     () => median(Array.from(xs, () => xs[Math.floor(random() * xs.length)]!)),

@@ -7,8 +7,9 @@
 //                  the same with `metrics: true` (counted, not served over HTTP)
 //   https          JSON over HTTPS with Deno.serve
 //   tcp            a plain TCP echo, no TLS: the operating system's floor
-// Each prints "listening on PORT" and serves until killed; bench.ts can also start them in its
-// own process, to measure the cost of the code alone, without the wakeups of two processes.
+// Each prints "listening on PORT" and serves until killed (`startProcess` runs one so); bench.ts can
+// also start them in its own process, to measure the cost of the code alone, without the wakeups
+// of two processes.
 
 import { serve } from "../server.ts";
 import { FrameReader, FrameWriter } from "../framing.ts";
@@ -96,6 +97,44 @@ export async function start(mode: string): Promise<BenchServer> {
     return { port: server.addr.port, close: () => server.shutdown() };
   }
   throw new TypeError(`Cannot start: unknown mode "${mode}"`);
+}
+
+/** A server of {@linkcode start} in a process of its own, from {@linkcode startProcess}. */
+export interface ServerProcess {
+  port: number;
+  /** Its process id: the server's own, as `taskset` execs it. */
+  pid: number;
+  /** Kills it and waits for its exit. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Runs `deno run -A bench/servers.ts MODE`, after `prefix` (`taskset -c 1`, say), its stderr
+ * shown, and resolves once it says its port.
+ */
+export async function startProcess(
+  mode: string,
+  prefix: readonly string[] = [],
+): Promise<ServerProcess> {
+  const script = new URL(import.meta.url).pathname;
+  const [command, ...args] = [...prefix, Deno.execPath(), "run", "-A", script, mode];
+  const child = new Deno.Command(command!, { args, stdout: "piped", stderr: "inherit" }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  while (!/listening on \d+/.test(text)) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`Cannot start the ${mode} server: it exited`);
+    text += value;
+  }
+  return {
+    port: Number(/listening on (\d+)/.exec(text)![1]),
+    pid: child.pid,
+    async stop() {
+      child.kill("SIGKILL");
+      await child.status;
+      await reader.cancel();
+    },
+  };
 }
 
 if (import.meta.main) {

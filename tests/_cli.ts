@@ -56,6 +56,29 @@ export function cliArgs(
   return ["run", ...permissions, "cli.ts", ...args];
 }
 
+/** Options of {@linkcode spawnChild}. */
+export interface SpawnOptions {
+  /** The program. @default this process's Deno */
+  command?: string;
+  /** Its whole environment. @default `childEnv(true)`: this process's, without TLSRPC_TOKEN */
+  env?: Record<string, string>;
+  /** Whether its stdin is a pipe. @default false: null */
+  stdin?: boolean;
+}
+
+/** Spawns `deno ARGS` (or `options.command ARGS`) in the repository's root, stdout and stderr piped. */
+export function spawnChild(args: readonly string[], options: SpawnOptions = {}): Deno.ChildProcess {
+  return new Deno.Command(options.command ?? Deno.execPath(), {
+    args: [...args],
+    cwd: root.pathname,
+    clearEnv: true,
+    env: options.env ?? childEnv(true),
+    stdin: options.stdin ? "piped" : "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+}
+
 /** Runs `deno ARGS` in the repository's root, stdin null, and resolves with its output. */
 export function runDeno(args: string[], options: RunOptions = {}): Promise<Output> {
   return run(args, options, false);
@@ -70,15 +93,10 @@ export function runCli(args: readonly string[], options: RunCliOptions = {}): Pr
 }
 
 async function run(args: string[], options: RunOptions, cli: boolean): Promise<Output> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args,
-    cwd: root.pathname,
-    clearEnv: true,
+  const child = spawnChild(args, {
     env: childEnv(cli, options.env),
-    stdin: options.stdin === undefined ? "null" : "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
+    stdin: options.stdin !== undefined,
+  });
   const timer = setTimeout(() => {
     try {
       child.kill("SIGKILL");
@@ -143,15 +161,7 @@ export async function startServe(
       Deno.execPath(),
       ...serveArgs,
     ]];
-  const child = new Deno.Command(command, {
-    args: commandArgs,
-    cwd: root.pathname,
-    clearEnv: true,
-    env: childEnv(true, options.env),
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
+  const child = spawnChild(commandArgs, { command, env: childEnv(true, options.env) });
   const stderr = new Response(child.stderr).text();
   const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
   let stdout = "";

@@ -2,8 +2,8 @@
  * The helpers the in-memory client tests (`client_memory_*_test.ts`) share: the server a test
  * scripts on the far end of a memory pair (`Peer`), a dialer that hands out a new pair on each dial
  * and can play endpoints that are down (`Pairs`), a client connected over one pair
- * (`connectMemory`), a bounded poll (`waitFor`), and the seeded generator that the randomised tests
- * replay from (`random`). The helpers every test file shares are in `_util.ts`.
+ * (`connectMemory`) and a bounded poll (`waitFor`). The helpers every test file shares are in
+ * `_util.ts`.
  *
  * @module
  */
@@ -178,16 +178,4 @@ export async function waitFor(condition: () => boolean, what: string, ms = 5_000
     if (waited >= ms) assert.fail(`Gave up waiting for ${what} after ${ms} ms`);
     await delay(5);
   }
-}
-
-/** mulberry32: a small seeded generator, so that a failing run can be replayed. */
-export function random(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }

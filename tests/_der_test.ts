@@ -31,6 +31,7 @@ import {
   readUnsigned,
 } from "../_der_read.ts";
 import { Tag } from "../_der_tag.ts";
+import { seededRandom } from "./portable/_data.ts";
 
 function hex(bytes: Uint8Array): string {
   return Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0")).join(" ");
@@ -94,15 +95,7 @@ Deno.test("readUnsigned() left-pads to the size and rejects what does not fit", 
 
 Deno.test("integer() round-trips random values (seeded)", () => {
   const seed = Date.now() >>> 0;
-  let state = seed;
-  function next(): number {
-    // mulberry32: small, fast and good enough to pick test values.
-    state = (state + 0x6d2b79f5) >>> 0;
-    let x = state;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 2 ** 32;
-  }
+  const next = seededRandom(seed);
   for (let i = 0; i < 500; i++) {
     const bytes = Math.floor(next() * 40);
     let value = 0n;

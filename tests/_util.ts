@@ -1,8 +1,10 @@
 /**
  * The helpers the tests share, each defined once: the test certificates and servers, frame
  * builders, timing guards and outcomes, raw TLS and TCP clients, a fake TLS server that a test
- * scripts, a TCP relay that can cut connections, and the repository's tools. The runners of the
- * CLI are in `_cli.ts`. bench/soak.ts uses them too.
+ * scripts, a TCP relay that can cut connections, and the repository's root. The runners of the
+ * CLI are in `_cli.ts`, the tools of .ci/fetch_tools.sh in `_tools.ts`, and the data every runtime
+ * can make (seeded numbers, byte patterns, extended payloads) in `portable/_data.ts`. bench/ uses
+ * them too.
  *
  * @module
  */
@@ -11,6 +13,7 @@ import assert from "node:assert/strict";
 import { connect, type ConnectOptions, type RpcClient } from "../client.ts";
 import { FrameReader, FrameWriter } from "../framing.ts";
 import { type RpcServer, serve, type ServeOptions } from "../server.ts";
+import { concat } from "./portable/_data.ts";
 
 const testdata = new URL("../testdata/", import.meta.url);
 const encoder = new TextEncoder();
@@ -178,6 +181,18 @@ export function framed(payload: string | Uint8Array): Uint8Array {
   bytes.set(header(body.length));
   bytes.set(body, 4);
   return bytes;
+}
+
+/**
+ * The frames of `messages`, one each (a string as it is, anything else as JSON), in one buffer to
+ * be sent in one write.
+ */
+export function frames(messages: readonly unknown[]): Uint8Array {
+  return concat(
+    messages.map((message) =>
+      framed(typeof message === "string" ? message : JSON.stringify(message))
+    ),
+  );
 }
 
 /** A JSON-RPC request object; without `params` it has no `params` member. */
@@ -697,20 +712,6 @@ export function has(command: string): boolean {
   } catch {
     return false;
   }
-}
-
-/**
- * A file that .ci/fetch_tools.sh puts under .ci/cache/tools (`bin/haproxy`, say); fails the test
- * when it is missing.
- */
-export function tool(path: string): string {
-  const file = new URL(`.ci/cache/tools/${path}`, root).pathname;
-  try {
-    Deno.statSync(file);
-  } catch {
-    assert.fail(`${file} is missing: run .ci/fetch_tools.sh`);
-  }
-  return file;
 }
 
 /** A temporary folder, removed on disposal. */

@@ -12,7 +12,7 @@ import { AUTH_FAILURE_BURST, MAX_AUTH_FAILURES } from "../_auth.ts";
 import {
   certs,
   delay,
-  framed,
+  frames,
   RawClient,
   request,
   serverOptions,
@@ -37,18 +37,6 @@ const CHECKED_FAILURE = "Authentication failed";
 const handlers = {
   ping: () => "pong",
 };
-
-/** The bytes of many frames, one per message, to be sent in one write. */
-function frames(messages: unknown[]): Uint8Array {
-  const parts = messages.map((message) => framed(JSON.stringify(message)));
-  const bytes = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    bytes.set(part, offset);
-    offset += part.length;
-  }
-  return bytes;
-}
 
 /** Every frame until the server closes the connection (a reset counts as closed). */
 async function receiveAll(client: RawClient): Promise<Response[]> {

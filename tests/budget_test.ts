@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { serve } from "../server.ts";
 import { callContext } from "../context.ts";
 import { ErrorCode } from "../errors.ts";
-import { delay, framed, RawClient, request, serverOptions, until, within } from "./_util.ts";
+import { delay, frames, RawClient, request, serverOptions, until, within } from "./_util.ts";
 
 /** A JSON-RPC response as it comes off the wire. */
 interface Response {
@@ -14,20 +14,6 @@ interface Response {
   id: unknown;
   result?: unknown;
   error?: { code: number; message: string; data?: unknown };
-}
-
-/** The bytes of many frames, one per message (text as is, anything else as JSON), for one write. */
-function frames(messages: unknown[]): Uint8Array {
-  const parts = messages.map((message) =>
-    framed(typeof message === "string" ? message : JSON.stringify(message))
-  );
-  const bytes = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    bytes.set(part, offset);
-    offset += part.length;
-  }
-  return bytes;
 }
 
 /** A notification: a request without an id. */

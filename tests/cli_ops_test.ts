@@ -9,7 +9,8 @@ import { FrameReader, FrameWriter } from "../framing.ts";
 import { fromPem, readCertificate } from "../_x509_read.ts";
 import { logLevel, makeLogger } from "../_cli_log.ts";
 import { certs, connectTo, delay, freePort, root, startServer, until, writeAll } from "./_util.ts";
-import { runCli } from "./_cli.ts";
+import { cliArgs, runCli, spawnChild } from "./_cli.ts";
+import { assertPromtoolAccepts } from "./_tools.ts";
 import * as workload from "./fixtures/workload.ts";
 
 const path = (relative: string) => new URL(relative, root).pathname;
@@ -38,18 +39,8 @@ class ServeChild implements AsyncDisposable {
   #stopping: Promise<Exited> | undefined;
   port = 0;
 
-  constructor(args: string[]) {
-    const env = Deno.env.toObject();
-    delete env.TLSRPC_TOKEN;
-    this.#child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", "cli.ts", "serve", ...args],
-      cwd: root.pathname,
-      clearEnv: true,
-      env,
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
+  constructor(flags: string[]) {
+    this.#child = spawnChild(cliArgs(["serve", fixture, "--port", "0", ...flags, ...CERT_FLAGS]));
     this.#reading = Promise.all([
       readLines(this.#child.stdout, this.stdout),
       readLines(this.#child.stderr, this.stderr),
@@ -58,9 +49,12 @@ class ServeChild implements AsyncDisposable {
     });
   }
 
-  /** Starts `serve ARGS` and resolves once it prints its "listening on" line. */
-  static async start(args: string[]): Promise<ServeChild> {
-    const child = new ServeChild(args);
+  /**
+   * Starts `serve` of the workload fixture on port 0 with the test certificate and `flags`, and
+   * resolves once it prints its "listening on" line.
+   */
+  static async start(flags: string[]): Promise<ServeChild> {
+    const child = new ServeChild(flags);
     try {
       await until(() => child.stdout.length > 0 || child.#exited, "the listening line", 30_000);
     } catch (error) {
@@ -125,34 +119,6 @@ async function servedBy(port: number, token?: string): Promise<string[]> {
   return [...seen].sort();
 }
 
-/** promtool from .ci/fetch_tools.sh; fails the test when it is missing. */
-function promtool(): string {
-  const tool = path(".ci/cache/tools/bin/promtool");
-  try {
-    Deno.statSync(tool);
-  } catch {
-    assert.fail(`promtool is missing at ${tool}: run .ci/fetch_tools.sh`);
-  }
-  return tool;
-}
-
-/** Fails unless `promtool check metrics` accepts `text` without a word. */
-async function assertPromtoolAccepts(text: string): Promise<void> {
-  const child = new Deno.Command(promtool(), {
-    args: ["check", "metrics"],
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const writer = child.stdin.getWriter();
-  await writer.write(encoder.encode(text));
-  await writer.close();
-  const { code, stdout, stderr } = await child.output();
-  const said = new TextDecoder().decode(stdout) + new TextDecoder().decode(stderr);
-  assert.equal(code, 0, `promtool check metrics exited ${code}:\n${said}`);
-  assert.equal(said.trim(), "", `promtool check metrics found problems:\n${said}`);
-}
-
 /** The value of the sample `series` (`name{labels}` as written) in `text`. */
 function sample(text: string, series: string): number | undefined {
   const line = text.split("\n").find((line) => line.startsWith(`${series} `));
@@ -162,14 +128,7 @@ function sample(text: string, series: string): number | undefined {
 // --- serve --workers -----------------------------------------------------------------------------
 
 Deno.test("cli serve --workers 2 prints one listening line, serves from both workers, brings a crashed one back, and drains on SIGTERM with exit 0", async () => {
-  await using server = await ServeChild.start([
-    fixture,
-    "--port",
-    "0",
-    "--workers",
-    "2",
-    ...CERT_FLAGS,
-  ]);
+  await using server = await ServeChild.start(["--workers", "2"]);
   assert.deepEqual(server.stdout, [`listening on 127.0.0.1:${server.port}`]);
   assert.deepEqual(await servedBy(server.port), ["worker 1", "worker 2"]);
 
@@ -251,15 +210,7 @@ Deno.test("cli serve checks its flags and the module once, before any worker sta
 Deno.test("cli serve --metrics HOST:0 says where it serves, counts exactly, sums over --workers, and promtool accepts it", async (t) => {
   for (const workers of [[], ["--workers", "2"]]) {
     await t.step(workers.length === 0 ? "one server" : "--workers 2", async () => {
-      await using server = await ServeChild.start([
-        fixture,
-        "--port",
-        "0",
-        "--metrics",
-        "127.0.0.1:0",
-        ...workers,
-        ...CERT_FLAGS,
-      ]);
+      await using server = await ServeChild.start(["--metrics", "127.0.0.1:0", ...workers]);
       const line = await server.line(/^metrics on /, "metrics line");
       const url = /^metrics on (http:\/\/127\.0\.0\.1:\d+\/metrics)$/.exec(line)?.[1];
       assert.ok(url !== undefined, line);
@@ -300,13 +251,7 @@ Deno.test("cli serve --metrics HOST:0 says where it serves, counts exactly, sums
 // --- serve --proxy-protocol ----------------------------------------------------------------------
 
 Deno.test("cli serve --proxy-protocol: handlers see the client address of the PROXY header; a connection without one is closed and logged", async () => {
-  await using server = await ServeChild.start([
-    fixture,
-    "--port",
-    "0",
-    "--proxy-protocol",
-    ...CERT_FLAGS,
-  ]);
+  await using server = await ServeChild.start(["--proxy-protocol"]);
   {
     // A balancer's connection: the header, then the client's TLS.
     await using client = await connect({
@@ -343,15 +288,11 @@ Deno.test("cli serve --log-format json writes every stderr line as one JSON obje
     for (const workers of [[], ["--workers", "2"]]) {
       await t.step(workers.length === 0 ? "one server" : "--workers 2", async () => {
         await using server = await ServeChild.start([
-          fixture,
-          "--port",
-          "0",
           "--log-format",
           "json",
           "--token-file",
           tokenFile,
           ...workers,
-          ...CERT_FLAGS,
         ]);
         assert.deepEqual(server.stdout, [`listening on 127.0.0.1:${server.port}`], "plain text");
         // The token reaches every worker: without it no call goes through.
@@ -414,14 +355,7 @@ Deno.test("cli serve --log-format json writes every stderr line as one JSON obje
 });
 
 Deno.test("cli serve --log-format text (the default) escapes what a client sent and names the worker", async () => {
-  await using server = await ServeChild.start([
-    fixture,
-    "--port",
-    "0",
-    "--workers",
-    "1",
-    ...CERT_FLAGS,
-  ]);
+  await using server = await ServeChild.start(["--workers", "1"]);
   {
     await using client = await connectTo(server.port);
     await assert.rejects(client.call("fail", EVIL));

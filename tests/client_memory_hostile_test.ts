@@ -8,8 +8,9 @@
 import assert from "node:assert/strict";
 import { connect, type RpcClient } from "../client.ts";
 import { ConnectionError, RpcError, TimeoutError } from "../errors.ts";
-import { type Message, Pairs, type Peer, random } from "./_client_memory.ts";
+import { type Message, Pairs, type Peer } from "./_client_memory.ts";
 import { delay, type Outcome, outcome, within } from "./_util.ts";
+import { seededRandom } from "./portable/_data.ts";
 
 const decoder = new TextDecoder();
 
@@ -292,7 +293,7 @@ Deno.test("a hostile server's random and adversarial frames never kill the clien
   };
   globalThis.addEventListener("unhandledrejection", onRejection);
   globalThis.addEventListener("error", onError);
-  const rng = random(seed);
+  const rng = seededRandom(seed);
   const stats: FuzzStats = {
     results: 0,
     rpcErrors: 0,

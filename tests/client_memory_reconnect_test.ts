@@ -8,8 +8,9 @@
 import assert from "node:assert/strict";
 import { connect, type ConnectOptions, type RpcClient } from "../client.ts";
 import { ConnectionError, RpcError } from "../errors.ts";
-import { connectMemory, Pairs, type Peer, random, waitFor } from "./_client_memory.ts";
+import { connectMemory, Pairs, type Peer, waitFor } from "./_client_memory.ts";
 import { delay, outcome, rejectsWith, within } from "./_util.ts";
+import { seededRandom } from "./portable/_data.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Losing the connection, reconnecting, closing
@@ -374,7 +375,7 @@ Deno.test("rpc.goaway when no new connection opens at once: onDisconnect, then t
 
 Deno.test("through goaways and -32001 answers no call runs twice, and every call resolves", async () => {
   const seed = Math.floor(Math.random() * 2 ** 32);
-  const rng = random(seed);
+  const rng = seededRandom(seed);
   const pairs = new Pairs();
   const { client } = await connectDraining(pairs, {
     reconnect: { initialDelay: 0, maxDelay: 1, maxAttempts: 100 },

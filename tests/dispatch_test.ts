@@ -5,6 +5,7 @@ import { buildMethodTable, parameterNames } from "../_introspect.ts";
 import { detachedSession } from "../_call.ts";
 import { ErrorCode, RpcError } from "../errors.ts";
 import * as calc from "../examples/calc.ts";
+import { SPEC_EXAMPLES, SPEC_MESSAGES, specHandlers } from "./portable/_spec_examples.ts";
 
 // deno-lint-ignore no-explicit-any
 type AnyFunction = (...args: any[]) => unknown;
@@ -414,21 +415,6 @@ Deno.test("describeError() maps thrown values to code, message and data", async 
   });
 });
 
-/** The handlers of the examples in section 7 of the JSON-RPC 2.0 specification. */
-function specHandlers(log: unknown[]): object {
-  return {
-    subtract(minuend: number | { minuend: number; subtrahend: number }, subtrahend?: number) {
-      if (typeof minuend === "object") return minuend.minuend - minuend.subtrahend;
-      return minuend - (subtrahend ?? 0);
-    },
-    sum: (...values: number[]) => values.reduce((total, x) => total + x, 0),
-    update: (...values: number[]) => void log.push(["update", values]),
-    "notify_hello": (n: number) => void log.push(["notify_hello", n]),
-    "notify_sum": (...values: number[]) => void log.push(["notify_sum", values]),
-    "get_data": () => ["hello", 5],
-  };
-}
-
 /** Orders values by their JSON text with sorted keys, so that key order does not matter. */
 function byJson(a: unknown, b: unknown): number {
   const [x, y] = [canonicalJson(a), canonicalJson(b)];
@@ -446,7 +432,7 @@ function canonicalJson(value: unknown): string {
 }
 
 /** A response with each error message replaced by whether it starts with the spec's message. */
-function normalize(response: unknown, messages: Map<number, string>): unknown {
+function normalize(response: unknown, messages: ReadonlyMap<number, string>): unknown {
   // A batch's responses may come in any order.
   if (Array.isArray(response)) {
     return response.map((item) => normalize(item, messages)).sort(byJson);
@@ -463,118 +449,13 @@ function normalize(response: unknown, messages: Map<number, string>): unknown {
   };
 }
 
-const specMessages = new Map([
-  [-32700, "Parse error"],
-  [-32600, "Invalid Request"],
-  [-32601, "Method not found"],
-  [-32602, "Invalid params"],
-]);
-
 Deno.test("Dispatcher.handleFrame() answers the examples of the JSON-RPC 2.0 specification", async (t) => {
-  const E = (code: number, id: unknown) => ({
-    jsonrpc: "2.0",
-    error: { code, message: specMessages.get(code) },
-    id,
-  });
-  const cases: { name: string; request: string; response: unknown; log?: unknown[] }[] = [
-    {
-      name: "positional parameters",
-      request: '{"jsonrpc": "2.0", "method": "subtract", "params": [42, 23], "id": 1}',
-      response: { jsonrpc: "2.0", result: 19, id: 1 },
-    },
-    {
-      name: "positional parameters reversed",
-      request: '{"jsonrpc": "2.0", "method": "subtract", "params": [23, 42], "id": 2}',
-      response: { jsonrpc: "2.0", result: -19, id: 2 },
-    },
-    {
-      name: "named parameters",
-      request:
-        '{"jsonrpc": "2.0", "method": "subtract", "params": {"subtrahend": 23, "minuend": 42}, "id": 3}',
-      response: { jsonrpc: "2.0", result: 19, id: 3 },
-    },
-    {
-      name: "named parameters in another order",
-      request:
-        '{"jsonrpc": "2.0", "method": "subtract", "params": {"minuend": 42, "subtrahend": 23}, "id": 4}',
-      response: { jsonrpc: "2.0", result: 19, id: 4 },
-    },
-    {
-      name: "notification",
-      request: '{"jsonrpc": "2.0", "method": "update", "params": [1,2,3,4,5]}',
-      response: undefined,
-      log: [["update", [1, 2, 3, 4, 5]]],
-    },
-    {
-      name: "notification of a method that does not exist",
-      request: '{"jsonrpc": "2.0", "method": "foobar"}',
-      response: undefined,
-    },
-    {
-      name: "non-existent method",
-      request: '{"jsonrpc": "2.0", "method": "foobar", "id": "1"}',
-      response: E(-32601, "1"),
-    },
-    {
-      name: "invalid JSON",
-      request: '{"jsonrpc": "2.0", "method": "foobar, "params": "bar", "baz]',
-      response: E(-32700, null),
-    },
-    {
-      name: "invalid Request object",
-      request: '{"jsonrpc": "2.0", "method": 1, "params": "bar"}',
-      response: E(-32600, null),
-    },
-    {
-      name: "batch, invalid JSON",
-      request: `[
-        {"jsonrpc": "2.0", "method": "sum", "params": [1,2,4], "id": "1"},
-        {"jsonrpc": "2.0", "method"
-      ]`,
-      response: E(-32700, null),
-    },
-    { name: "empty array", request: "[]", response: E(-32600, null) },
-    { name: "invalid batch, not empty", request: "[1]", response: [E(-32600, null)] },
-    {
-      name: "invalid batch",
-      request: "[1,2,3]",
-      response: [E(-32600, null), E(-32600, null), E(-32600, null)],
-    },
-    {
-      name: "batch",
-      request: `[
-        {"jsonrpc": "2.0", "method": "sum", "params": [1,2,4], "id": "1"},
-        {"jsonrpc": "2.0", "method": "notify_hello", "params": [7]},
-        {"jsonrpc": "2.0", "method": "subtract", "params": [42,23], "id": "2"},
-        {"foo": "boo"},
-        {"jsonrpc": "2.0", "method": "foo.get", "params": {"name": "myself"}, "id": "5"},
-        {"jsonrpc": "2.0", "method": "get_data", "id": "9"}
-      ]`,
-      response: [
-        { jsonrpc: "2.0", result: 7, id: "1" },
-        { jsonrpc: "2.0", result: 19, id: "2" },
-        E(-32600, null),
-        E(-32601, "5"),
-        { jsonrpc: "2.0", result: ["hello", 5], id: "9" },
-      ],
-      log: [["notify_hello", 7]],
-    },
-    {
-      name: "batch of only notifications",
-      request: `[
-        {"jsonrpc": "2.0", "method": "notify_sum", "params": [1,2,4]},
-        {"jsonrpc": "2.0", "method": "notify_hello", "params": [7]}
-      ]`,
-      response: undefined,
-      log: [["notify_sum", [1, 2, 4]], ["notify_hello", 7]],
-    },
-  ];
-  for (const { name, request, response, log: expectedLog = [] } of cases) {
+  for (const { name, request, response, log: expectedLog = [] } of SPEC_EXAMPLES) {
     await t.step(name, async () => {
       const log: unknown[] = [];
       const dispatcher = new Dispatcher(specHandlers(log));
       const actual = await answer(dispatcher, request);
-      assert.deepEqual(normalize(actual, specMessages), normalize(response, specMessages));
+      assert.deepEqual(normalize(actual, SPEC_MESSAGES), normalize(response, SPEC_MESSAGES));
       assert.deepEqual(log, expectedLog);
     });
   }
@@ -611,7 +492,7 @@ Deno.test("Dispatcher.handleFrame() validates requests and maps outcomes to resp
   const error = (code: number, id: unknown) => ({
     jsonrpc: "2.0",
     id,
-    error: { code, message: specMessages.get(code) ?? "" },
+    error: { code, message: SPEC_MESSAGES.get(code) ?? "" },
   });
   const cases: { name: string; request: string; response: unknown }[] = [
     {
@@ -797,8 +678,8 @@ Deno.test("Dispatcher.handleFrame() validates requests and maps outcomes to resp
   for (const { name, request, response } of cases) {
     await t.step(name, async () => {
       assert.deepEqual(
-        normalize(await answer(dispatcher, request), specMessages),
-        normalize(response, specMessages),
+        normalize(await answer(dispatcher, request), SPEC_MESSAGES),
+        normalize(response, SPEC_MESSAGES),
       );
     });
   }
@@ -806,7 +687,7 @@ Deno.test("Dispatcher.handleFrame() validates requests and maps outcomes to resp
     const reply = await dispatcher.handleFrame(new Uint8Array([0x7b, 0xff, 0xfe, 0x7d]));
     assert.equal(typeof reply?.body, "string");
     assert.deepEqual(
-      normalize(JSON.parse(reply?.body as string), specMessages),
+      normalize(JSON.parse(reply?.body as string), SPEC_MESSAGES),
       error(-32700, null),
     );
   });

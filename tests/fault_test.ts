@@ -29,6 +29,7 @@ import {
   within,
   writeAll,
 } from "./_util.ts";
+import { seededRandom } from "./portable/_data.ts";
 
 type Transport = NonNullable<ServeOptions["transport"]>;
 
@@ -67,18 +68,6 @@ const base = {
 
 /** A TLS record header that claims 0xFFFF bytes, beyond the largest record TLS allows. */
 const HUGE_RECORD_HEADER = new Uint8Array([0x16, 0x03, 0x01, 0xff, 0xff, 0x01, 0x00, 0xff, 0xfb]);
-
-/** A deterministic PRNG (mulberry32), so that a failing sample can be replayed from its seed. */
-function prng(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 // --- the TLS handshake ---------------------------------------------------------------------------
 
@@ -242,7 +231,7 @@ Deno.test("serve() keeps serving through a port scan of 200 connections that clo
 Deno.test("serve() closes a connection whose ClientHello has one byte corrupted, at every offset, within handshakeTimeout", async (t) => {
   const hello = await recordClientHello();
   const seed = 0x5eed_c0de;
-  const random = prng(seed);
+  const random = seededRandom(seed);
   // Every offset of the record (about 220 bytes), each flipped with a random non-zero mask.
   const corruptions = Array.from(hello, (_, offset) => ({
     offset,

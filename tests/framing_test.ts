@@ -10,24 +10,13 @@ import {
   FrameWriter,
   HEADER_BYTES,
 } from "../framing.ts";
+import { concat, seededRandom } from "./portable/_data.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-/** A small seeded PRNG (mulberry32): the same seed gives the same sequence. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return function next(): number {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** An integer from `min` to `max`, both included. */
 function randomInt(random: () => number, min: number, max: number): number {
@@ -48,16 +37,6 @@ function patternBytes(length: number, salt = 0): Uint8Array {
   const bytes = new Uint8Array(length);
   for (let i = 0; i < length; i++) bytes[i] = (i * 31 + salt) % 251;
   return bytes;
-}
-
-function concat(parts: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
 }
 
 /** A 4-byte big-endian length prefix. */
@@ -475,7 +454,7 @@ Deno.test("FrameReader and FrameWriter reject an invalid maxFrameBytes with Rang
 
 Deno.test("FrameReader.read() decodes 2000 random frames cut at random boundaries (seeded)", async () => {
   const seed = Number(Deno.env.get("FRAMING_SEED") ?? (Date.now() >>> 0));
-  const random = mulberry32(seed);
+  const random = seededRandom(seed);
   try {
     const payloads: Uint8Array[] = [];
     for (let i = 0; i < 2000; i++) {
@@ -512,7 +491,7 @@ Deno.test("FrameReader.read() decodes 2000 random frames cut at random boundarie
 
 Deno.test("FrameReader.read() turns random byte streams into frames, null or ProtocolError only (seeded)", async () => {
   const seed = Number(Deno.env.get("FRAMING_SEED") ?? (Date.now() >>> 0));
-  const random = mulberry32(seed);
+  const random = seededRandom(seed);
   let trial = 0;
   try {
     for (; trial < 1000; trial++) {
@@ -756,7 +735,7 @@ Deno.test("FrameWriter.flushed() resolves at once when nothing is queued", async
 
 Deno.test("FrameWriter output reads back through FrameReader (seeded)", async () => {
   const seed = Number(Deno.env.get("FRAMING_SEED") ?? (Date.now() >>> 0));
-  const random = mulberry32(seed);
+  const random = seededRandom(seed);
   try {
     const received: Uint8Array[] = [];
     const writer = new FrameWriter({

@@ -5,6 +5,7 @@
 
 import assert from "node:assert/strict";
 import { parseJson } from "../_json.ts";
+import { jsonArrayOf, seededRandom } from "./portable/_data.ts";
 
 const MiB = 1024 * 1024;
 
@@ -236,18 +237,6 @@ Deno.test("parseJson() throws JSON.parse's own SyntaxError for text that is not 
 // ---------------------------------------------------------------------------------------------
 // Differential fuzzing
 
-/** mulberry32: a small seeded generator, so that a failing run can be replayed. */
-function generator(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** Characters keys and strings are made of: the ones that need escapes, and the encoding's own. */
 const ALPHABET = [
   "a",
@@ -435,7 +424,7 @@ function assertSame(got: unknown, want: unknown, text: string): void {
 
 Deno.test("parseJson() agrees with JSON.parse on random JSON, and stays right when the bug is set off (seeded)", () => {
   const seed = Number(Deno.env.get("FUZZ_SEED") ?? (Date.now() >>> 0));
-  const random = generator(seed);
+  const random = seededRandom(seed);
   let serial = 0;
   const fresh = () => `"#${seed}.${serial++}"`;
   let texts = 0;
@@ -471,18 +460,6 @@ Deno.test("parseJson() agrees with JSON.parse on random JSON, and stays right wh
 // ---------------------------------------------------------------------------------------------
 // Cost
 
-/** `unit(i)` repeated, comma-separated, in an array of about `size` characters. */
-function frame(size: number, unit: (i: number) => string, tail = ""): string {
-  const parts: string[] = [];
-  let length = 2 + tail.length;
-  for (let i = 0; length < size; i++) {
-    const part = unit(i);
-    parts.push(part);
-    length += part.length + 1;
-  }
-  return `[${parts.join(",")}${tail}]`;
-}
-
 /** Milliseconds `f` takes, the best of `runs`. */
 function best(runs: number, f: () => unknown): number {
   let least = Infinity;
@@ -497,13 +474,13 @@ function best(runs: number, f: () => unknown): number {
 Deno.test("parseJson() on 15 MiB frames, timed against JSON.parse (measured, printed)", async (t) => {
   const cases: [string, () => string][] = [
     // The frame that took the old guard 6 s and +958 MiB: one escaped key, at the end.
-    ["[{},{},…] with one escaped key", () => frame(15 * MiB, () => "{}", ',{"k\\\\":1}')],
+    ["[{},{},…] with one escaped key", () => jsonArrayOf(15 * MiB, () => "{}", ',{"k\\\\":1}')],
     [
       "escapes in string values only",
-      () => frame(15 * MiB, (i) => `{"id":${i},"text":"a \\"quoted\\" line\\n"}`),
+      () => jsonArrayOf(15 * MiB, (i) => `{"id":${i},"text":"a \\"quoted\\" line\\n"}`),
     ],
     // The worst found: every object's key holds an escape, so every object is rebuilt.
-    ['[{"a\\t":1},…]: every key escaped', () => frame(15 * MiB, () => '{"a\\t":1}')],
+    ['[{"a\\t":1},…]: every key escaped', () => jsonArrayOf(15 * MiB, () => '{"a\\t":1}')],
   ];
   for (const [name, make] of cases) {
     await t.step(name, () => {

@@ -1,19 +1,9 @@
 import assert from "node:assert/strict";
 import { Metrics } from "../_metrics.ts";
 import { METRICS_CONTENT_TYPE, serveMetrics } from "../_metrics_http.ts";
-import { connectTo, delay, freePort, root, within, writeAll } from "./_util.ts";
+import { connectTo, delay, freePort, within, writeAll } from "./_util.ts";
 import { startServe } from "./_cli.ts";
-
-/** A binary from .ci/fetch_tools.sh, or from the variable `env`; fails the test when missing. */
-function toolPath(name: string, env: string): string {
-  const path = Deno.env.get(env) ?? new URL(`.ci/cache/tools/usr/bin/${name}`, root).pathname;
-  try {
-    Deno.statSync(path);
-  } catch {
-    assert.fail(`${name} is missing at ${path}: run .ci/fetch_tools.sh (or set ${env})`);
-  }
-  return path;
-}
+import { spawnCollected, tool } from "./_tools.ts";
 
 /** A Prometheus started on loopback that scrapes `target` every second. */
 interface Prometheus extends AsyncDisposable {
@@ -24,7 +14,7 @@ interface Prometheus extends AsyncDisposable {
 }
 
 async function startPrometheus(target: string): Promise<Prometheus> {
-  const binary = toolPath("prometheus", "PROMETHEUS");
+  const binary = Deno.env.get("PROMETHEUS") ?? tool("bin/prometheus");
   const dir = await Deno.makeTempDir({ prefix: "tlsrpc_prometheus_" });
   const config = `${dir}/prometheus.yml`;
   await Deno.writeTextFile(
@@ -41,44 +31,19 @@ async function startPrometheus(target: string): Promise<Prometheus> {
     ].join("\n"),
   );
   const port = freePort();
-  const child = new Deno.Command(binary, {
-    args: [
-      `--config.file=${config}`,
-      `--storage.tsdb.path=${dir}/data`,
-      `--web.listen-address=127.0.0.1:${port}`,
-      "--log.level=warn",
-    ],
-    cwd: dir,
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
-  let stderr = "";
-  const reading = child.stderr.pipeThrough(new TextDecoderStream()).pipeTo(
-    new WritableStream({ write: (chunk) => void (stderr += chunk) }),
-  );
+  const process = spawnCollected(binary, [
+    `--config.file=${config}`,
+    `--storage.tsdb.path=${dir}/data`,
+    `--web.listen-address=127.0.0.1:${port}`,
+    "--log.level=warn",
+  ], { cwd: dir });
   return {
     url: `http://127.0.0.1:${port}`,
-    log: () => stderr,
+    log: process.log,
     async [Symbol.asyncDispose]() {
       try {
-        child.kill("SIGTERM");
-      } catch {
-        // It has exited already.
-      }
-      // A guard, far above the second or so it takes to stop.
-      const timer = setTimeout(() => {
-        try {
-          child.kill("SIGKILL");
-        } catch {
-          // It has exited meanwhile.
-        }
-      }, 30_000);
-      try {
-        await child.status;
-        await reading;
+        await process.stop("SIGTERM");
       } finally {
-        clearTimeout(timer);
         await Deno.remove(dir, { recursive: true });
       }
     },

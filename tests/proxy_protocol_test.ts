@@ -29,6 +29,7 @@ import {
   within,
   writeAll,
 } from "./_util.ts";
+import { concat } from "./portable/_data.ts";
 
 const encoder = new TextEncoder();
 
@@ -81,16 +82,6 @@ function tlv(type: number, value: Uint8Array): Uint8Array {
   return bytes;
 }
 
-function concat(...parts: Uint8Array[]): Uint8Array {
-  const bytes = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    bytes.set(part, offset);
-    offset += part.length;
-  }
-  return bytes;
-}
-
 function headerOf(parse: ProxyParse): ProxyHeader {
   assert.equal(parse.kind, "header", JSON.stringify(parse));
   return (parse as { header: ProxyHeader }).header;
@@ -108,13 +99,17 @@ const V2_LOCAL = v2(0x00, new Uint8Array(0), { command: 0x20 });
 // --- the parser ------------------------------------------------------------------------------------
 
 Deno.test("parseProxyHeader() reads every field of a complete header", async (t) => {
+  const tcp4 = {
+    source: { hostname: "203.0.113.7", port: 4711 },
+    destination: { hostname: "192.0.2.1", port: 443 },
+  };
+  const none = { source: undefined, destination: undefined };
   const cases: [string, Uint8Array, Omit<ProxyHeader, "length">][] = [
-    ["v1 TCP4", v1("PROXY TCP4 203.0.113.7 192.0.2.1 4711 443"), {
-      version: 1,
-      command: "proxy",
-      source: { hostname: "203.0.113.7", port: 4711 },
-      destination: { hostname: "192.0.2.1", port: 443 },
-    }],
+    [
+      "v1 TCP4",
+      v1("PROXY TCP4 203.0.113.7 192.0.2.1 4711 443"),
+      { version: 1, command: "proxy", ...tcp4 },
+    ],
     ["v1 TCP6, in its canonical form", v1("PROXY TCP6 2001:DB8:0:0:0:0:0:7 ::1 65535 0"), {
       version: 1,
       command: "proxy",
@@ -127,69 +122,47 @@ Deno.test("parseProxyHeader() reads every field of a complete header", async (t)
       source: { hostname: "::ffff:192.0.2.9", port: 1 },
       destination: { hostname: "::1", port: 2 },
     }],
-    ["v1 UNKNOWN", v1("PROXY UNKNOWN"), {
-      version: 1,
-      command: "proxy",
-      source: undefined,
-      destination: undefined,
-    }],
-    ["v1 UNKNOWN with addresses, ignored", v1("PROXY UNKNOWN ffff:: 1.2.3.4 1 2"), {
-      version: 1,
-      command: "proxy",
-      source: undefined,
-      destination: undefined,
-    }],
-    ["v2 PROXY TCP over IPv4", V2_TCP4, {
-      version: 2,
-      command: "proxy",
-      source: { hostname: "203.0.113.7", port: 4711 },
-      destination: { hostname: "192.0.2.1", port: 443 },
-    }],
+    ["v1 UNKNOWN", v1("PROXY UNKNOWN"), { version: 1, command: "proxy", ...none }],
+    [
+      "v1 UNKNOWN with addresses, ignored",
+      v1("PROXY UNKNOWN ffff:: 1.2.3.4 1 2"),
+      { version: 1, command: "proxy", ...none },
+    ],
+    ["v2 PROXY TCP over IPv4", V2_TCP4, { version: 2, command: "proxy", ...tcp4 }],
     ["v2 PROXY TCP over IPv6", V2_TCP6, {
       version: 2,
       command: "proxy",
       source: { hostname: "2001:db8::7", port: 4711 },
       destination: { hostname: "2001:db8::1", port: 443 },
     }],
-    ["v2 LOCAL (a health check): no address", V2_LOCAL, {
-      version: 2,
-      command: "local",
-      source: undefined,
-      destination: undefined,
-    }],
+    ["v2 LOCAL (a health check): no address", V2_LOCAL, { version: 2, command: "local", ...none }],
     [
       "v2 LOCAL with addresses, ignored",
       v2(0x11, addressBlock([10, 0, 0, 1], [10, 0, 0, 2], 1, 2), { command: 0x20 }),
-      { version: 2, command: "local", source: undefined, destination: undefined },
+      { version: 2, command: "local", ...none },
     ],
-    ["v2 PROXY UNSPEC: no address", v2(0x00, new Uint8Array(0)), {
-      version: 2,
-      command: "proxy",
-      source: undefined,
-      destination: undefined,
-    }],
+    [
+      "v2 PROXY UNSPEC: no address",
+      v2(0x00, new Uint8Array(0)),
+      { version: 2, command: "proxy", ...none },
+    ],
     [
       "v2 with TLVs, skipped",
       v2(0x11, addressBlock([203, 0, 113, 7], [192, 0, 2, 1], 4711, 443), {
-        tlvs: concat(
+        tlvs: concat([
           tlv(0x01, encoder.encode("h2")), // ALPN
           tlv(0x04, new Uint8Array(0)), // NOOP, empty
           tlv(0xea, encoder.encode("\x01vpce-0123456789abcdef")), // AWS VPC endpoint id
-        ),
+        ]),
       }),
-      {
-        version: 2,
-        command: "proxy",
-        source: { hostname: "203.0.113.7", port: 4711 },
-        destination: { hostname: "192.0.2.1", port: 443 },
-      },
+      { version: 2, command: "proxy", ...tcp4 },
     ],
   ];
   for (const [name, bytes, expected] of cases) {
     await t.step(name, () => {
       // What follows the header is the client's: it is neither read nor counted.
       const clientHello = new Uint8Array([0x16, 0x03, 0x01, 0x02, 0x00, 0x01]);
-      const header = headerOf(parseProxyHeader(concat(bytes, clientHello)));
+      const header = headerOf(parseProxyHeader(concat([bytes, clientHello])));
       assert.deepEqual(header, { ...expected, length: bytes.length });
     });
   }
@@ -392,7 +365,7 @@ class Balancer implements AsyncDisposable {
       const first = new Uint8Array(16 * 1024);
       const count = await client.read(first);
       if (count === null) return;
-      await writeAll(upstream, concat(header, first.subarray(0, count)));
+      await writeAll(upstream, concat([header, first.subarray(0, count)]));
       await Promise.race([pump(client, upstream), pump(upstream, client)]);
     } catch {
       // Either side went away.

@@ -18,24 +18,9 @@ import {
   splitExtended,
   UnsendableError,
 } from "../_rich.ts";
+import { extendedPayload, pattern } from "./portable/_data.ts";
 
-const encoder = new TextEncoder();
 const KiB = 1024;
-
-/**
- * An extended frame's payload laid out as PROTOCOL.md section 8 says, independently of the
- * encoder: 0x00, the JSON part's length (u32, big-endian), the JSON part, zero padding to a
- * multiple of 8, the binary part. The payload owns its buffer.
- */
-function payload(json: string, binary: Uint8Array = new Uint8Array(0)): Uint8Array {
-  const text = encoder.encode(json);
-  const start = Math.ceil((5 + text.length) / 8) * 8;
-  const bytes = new Uint8Array(start + binary.length);
-  new DataView(bytes.buffer).setUint32(1, text.length);
-  bytes.set(text, 5);
-  bytes.set(binary, start);
-  return bytes;
-}
 
 /** Decodes a payload as a receiver does: split, parse, revive. */
 function decode(
@@ -58,13 +43,6 @@ function roundTrip(value: unknown, owned = true): unknown {
     at += part.length;
   }
   return decode(whole, owned);
-}
-
-/** Bytes 0, 1, 2... modulo 251. */
-function pattern(length: number, seed = 0): Uint8Array {
-  const bytes = new Uint8Array(length);
-  for (let i = 0; i < length; i++) bytes[i] = (i + seed) % 251;
-  return bytes;
 }
 
 /** A tag for the section at `o` of `n` bytes, of kind `k` (a Uint8Array when absent). */
@@ -103,7 +81,7 @@ Deno.test("revive() refuses byte sections that more than one value names, in who
   for (const [name, json] of cases) {
     for (const owned of [true, false]) {
       await t.step(`${name} (${owned ? "views" : "copies"})`, () => {
-        assertRefused(() => decode(payload(json, binary), owned), /sections overlap/);
+        assertRefused(() => decode(extendedPayload(json, binary), owned), /sections overlap/);
       });
     }
   }
@@ -132,7 +110,7 @@ Deno.test("revive() accepts sections in any order that do not overlap, and empty
   for (const [name, json, want] of cases) {
     for (const owned of [true, false]) {
       await t.step(`${name} (${owned ? "views" : "copies"})`, () => {
-        assert.deepStrictEqual(decode(payload(json, binary), owned), want);
+        assert.deepStrictEqual(decode(extendedPayload(json, binary), owned), want);
       });
     }
   }
@@ -174,13 +152,13 @@ Deno.test("revive() refuses a frame whose byte values exceed maxDecodedBytes, be
       const name = `${kind ?? "Uint8Array"} (${owned ? "views" : "copies"})`;
       await t.step(`${name}: 32 + 24 bytes fit a limit of 56`, () => {
         const json = `[${tag(0, 32, kind)},${tag(32, 24, kind)}]`;
-        const got = decode(payload(json, binary), owned, limits(56)) as ArrayBufferView[];
+        const got = decode(extendedPayload(json, binary), owned, limits(56)) as ArrayBufferView[];
         assert.equal(got.length, 2);
       });
       await t.step(`${name}: 32 + 32 bytes exceed a limit of 56`, () => {
         const json = `[${tag(0, 32, kind)},${tag(32, 32, kind)}]`;
         assertRefused(
-          () => decode(payload(json, binary), owned, limits(56)),
+          () => decode(extendedPayload(json, binary), owned, limits(56)),
           /its byte values \(64 bytes so far\) exceed the limit of 56 bytes/,
           56,
         );
@@ -190,8 +168,15 @@ Deno.test("revive() refuses a frame whose byte values exceed maxDecodedBytes, be
   await t.step("a Float64Array at an unaligned offset is a copy, counted alike", () => {
     // Offset 4 of an owned frame: a Float64Array cannot view it in place.
     const json = `[${tag(4, 8, "Float64Array")},${tag(16, 48)}]`;
-    assertRefused(() => decode(payload(json, binary), true, limits(48)), /limit of 48 bytes/, 48);
-    const got = decode(payload(json, binary), true, limits(56)) as [Float64Array, Uint8Array];
+    assertRefused(
+      () => decode(extendedPayload(json, binary), true, limits(48)),
+      /limit of 48 bytes/,
+      48,
+    );
+    const got = decode(extendedPayload(json, binary), true, limits(56)) as [
+      Float64Array,
+      Uint8Array,
+    ];
     assert.deepStrictEqual(new Uint8Array(got[0].buffer), binary.slice(4, 12));
   });
   await t.step("the default is 16 MiB, the largest frame", () => {
@@ -209,20 +194,32 @@ Deno.test("malformed frames get an ExtendedFrameError without a limit, its messa
       () => splitExtended(Uint8Array.of(0, 0, 0, 0, 9, 0x7b)),
       /exceeds the frame/,
     ],
-    ["a section beyond the frame", () => decode(payload(tag(0, 16), eight)), /outside the frame/],
-    ["an unknown tag", () => decode(payload('{"$t":"nope"}')), /"nope" is not valid/],
+    [
+      "a section beyond the frame",
+      () => decode(extendedPayload(tag(0, 16), eight)),
+      /outside the frame/,
+    ],
+    ["an unknown tag", () => decode(extendedPayload('{"$t":"nope"}')), /"nope" is not valid/],
     [
       "an unknown typed array",
-      () => decode(payload(tag(0, 8, "Float16Array"), eight)),
+      () => decode(extendedPayload(tag(0, 8, "Float16Array"), eight)),
       /"Float16Array" is not a typed array/,
     ],
     [
       "a section that is not a whole number of elements",
-      () => decode(payload(tag(0, 6, "Int32Array"), eight)),
+      () => decode(extendedPayload(tag(0, 6, "Int32Array"), eight)),
       /not a whole number of elements/,
     ],
-    ["a BigInt that is no number", () => decode(payload('{"$t":"bigint","v":"1e3"}')), /bigint/],
-    ["a map entry that is no pair", () => decode(payload('{"$t":"map","v":[[1]]}')), /pair/],
+    [
+      "a BigInt that is no number",
+      () => decode(extendedPayload('{"$t":"bigint","v":"1e3"}')),
+      /bigint/,
+    ],
+    [
+      "a map entry that is no pair",
+      () => decode(extendedPayload('{"$t":"map","v":[[1]]}')),
+      /pair/,
+    ],
   ];
   for (const [name, f, pattern] of cases) {
     await t.step(name, () => assertRefused(f, pattern));
@@ -234,7 +231,7 @@ Deno.test("malformed frames get an ExtendedFrameError without a limit, its messa
 
 Deno.test("revive() refuses a BigInt of more than maxBigIntDigits digits before reading it", async (t) => {
   const limits: DecodeLimits = { ...DEFAULT_DECODE_LIMITS, maxBigIntDigits: 50 };
-  const big = (text: string) => payload(`{"$t":"bigint","v":"${text}"}`);
+  const big = (text: string) => extendedPayload(`{"$t":"bigint","v":"${text}"}`);
   await t.step("50 digits, and a sign besides, pass", () => {
     assert.equal(decode(big("9".repeat(50)), true, limits), 10n ** 50n - 1n);
     assert.equal(decode(big(`-${"9".repeat(50)}`), true, limits), -(10n ** 50n - 1n));
@@ -380,7 +377,7 @@ function measure(f: () => unknown): { ms: number; heap: number; result: unknown 
 Deno.test("the worst frames found cost little to refuse (measured, printed)", async (t) => {
   await t.step("2 000 ArrayBuffer tags naming one 64 KiB section", () => {
     const json = `[${Array(2_000).fill(tag(0, 64 * KiB, "ArrayBuffer")).join(",")}]`;
-    const frame = payload(json, pattern(64 * KiB));
+    const frame = extendedPayload(json, pattern(64 * KiB));
     for (const owned of [true, false]) {
       const { ms, heap, result } = measure(() => decode(frame, owned));
       assert.ok(result instanceof ExtendedFrameError);
@@ -391,7 +388,7 @@ Deno.test("the worst frames found cost little to refuse (measured, printed)", as
     }
   });
   await t.step("a BigInt of 8 000 000 digits", () => {
-    const frame = payload(`{"$t":"bigint","v":"${"9".repeat(8_000_000)}"}`);
+    const frame = extendedPayload(`{"$t":"bigint","v":"${"9".repeat(8_000_000)}"}`);
     const { ms, result } = measure(() => decode(frame));
     assert.ok(result instanceof ExtendedFrameError);
     console.log(`  ${(frame.length / 1e6).toFixed(1)} MB frame: refused in ${ms.toFixed(0)} ms`);

@@ -9,6 +9,7 @@ import { RpcError } from "../errors.ts";
 import { FrameReader } from "../framing.ts";
 import { decodeFrame, DEFAULT_MAX_DEPTH } from "../_codec.ts";
 import { certs, fakeTlsServer, RawClient, startServer, within } from "./_util.ts";
+import { extendedPayload, pattern } from "./portable/_data.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -26,33 +27,6 @@ const MiB = 1024 * 1024;
  */
 function connectTo(port: number, options: ConnectOptions = {}): Promise<RpcClient> {
   return connect({ hostname: "127.0.0.1", port, caCerts: [certs.ca], timeout: 5_000, ...options });
-}
-
-/** Bytes 0, 1, 2... modulo 251, so that a shifted or truncated copy never looks right. */
-function pattern(length: number, seed = 0): Uint8Array {
-  const bytes = new Uint8Array(length);
-  for (let i = 0; i < length; i++) bytes[i] = (i + seed) % 251;
-  return bytes;
-}
-
-/**
- * An extended frame's payload built from the layout in PROTOCOL.md section 8, independently of
- * the product's encoder: 0x00, the JSON part's length (u32 big-endian, `statedLength` when given),
- * the JSON part, zero padding to a multiple of 8, the binary part.
- */
-function extendedFrame(
-  json: string | Uint8Array,
-  binary: Uint8Array = new Uint8Array(0),
-  statedLength?: number,
-): Uint8Array {
-  const text = typeof json === "string" ? encoder.encode(json) : json;
-  const start = Math.ceil((5 + text.length) / 8) * 8;
-  const payload = new Uint8Array(start + binary.length);
-  payload[0] = 0x00;
-  new DataView(payload.buffer).setUint32(1, statedLength ?? text.length);
-  payload.set(text, 5);
-  payload.set(binary, start);
-  return payload;
 }
 
 /** A received response, loosely typed. */
@@ -530,7 +504,7 @@ Deno.test("a request's frame is laid out as PROTOCOL.md section 8 says, and plai
     const [frame] = server.requests("echo");
     assert.ok(frame !== undefined);
     const id = (decodeFrame(frame, DEFAULT_MAX_DEPTH) as { id: number }).id;
-    const expected = extendedFrame(
+    const expected = extendedPayload(
       `{"jsonrpc":"2.0","id":${id},"method":"echo","params":[{"$t":"bytes","o":0,"n":3},{"$t":"bigint","v":"10"}]}`,
       Uint8Array.of(1, 2, 3),
     );
@@ -849,7 +823,7 @@ Deno.test("batches are answered in plain JSON even for a peer with rich values",
     assert.equal(byId.get(3)?.result, "1970-01-01T00:00:00.000Z");
   });
   await t.step("a batch sent in an extended frame is answered in plain JSON too", async () => {
-    await peer.send(extendedFrame(
+    await peer.send(extendedPayload(
       `[{"jsonrpc":"2.0","id":4,"method":"one","params":[{"$t":"bytes","o":0,"n":2}]},` +
         `{"jsonrpc":"2.0","id":5,"method":"one","params":[{"$t":"bigint","v":"1"}]}]`,
       Uint8Array.of(1, 2),
@@ -1034,7 +1008,7 @@ Deno.test("__proto__ and constructor keys round-trip as own keys and never chang
         `"constructor":{"prototype":{"polluted":true}},` +
         `"escaped":{"$t":"object","v":{"$t":"x","__proto__":{"polluted":{"$t":"bigint","v":"1"}}}},` +
         `"map":{"$t":"map","v":[["__proto__",{"__proto__":{"polluted":1}}]]}}]}`;
-      const reply = await peer.exchangePlain(extendedFrame(json, Uint8Array.of(42)));
+      const reply = await peer.exchangePlain(extendedPayload(json, Uint8Array.of(42)));
       assert.equal(reply.result, "seen");
       assert.equal(seen.length, 1);
       const value = seen[0]![0] as Record<string, unknown>;
@@ -1074,7 +1048,7 @@ Deno.test("malformed extended frames get -32700 with id null and the connection 
     "a well-formed hand-made frame is answered (the frames below differ only in their flaw)",
     async () => {
       const { message } = await peer.exchange(
-        extendedFrame(request(`{"$t":"bytes","o":0,"n":8,"k":"Float64Array"}`), eight),
+        extendedPayload(request(`{"$t":"bytes","o":0,"n":8,"k":"Float64Array"}`), eight),
       );
       assert.equal(message.id, 5);
       assertExact(message.result, new Float64Array(eight.buffer), "result");
@@ -1092,83 +1066,89 @@ Deno.test("malformed extended frames get -32700 with id null and the connection 
   new DataView(onePast.buffer).setUint32(1, short.length + 1);
   onePast.set(short, 5);
   const cases: [string, Uint8Array][] = [
-    ["a JSON part's length larger than the frame", extendedFrame(request("1"), eight, 200)],
-    ["a JSON part's length of 2**32 - 1", extendedFrame(request("1"), eight, 0xffff_ffff)],
+    [
+      "a JSON part's length larger than the frame",
+      extendedPayload(request("1"), eight, { statedLength: 200 }),
+    ],
+    [
+      "a JSON part's length of 2**32 - 1",
+      extendedPayload(request("1"), eight, { statedLength: 0xffff_ffff }),
+    ],
     ["a JSON part's length one past the end of the frame", onePast],
     ["a frame shorter than its header", Uint8Array.of(0x00, 0x00, 0x00)],
     ["a frame of the marker alone", Uint8Array.of(0x00)],
-    ["a JSON part that is not JSON", extendedFrame(request("{"))],
-    ["a JSON part that is not UTF-8", extendedFrame(invalidUtf8)],
-    ["an unknown tag", extendedFrame(request('{"$t":"nope"}'))],
-    ["a tag that is not a string", extendedFrame(request('{"$t":5}'))],
+    ["a JSON part that is not JSON", extendedPayload(request("{"))],
+    ["a JSON part that is not UTF-8", extendedPayload(invalidUtf8)],
+    ["an unknown tag", extendedPayload(request('{"$t":"nope"}'))],
+    ["a tag that is not a string", extendedPayload(request('{"$t":5}'))],
     [
       "a bytes section past the binary part",
-      extendedFrame(request('{"$t":"bytes","o":0,"n":9}'), eight),
+      extendedPayload(request('{"$t":"bytes","o":0,"n":9}'), eight),
     ],
     [
       "a bytes section starting past the binary part",
-      extendedFrame(request('{"$t":"bytes","o":16,"n":0}'), eight),
+      extendedPayload(request('{"$t":"bytes","o":16,"n":0}'), eight),
     ],
-    ["a bytes section with no binary part", extendedFrame(request('{"$t":"bytes","o":0,"n":1}'))],
+    ["a bytes section with no binary part", extendedPayload(request('{"$t":"bytes","o":0,"n":1}'))],
     [
       "a bytes section at a negative offset",
-      extendedFrame(request('{"$t":"bytes","o":-8,"n":8}'), eight),
+      extendedPayload(request('{"$t":"bytes","o":-8,"n":8}'), eight),
     ],
     [
       "a bytes section with a negative length",
-      extendedFrame(request('{"$t":"bytes","o":8,"n":-8}'), eight),
+      extendedPayload(request('{"$t":"bytes","o":8,"n":-8}'), eight),
     ],
     [
       "a bytes section at a fractional offset",
-      extendedFrame(request('{"$t":"bytes","o":0.5,"n":1}'), eight),
+      extendedPayload(request('{"$t":"bytes","o":0.5,"n":1}'), eight),
     ],
     [
       "a bytes section whose offset is a string",
-      extendedFrame(request('{"$t":"bytes","o":"0","n":1}'), eight),
+      extendedPayload(request('{"$t":"bytes","o":"0","n":1}'), eight),
     ],
-    ["a bytes section without a length", extendedFrame(request('{"$t":"bytes","o":0}'), eight)],
-    ["a BigInt that is not a number", extendedFrame(request('{"$t":"bigint","v":"12abc"}'))],
-    ["a BigInt of the empty string", extendedFrame(request('{"$t":"bigint","v":""}'))],
-    ["a BigInt in exponent notation", extendedFrame(request('{"$t":"bigint","v":"1e3"}'))],
-    ["a BigInt given as a JSON number", extendedFrame(request('{"$t":"bigint","v":12}'))],
-    ["a BigInt in hexadecimal", extendedFrame(request('{"$t":"bigint","v":"0x10"}'))],
+    ["a bytes section without a length", extendedPayload(request('{"$t":"bytes","o":0}'), eight)],
+    ["a BigInt that is not a number", extendedPayload(request('{"$t":"bigint","v":"12abc"}'))],
+    ["a BigInt of the empty string", extendedPayload(request('{"$t":"bigint","v":""}'))],
+    ["a BigInt in exponent notation", extendedPayload(request('{"$t":"bigint","v":"1e3"}'))],
+    ["a BigInt given as a JSON number", extendedPayload(request('{"$t":"bigint","v":12}'))],
+    ["a BigInt in hexadecimal", extendedPayload(request('{"$t":"bigint","v":"0x10"}'))],
     [
       "a typed array of a kind that does not exist",
-      extendedFrame(request('{"$t":"bytes","o":0,"n":8,"k":"NopeArray"}'), eight),
+      extendedPayload(request('{"$t":"bytes","o":0,"n":8,"k":"NopeArray"}'), eight),
     ],
     [
       "a typed array of a kind the encoding lacks",
-      extendedFrame(request('{"$t":"bytes","o":0,"n":8,"k":"Float16Array"}'), eight),
+      extendedPayload(request('{"$t":"bytes","o":0,"n":8,"k":"Float16Array"}'), eight),
     ],
     [
       "a typed array kind that names an Object.prototype member",
-      extendedFrame(request('{"$t":"bytes","o":0,"n":8,"k":"constructor"}'), eight),
+      extendedPayload(request('{"$t":"bytes","o":0,"n":8,"k":"constructor"}'), eight),
     ],
     [
       "a typed array kind that is not a string",
-      extendedFrame(request('{"$t":"bytes","o":0,"n":8,"k":1}'), eight),
+      extendedPayload(request('{"$t":"bytes","o":0,"n":8,"k":1}'), eight),
     ],
     [
       "a Float64Array section of 12 bytes",
-      extendedFrame(request('{"$t":"bytes","o":0,"n":12,"k":"Float64Array"}'), pattern(16)),
+      extendedPayload(request('{"$t":"bytes","o":0,"n":12,"k":"Float64Array"}'), pattern(16)),
     ],
     [
       "an Int32Array section of 6 bytes",
-      extendedFrame(request('{"$t":"bytes","o":0,"n":6,"k":"Int32Array"}'), eight),
+      extendedPayload(request('{"$t":"bytes","o":0,"n":6,"k":"Int32Array"}'), eight),
     ],
     [
       "a BigInt64Array section of 4 bytes",
-      extendedFrame(request('{"$t":"bytes","o":0,"n":4,"k":"BigInt64Array"}'), eight),
+      extendedPayload(request('{"$t":"bytes","o":0,"n":4,"k":"BigInt64Array"}'), eight),
     ],
-    ["a number tag of an ordinary number", extendedFrame(request('{"$t":"number","v":"5"}'))],
-    ["a date tag holding a string", extendedFrame(request('{"$t":"date","v":"2024-01-01"}'))],
-    ["a map entry that is not a pair", extendedFrame(request('{"$t":"map","v":[[1]]}'))],
-    ["a map whose entries are not an array", extendedFrame(request('{"$t":"map","v":{}}'))],
-    ["a set whose items are not an array", extendedFrame(request('{"$t":"set","v":1}'))],
-    ["an object escape holding an array", extendedFrame(request('{"$t":"object","v":[]}'))],
+    ["a number tag of an ordinary number", extendedPayload(request('{"$t":"number","v":"5"}'))],
+    ["a date tag holding a string", extendedPayload(request('{"$t":"date","v":"2024-01-01"}'))],
+    ["a map entry that is not a pair", extendedPayload(request('{"$t":"map","v":[[1]]}'))],
+    ["a map whose entries are not an array", extendedPayload(request('{"$t":"map","v":{}}'))],
+    ["a set whose items are not an array", extendedPayload(request('{"$t":"set","v":1}'))],
+    ["an object escape holding an array", extendedPayload(request('{"$t":"object","v":[]}'))],
     [
       "a bad tag deep inside a Map",
-      extendedFrame(request('{"$t":"map","v":[[1,[{"a":{"$t":"nope"}}]]]}')),
+      extendedPayload(request('{"$t":"map","v":[[1,[{"a":{"$t":"nope"}}]]]}')),
     ],
   ];
   let id = 100;

@@ -16,6 +16,7 @@ import {
 import { type CertificateIdentity, formatIp, readCertificateIdentity } from "../_x509_identity.ts";
 import { fromPem } from "../_x509_read.ts";
 import { generateDevCertificates } from "../dev_cert.ts";
+import { seededRandom } from "./portable/_data.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -450,15 +451,7 @@ Deno.test("readCertificateIdentity() returns or throws TypeError/RangeError on m
     altNames: ["DNS.1 = a.example", "IP.1 = 10.0.0.1", "email.1 = a@b.example"],
   });
   const seed = Date.now() >>> 0;
-  let state = seed;
-  function next(): number {
-    // mulberry32: small, fast and good enough to pick mutations.
-    state = (state + 0x6d2b79f5) >>> 0;
-    let x = state;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 2 ** 32;
-  }
+  const next = seededRandom(seed);
   const started = performance.now();
   for (let i = 0; i < 3000; i++) {
     const mutated = new Uint8Array(der);

@@ -2,7 +2,7 @@
  * The helpers the portable tests share. These tests run unchanged on Deno (`deno test`), Node.js
  * (`node --test`) and Bun (`bun test`), so they use `node:test`, `node:assert/strict` and `node:`
  * built-ins only, never `Deno.*`: the test certificates, servers and clients, a time bound, and
- * the other runtimes' binaries, to run peers in (`_peer.ts`).
+ * the other runtimes' binaries, to run peers in (`_peer.ts`). The data they make is in `_data.ts`.
  *
  * @module
  */
@@ -17,6 +17,7 @@ import { fileURLToPath } from "node:url";
 import { connect, type ConnectOptions, type RpcClient } from "../../client.ts";
 import { ErrorCode, RpcError } from "../../errors.ts";
 import { type RpcServer, serve, type ServeOptions } from "../../server.ts";
+import { pattern } from "./_data.ts";
 
 const root = fileURLToPath(new URL("../../", import.meta.url));
 
@@ -96,13 +97,6 @@ export const handlers = {
   /** The runtime that serves. */
   runtime: (): Runtime => runtime,
 };
-
-/** Bytes 0, 1, 2... modulo 251 from `seed`. */
-export function pattern(length: number, seed = 0): Uint8Array {
-  const bytes = new Uint8Array(length);
-  for (let i = 0; i < length; i++) bytes[i] = (i + seed) % 251;
-  return bytes;
-}
 
 const MiB = 1024 * 1024;
 

@@ -6,6 +6,7 @@ import { test } from "node:test";
 import { detachedSession } from "../../_call.ts";
 import { Dispatcher } from "../../_dispatch.ts";
 import { ErrorCode, RpcError } from "../../errors.ts";
+import { SPEC_EXAMPLES, specHandlers } from "./_spec_examples.ts";
 
 const encoder = new TextEncoder();
 
@@ -32,74 +33,10 @@ function normalize(response: unknown): unknown {
 const E = (code: number, id: unknown) => ({ jsonrpc: "2.0", error: { code }, id });
 
 test("Dispatcher answers the examples of the JSON-RPC 2.0 specification", async (t) => {
-  const cases: { name: string; request: string; response: unknown; log?: unknown[] }[] = [
-    {
-      name: "positional parameters",
-      request: '{"jsonrpc": "2.0", "method": "subtract", "params": [42, 23], "id": 1}',
-      response: { jsonrpc: "2.0", result: 19, id: 1 },
-    },
-    {
-      name: "named parameters",
-      request:
-        '{"jsonrpc": "2.0", "method": "subtract", "params": {"subtrahend": 23, "minuend": 42}, "id": 3}',
-      response: { jsonrpc: "2.0", result: 19, id: 3 },
-    },
-    {
-      name: "a notification",
-      request: '{"jsonrpc": "2.0", "method": "update", "params": [1,2,3,4,5]}',
-      response: undefined,
-      log: [["update", [1, 2, 3, 4, 5]]],
-    },
-    {
-      name: "a method that does not exist",
-      request: '{"jsonrpc": "2.0", "method": "foobar", "id": "1"}',
-      response: E(ErrorCode.MethodNotFound, "1"),
-    },
-    {
-      name: "invalid JSON",
-      request: '{"jsonrpc": "2.0", "method": "foobar, "params": "bar", "baz]',
-      response: E(ErrorCode.ParseError, null),
-    },
-    {
-      name: "an invalid Request object",
-      request: '{"jsonrpc": "2.0", "method": 1, "params": "bar"}',
-      response: E(ErrorCode.InvalidRequest, null),
-    },
-    {
-      name: "an empty batch",
-      request: "[]",
-      response: E(ErrorCode.InvalidRequest, null),
-    },
-    {
-      name: "a batch of calls, notifications and errors",
-      request: `[
-        {"jsonrpc": "2.0", "method": "sum", "params": [1,2,4], "id": "1"},
-        {"jsonrpc": "2.0", "method": "notify_hello", "params": [7]},
-        {"jsonrpc": "2.0", "method": "subtract", "params": [42,23], "id": "2"},
-        {"foo": "boo"},
-        {"jsonrpc": "2.0", "method": "foo.get", "params": {"name": "myself"}, "id": "5"},
-        {"jsonrpc": "2.0", "method": "get_data", "id": "9"}
-      ]`,
-      response: [
-        { jsonrpc: "2.0", result: 7, id: "1" },
-        { jsonrpc: "2.0", result: 19, id: "2" },
-        E(ErrorCode.InvalidRequest, null),
-        E(ErrorCode.MethodNotFound, "5"),
-        { jsonrpc: "2.0", result: ["hello", 5], id: "9" },
-      ],
-      log: [["notify_hello", 7]],
-    },
-  ];
-  for (const { name, request, response, log: expected = [] } of cases) {
+  for (const { name, request, response, log: expected = [] } of SPEC_EXAMPLES) {
     await t.test(name, async () => {
       const log: unknown[] = [];
-      const dispatcher = new Dispatcher({
-        subtract: (minuend: number, subtrahend: number) => minuend - subtrahend,
-        update: (...values: number[]) => void log.push(["update", values]),
-        sum: (...values: number[]) => values.reduce((a, b) => a + b, 0),
-        notify_hello: (n: number) => void log.push(["notify_hello", n]),
-        get_data: () => ["hello", 5],
-      });
+      const dispatcher = new Dispatcher(specHandlers(log));
       assert.deepEqual(normalize(await answer(dispatcher, request)), normalize(response));
       assert.deepEqual(log, expected);
     });

@@ -5,19 +5,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { ProtocolError } from "../../errors.ts";
 import { FrameReader, FrameWriter, HEADER_BYTES } from "../../framing.ts";
-import { pattern } from "./_util.ts";
-
-/** A small deterministic generator (mulberry32), so that a failure can be replayed by its seed. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { pattern, seededRandom } from "./_data.ts";
 
 /** A source that hands out `bytes` in chunks of sizes `size()` picks, then ends. */
 function chunked(bytes: Uint8Array, size: () => number) {
@@ -67,7 +55,7 @@ async function readAll(reader: FrameReader): Promise<Uint8Array[]> {
 test("FrameReader reads back every frame FrameWriter wrote, whatever the chunk sizes", async () => {
   const seed = Date.now() % 100_000;
   try {
-    const next = random(seed);
+    const next = seededRandom(seed);
     const sizes = [
       1,
       3 * 1024 * 1024,

@@ -4,7 +4,8 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { RpcError } from "../../mod.ts";
-import { connectTo, handlers, pattern, startServer } from "./_util.ts";
+import { pattern } from "./_data.ts";
+import { connectTo, handlers, startServer } from "./_util.ts";
 
 const values: [string, unknown][] = [
   ["undefined, in an array and as a member", [undefined, { a: undefined }]],

@@ -1,15 +1,15 @@
 /**
  * The pieces the balancer tests share (balancer_haproxy_test.ts, balancer_nginx_test.ts): `cli.ts
- * serve` backends on fixed ports, a balancer process whose stderr is kept, a TCP server that only
- * listens, and a client with `reconnect` under load through a balancer, with the rolling restart
- * both balancers must ride out without losing a call.
+ * serve` backends on fixed ports, a TCP server that only listens, and a client with `reconnect`
+ * under load through a balancer, with the rolling restart both balancers must ride out without
+ * losing a call. The balancer process itself is `spawnCollected` of `../_tools.ts`.
  *
  * @module
  */
 
 import assert from "node:assert/strict";
 import { type ClientConnection, connect, type Dialer, type RpcClient } from "../../client.ts";
-import { acceptEach, certs, closeQuietly, freePort, root, until, within } from "../_util.ts";
+import { acceptEach, certs, closeQuietly, freePort, until, within } from "../_util.ts";
 import { type ServeProcess, startServe } from "../_cli.ts";
 
 /** The calling loops of the client under load: as many calls in flight at any time. */
@@ -69,49 +69,6 @@ export interface Balancer extends AsyncDisposable {
   waitRouting(backend: Backend): Promise<void>;
   /** Resolves once the balancer has seen that `backend` is gone, if it looks (HAProxy does). */
   waitGone?(backend: Backend): Promise<void>;
-}
-
-/** A child process whose stderr is collected; disposing it sends `signal` and awaits its exit. */
-export function spawnCollected(
-  binary: string,
-  args: string[],
-  env: Record<string, string>,
-): { child: Deno.ChildProcess; log(): string; stop(signal: Deno.Signal): Promise<void> } {
-  const child = new Deno.Command(binary, {
-    args,
-    cwd: root.pathname,
-    env,
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
-  let stderr = "";
-  const reading = child.stderr.pipeThrough(new TextDecoderStream()).pipeTo(
-    new WritableStream({ write: (chunk) => void (stderr += chunk) }),
-  );
-  let stopping: Promise<void> | undefined;
-  function stop(signal: Deno.Signal): Promise<void> {
-    stopping ??= (async () => {
-      try {
-        child.kill(signal);
-      } catch {
-        // It has exited already.
-      }
-      // A guard, far above the moment either balancer takes to stop.
-      const timer = setTimeout(() => {
-        try {
-          child.kill("SIGKILL");
-        } catch {
-          // It has exited meanwhile.
-        }
-      }, 10_000);
-      await child.status;
-      clearTimeout(timer);
-      await reading;
-    })();
-    return stopping;
-  }
-  return { child, log: () => stderr, stop };
 }
 
 /** A TCP server from {@linkcode silentTcpServer}. */

@@ -5,7 +5,8 @@
 // .ci/fetch_tools.sh; a missing one fails the test.
 
 import assert from "node:assert/strict";
-import { fakeTlsServer, freePort, root, tool, until, within } from "../_util.ts";
+import { fakeTlsServer, freePort, root, until, within } from "../_util.ts";
+import { spawnCollected, tool } from "../_tools.ts";
 import {
   type Backend,
   type Balancer,
@@ -16,7 +17,6 @@ import {
   rollingRestart,
   served,
   silentTcpServer,
-  spawnCollected,
   startBackend,
   startLoad,
 } from "./_balancer.ts";
@@ -108,10 +108,12 @@ async function startHaproxy(
     "-p",
     `${dir}/haproxy.pid`,
   ], {
-    TLSRPC_FRONT: `127.0.0.1:${port}`,
-    TLSRPC_BACKEND_A: `127.0.0.1:${ports.a}`,
-    TLSRPC_BACKEND_B: `127.0.0.1:${ports.b}`,
-    TLSRPC_STATS: socket,
+    env: {
+      TLSRPC_FRONT: `127.0.0.1:${port}`,
+      TLSRPC_BACKEND_A: `127.0.0.1:${ports.a}`,
+      TLSRPC_BACKEND_B: `127.0.0.1:${ports.b}`,
+      TLSRPC_STATS: socket,
+    },
   });
   const balancer: Balancer & { socket: string } = {
     name: "HAProxy",

@@ -4,15 +4,9 @@
 // `reconnect` calls through it. nginx comes from .ci/fetch_tools.sh; a missing one fails the test.
 
 import assert from "node:assert/strict";
-import { freePort, root, tool, until } from "../_util.ts";
-import {
-  type Balancer,
-  latin1,
-  rollingRestart,
-  served,
-  silentTcpServer,
-  spawnCollected,
-} from "./_balancer.ts";
+import { freePort, root, until } from "../_util.ts";
+import { spawnCollected, tool } from "../_tools.ts";
+import { type Balancer, latin1, rollingRestart, served, silentTcpServer } from "./_balancer.ts";
 
 const decoder = new TextDecoder();
 const encoder = new TextEncoder();
@@ -64,7 +58,7 @@ async function startNginx(
     TLSRPC_BACKEND_A: `127.0.0.1:${ports.a}`,
     TLSRPC_BACKEND_B: `127.0.0.1:${ports.b}`,
   }, edit);
-  const process = spawnCollected(binary, nginxArgs(dir, config), {});
+  const process = spawnCollected(binary, nginxArgs(dir, config));
   const balancer: Balancer = {
     name: "nginx",
     port,
