@@ -66,6 +66,16 @@ Deno.test("serve({ metrics }) counts a known load exactly and serves it at /metr
   assert.equal(sample(text, "tlsrpc_calls_total", 'method="add",code="-32602"'), 1);
   assert.equal(sample(text, "tlsrpc_calls_total", 'method="fail",code="4001"'), 2);
   assert.equal(sample(text, "tlsrpc_calls_total", 'method="slow",code="0"'), 1);
+  // A call that returns a promise is timed until it settles: its 20 ms timer is in its duration.
+  assert.ok(
+    (sample(text, "tlsrpc_call_duration_seconds_sum", 'method="slow"') ?? 0) >= 0.015,
+    "the slow call's time",
+  );
+  assert.equal(
+    sample(text, "tlsrpc_call_duration_seconds_bucket", 'method="slow",le="0.01"'),
+    0,
+    "not counted as answered at once",
+  );
   assert.equal(sample(text, "tlsrpc_calls_total", 'method="unknown",code="-32601"'), 3);
   assert.equal(sample(text, "tlsrpc_call_duration_seconds_count", 'method="add"'), 6);
   assert.equal(sample(text, "tlsrpc_limit_refusals_total", 'limit="max_batch"'), 1);
